@@ -21,6 +21,7 @@ setup(
         "keras>=3.0",
         "tensorflow-datasets>=4.9",
         "absl-py",
+        "tensorboard",
         "numpy",
         "scipy",
         "scikit-image",

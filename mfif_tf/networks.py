@@ -1,0 +1,197 @@
+"""The MFIF-GAN generator G and critic D (section 3.1, Fig. 3).
+
+Symbols: I_A, I_B are the sources (`image_a`, `image_b`, values in [-1, 1]); F is the true
+focus map (`focus`); F_hat = G(I_A, I_B) the predicted focus map in [0, 1], 1 where I_A is in
+focus.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from mfif_tf.config import ModelConfig, model_config, model_config_from_dict
+from mfif_tf.layers import ConvBNReLU, SEResBlock
+
+# The encoder halves the resolution twice and the decoder doubles it twice.
+SIZE_MULTIPLE = 4
+
+
+def to_grey(rgb: tf.Tensor) -> tf.Tensor:
+    """Luminance of [-1, 1] RGB (ITU-R BT.601 weights, as MATLAB's rgb2gray)."""
+    weights = tf.constant([0.298936021293775, 0.587043074451121, 0.114020904255103], rgb.dtype)
+    return tf.reduce_sum(rgb * weights, axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="mfif_tf")
+class Generator(keras.Model):
+    """G: six weight-shared single-channel encoder branches, averaged per source, concatenated
+    and decoded to F_hat (Fig. 3).
+
+    Input: I_A and I_B concatenated on channels, (N, H, W, 6) in [-1, 1], any H and W (the
+    input is reflect-padded to a multiple of 4 and the output cropped back). Output: F_hat,
+    (N, H, W, 1) in [0, 1], float32.
+
+    With `branches="two"` (ablation) each source is turned grey and G has two branches.
+
+    The pieces are public so that tiled inference can run them one at a time:
+    `to_branches` -> `stem` -> `blocks[i]` (with whole-image SE averages) -> `merge` ->
+    `decode`.
+
+    Args:
+      config: a `ModelConfig` or its dict.
+    """
+
+    def __init__(self, config: ModelConfig | dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = model_config("paper")
+        elif isinstance(config, dict):
+            config = model_config_from_dict(config)
+        self.config = config
+        c1, (c2, c3) = config.stem_channels, config.down_channels
+        self.stem_layers = [
+            ConvBNReLU(c1, 7, reflect=True, name="stem_conv7"),
+            ConvBNReLU(c2, 3, strides=2, name="down1"),
+            ConvBNReLU(c3, 3, strides=2, name="down2"),
+        ]
+        self.blocks = [
+            SEResBlock(c3, config.se_reduction, use_se=config.use_se, name=f"se_res_{i}")
+            for i in range(config.num_blocks)
+        ]
+        self.decoder_layers = [
+            ConvBNReLU(c3, 4, strides=2, transpose=True, name="up1"),
+            ConvBNReLU(c2, 4, strides=2, transpose=True, name="up2"),
+        ]
+        self.head = layers.Conv2D(1, 7, padding="valid", use_bias=False, name="head_conv7")
+
+    @property
+    def num_branches(self) -> int:
+        return 6 if self.config.branches == "six" else 2
+
+    def to_branches(self, x: tf.Tensor) -> tf.Tensor:
+        """(N, H, W, 6) -> (N * B, H, W, 1): every channel becomes a batch entry, so the
+        shared branch runs as one batched call."""
+        if self.config.branches == "two":
+            x = tf.concat([to_grey(x[..., :3]), to_grey(x[..., 3:])], axis=-1)
+        shape = tf.shape(x)
+        x = tf.transpose(x, [0, 3, 1, 2])
+        return tf.reshape(x, [shape[0] * self.num_branches, shape[1], shape[2], 1])
+
+    def stem(self, x: tf.Tensor, training=None) -> tf.Tensor:
+        for layer in self.stem_layers:
+            x = layer(x, training=training)
+        return x
+
+    def merge(self, features: tf.Tensor) -> tf.Tensor:
+        """(N * B, h, w, C) -> (N, h, w, 2C): Feature_A and Feature_B, each the mean over its
+        source's channels, concatenated (Fig. 3, "tensor concatenation")."""
+        shape = tf.shape(features)
+        per_source = self.num_branches // 2
+        channels = features.shape[-1]
+        x = tf.reshape(features, [-1, 2, per_source, shape[1], shape[2], channels])
+        x = tf.reduce_mean(x, axis=2)
+        x = tf.transpose(x, [0, 2, 3, 1, 4])
+        return tf.reshape(x, [-1, shape[1], shape[2], 2 * channels])
+
+    def decode(self, x: tf.Tensor, training=None) -> tf.Tensor:
+        for layer in self.decoder_layers:
+            x = layer(x, training=training)
+        x = tf.pad(x, [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
+        return tf.sigmoid(tf.cast(self.head(x), tf.float32))
+
+    def call(self, inputs, training=None):
+        x = tf.convert_to_tensor(inputs)
+        if x.dtype != self.compute_dtype:
+            x = tf.cast(x, self.compute_dtype)
+        height, width = tf.shape(x)[1], tf.shape(x)[2]
+        pad_h = (-height) % SIZE_MULTIPLE
+        pad_w = (-width) % SIZE_MULTIPLE
+        x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="SYMMETRIC")
+        features = self.stem(self.to_branches(x), training=training)
+        for block in self.blocks:
+            features = block(features, training=training)
+        focus = self.decode(self.merge(features), training=training)
+        return focus[:, :height, :width, :]
+
+    def get_config(self):
+        import dataclasses
+
+        return {"config": dataclasses.asdict(self.config), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="mfif_tf")
+class Critic(keras.Model):
+    """D: scores (I_A, I_B, focus map), a 7-channel input, with one number per sample.
+
+    Section 3.1 describes eight convs that shrink the input to a single element and a final
+    sigmoid. We keep the eight 4x4 convs (seven stride-2 convs with LeakyReLU, then one to a
+    single channel) and average the last map, so any input size gives one score, but we drop
+    the sigmoid and use no BatchNorm: with the Wasserstein loss of eqs. 1-2 the critic
+    estimates an unbounded potential, and a sigmoid would saturate its output and its
+    gradient, which the penalty of eq. 3 needs to be informative (Gulrajani et al. 2017,
+    section 4); BatchNorm couples samples of a batch, while the penalty is defined per
+    sample, so the WGAN-GP paper recommends no batch normalisation in the critic. For the
+    least-squares ablation the same raw score is used as the LSGAN output.
+
+    Args:
+      config: a `ModelConfig` or its dict.
+    """
+
+    def __init__(self, config: ModelConfig | dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = model_config("paper")
+        elif isinstance(config, dict):
+            config = model_config_from_dict(config)
+        self.config = config
+        self.convs = []
+        channels = config.critic_channels
+        for i in range(config.critic_layers - 1):
+            self.convs.append(layers.Conv2D(channels, 4, strides=2, padding="same", name=f"conv{i}"))
+            channels = min(2 * channels, config.critic_max_channels)
+        self.score = layers.Conv2D(1, 4, padding="same", name="score")
+
+    def call(self, inputs, training=None):
+        x = tf.convert_to_tensor(inputs)
+        if x.dtype != self.compute_dtype:
+            x = tf.cast(x, self.compute_dtype)
+        for conv in self.convs:
+            x = tf.nn.leaky_relu(conv(x), alpha=0.2)
+        return tf.reduce_mean(tf.cast(self.score(x), tf.float32), axis=[1, 2, 3])
+
+    def get_config(self):
+        import dataclasses
+
+        return {"config": dataclasses.asdict(self.config), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def critic_input(image_a: tf.Tensor, image_b: tf.Tensor, focus: tf.Tensor) -> tf.Tensor:
+    """The 7-channel input of D: I_A, I_B and a focus map rescaled to [-1, 1] like them."""
+    focus = tf.cast(focus, image_a.dtype) * 2.0 - 1.0
+    return tf.concat([image_a, image_b, focus], axis=-1)
+
+
+def build_generator(config: ModelConfig, input_size: int = 64) -> Generator:
+    generator = Generator(config, name="generator")
+    generator(tf.zeros([1, input_size, input_size, 6]), training=False)
+    return generator
+
+
+def build_critic(config: ModelConfig, input_size: int = 64) -> Critic:
+    critic = Critic(config, name="critic")
+    critic(tf.zeros([1, input_size, input_size, 7]), training=False)
+    return critic
+
+
+def count_trainable(model: keras.Model) -> int:
+    return int(sum(int(tf.size(w)) for w in model.trainable_weights))

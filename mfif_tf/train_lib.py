@@ -1,0 +1,190 @@
+"""Training driver: data, strategy, resume, logging, TensorBoard and checkpoints.
+
+`train_and_evaluate(config, workdir)` is what `python -m mfif_tf.train` calls. Resume order:
+the latest checkpoint in `workdir/checkpoints`, else `config.init_checkpoint`, else scratch.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import time
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from mfif_tf.config import TrainConfig
+from mfif_tf.model_io import save_generator
+from mfif_tf.trainer import Trainer, make_strategy
+
+
+class WorkdirError(ValueError):
+    pass
+
+
+def check_workdir(workdir: str) -> None:
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirError(f"work dir exists and is not a directory: {workdir}")
+    parent = os.path.dirname(os.path.abspath(workdir))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise WorkdirError(f"parent of the work dir is not a directory: {parent}")
+
+
+def build_dataset(config: TrainConfig) -> tf.data.Dataset:
+    """The training stream of dicts (`image_a`, `image_b`, `focus`, `image`), global batch."""
+    from data_pipeline.pipeline import make_training_dataset
+
+    d = config.data
+    return make_training_dataset(
+        source=d.source,
+        data_dir=d.data_dir or None,
+        split="train",
+        batch_size=config.batch_size,
+        image_size=d.image_size,
+        crop=d.crop,
+        center_crop_size=d.center_crop_size,
+        resize_shorter=d.resize_shorter,
+        synthesis=d.synthesis,
+        sigma=d.sigma,
+        sigma_range=tuple(d.sigma_range) if d.sigma_range else None,
+        flip=d.flip,
+        seed=config.seed,
+        shuffle_buffer=d.shuffle_buffer,
+        repeat=True,
+        tfds_data_dir=d.tfds_data_dir or None,
+        extra_dirs=tuple(d.extra_dirs),
+    )
+
+
+def _set_precision(config: TrainConfig) -> None:
+    policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+    keras.mixed_precision.set_global_policy(policy[config.mixed_precision])
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m{seconds % 60:02d}s"
+
+
+def _to_uint8(images: tf.Tensor, signed: bool) -> tf.Tensor:
+    images = tf.cast(images, tf.float32)
+    if signed:
+        images = (images + 1.0) / 2.0
+    return tf.cast(tf.clip_by_value(images, 0.0, 1.0) * 255.0 + 0.5, tf.uint8)
+
+
+def _local(batch: dict, strategy: tf.distribute.Strategy) -> dict:
+    """The first replica's part of a distributed batch, for image summaries."""
+    return {k: strategy.experimental_local_results(v)[0] for k, v in batch.items()}
+
+
+def train_and_evaluate(
+    config: TrainConfig,
+    workdir: str,
+    dataset: tf.data.Dataset | None = None,
+    stop_after_steps: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Trainer:
+    """Trains until `config.num_steps` generator steps (or `stop_after_steps` more steps,
+    to simulate an interruption) and returns the trainer."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    config.validate()
+    check_workdir(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json())
+
+    _set_precision(config)
+    tf.random.set_seed(config.seed)
+    strategy = make_strategy(config.distribution)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the "
+            f"{strategy.num_replicas_in_sync} replicas")
+    trainer = Trainer(config, strategy)
+
+    if dataset is None:
+        dataset = build_dataset(config)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    ckpt = trainer.checkpoint(iterator)
+    manager = tf.train.CheckpointManager(
+        ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resumed from {manager.latest_checkpoint} at step {int(trainer.step.numpy())}")
+    elif config.init_checkpoint:
+        trainer.checkpoint().read(config.init_checkpoint).expect_partial()
+        trainer.step.assign(0)
+        log(f"initialised from {config.init_checkpoint}")
+
+    start = int(trainer.step.numpy())
+    end = config.num_steps
+    if stop_after_steps is not None:
+        end = min(end, start + stop_after_steps)
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    sums: dict[str, float] = collections.defaultdict(float)
+    count = 0
+    t_window = time.time()
+    t_start = time.time()
+    batch = None
+    for step in range(start, end):
+        lr = trainer.set_learning_rates(step)
+        if step < config.warmup_steps:
+            batch = next(iterator)
+            out = trainer.warmup_step(batch)
+        else:
+            for _ in range(config.optim.critic_steps):
+                out_d = trainer.critic_step(next(iterator))
+            batch = next(iterator)
+            out = dict(trainer.generator_step(batch))
+            out.update(out_d)
+        for k, v in out.items():
+            sums[k] += float(v)
+        count += 1
+        done = step + 1
+        if done % config.log_every == 0 or done == end:
+            now = time.time()
+            rate = count / max(now - t_window, 1e-9)
+            means = {k: v / count for k, v in sums.items()}
+            with writer.as_default(step=done):
+                for k, v in means.items():
+                    tf.summary.scalar(f"loss/{k}", v)
+                tf.summary.scalar("train/learning_rate", lr)
+                tf.summary.scalar("train/steps_per_second", rate)
+            left = (config.num_steps - done) / max(rate, 1e-9)
+            text = " ".join(f"{k}={v:.4f}" for k, v in sorted(means.items()))
+            log(f"step {done}/{config.num_steps} {text} lr={lr:.2e} "
+                f"{rate:.3f} steps/s elapsed {_format_eta(now - t_start)} left {_format_eta(left)}")
+            sums.clear()
+            count = 0
+            t_window = now
+        if batch is not None and (done % config.image_every == 0 or done == end):
+            _write_images(trainer, _local(batch, strategy), writer, done)
+        if done % config.checkpoint_every == 0 or done == end:
+            manager.save(checkpoint_number=done)
+            save_generator(trainer.generator, os.path.join(workdir, "export"),
+                           info={"step": done, "config": config.to_dict()})
+    writer.flush()
+    return trainer
+
+
+def _write_images(trainer: Trainer, batch: dict, writer, step: int, max_outputs: int = 2) -> None:
+    a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+    predicted = trainer.generator(tf.concat([a, b], -1), training=False)
+    fused = predicted * tf.cast(a, tf.float32) + (1 - predicted) * tf.cast(b, tf.float32)  # eq. 14
+    with writer.as_default(step=step):
+        tf.summary.image("I_A", _to_uint8(a, True), max_outputs=max_outputs)
+        tf.summary.image("I_B", _to_uint8(b, True), max_outputs=max_outputs)
+        tf.summary.image("F", _to_uint8(f, False), max_outputs=max_outputs)
+        tf.summary.image("F_hat", _to_uint8(predicted, False), max_outputs=max_outputs)
+        tf.summary.image("fused", _to_uint8(fused, True), max_outputs=max_outputs)
+        if "image" in batch:
+            tf.summary.image("I_ground_truth", _to_uint8(batch["image"], True), max_outputs=max_outputs)
+
+
+def read_config(workdir: str) -> dict:
+    with open(os.path.join(workdir, "config.json")) as f:
+        return json.load(f)

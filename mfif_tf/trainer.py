@@ -1,0 +1,189 @@
+"""The WGAN-GP training steps of MFIF-GAN (eqs. 1-6, section 4.1.2).
+
+A `Trainer` owns G, D, their Adam optimizers, the step counter and a `tf.random.Generator`,
+all created in a `tf.distribute.Strategy` scope. `critic_step`, `generator_step` and
+`warmup_step` are `tf.function`s that take a distributed batch (a dict with `image_a`,
+`image_b` in [-1, 1] and `focus` F in {0, 1}) and return losses averaged over replicas.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from mfif_tf import losses
+from mfif_tf.config import TrainConfig
+from mfif_tf.networks import Critic, Generator, critic_input
+
+
+def learning_rate_at(step, config: TrainConfig) -> tf.Tensor:
+    """Section 4.1.2's linear decay: constant, then linearly to zero over the last
+    `decay_fraction` of the adversarial steps. Warm-up steps use the base rate."""
+    base = config.optim.learning_rate
+    step = tf.cast(step, tf.float32)
+    total = float(max(config.num_steps, 1))
+    decay_start = total * (1.0 - config.optim.decay_fraction)
+    decay_len = max(total - decay_start, 1.0)
+    frac = tf.clip_by_value((step - decay_start) / decay_len, 0.0, 1.0)
+    return base * (1.0 - frac)
+
+
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """The default strategy on one device, MirroredStrategy on several GPUs (or on several
+    logical CPU devices when asked with "mirrored")."""
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    opt = keras.optimizers.Adam(
+        learning_rate=config.optim.learning_rate,
+        beta_1=config.optim.beta_1,
+        beta_2=config.optim.beta_2,
+    )
+    if config.mixed_precision == "float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+class Trainer(tf.Module):
+    """Holds the state of one training run and its step functions.
+
+    Args:
+      config: the resolved `TrainConfig`.
+      strategy: the distribution strategy; the default one if None.
+    """
+
+    def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy | None = None):
+        super().__init__(name="trainer")
+        self.config = config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.global_batch = config.batch_size
+        self.critic_loss_fn, self.generator_adv_fn = losses.adversarial_losses(config.loss.gan)
+        self.rec_fn = losses.reconstruction_loss(config.loss.reconstruction)
+        size = config.data.image_size
+        with self.strategy.scope():
+            self.generator = Generator(config.model, name="generator")
+            self.critic = Critic(config.model, name="critic")
+            self.generator(tf.zeros([1, size, size, 6]), training=False)
+            self.critic(tf.zeros([1, size, size, 7]), training=False)
+            self.g_opt = _optimizer(config)
+            self.d_opt = _optimizer(config)
+            self.g_opt.build(self.generator.trainable_variables)
+            self.d_opt.build(self.critic.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.rng = tf.random.Generator.from_seed(config.seed)
+        jit = bool(config.jit_compile)
+        self._critic_replica = tf.function(self._critic_replica_step, jit_compile=jit)
+        self._generator_replica = tf.function(self._generator_replica_step, jit_compile=jit)
+        self._warmup_replica = tf.function(self._warmup_replica_step, jit_compile=jit)
+
+    # -- per-replica steps -------------------------------------------------------------
+
+    def _average(self, per_sample: tf.Tensor) -> tf.Tensor:
+        return tf.nn.compute_average_loss(per_sample, global_batch_size=self.global_batch)
+
+    def _apply(self, optimizer, tape, loss, variables):
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, variables)
+        else:
+            grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def _critic_replica_step(self, batch, alpha):
+        a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+        predicted = tf.stop_gradient(self.generator(tf.concat([a, b], -1), training=True))
+        cfg = self.config.loss
+        with tf.GradientTape() as tape:
+            real = self.critic(critic_input(a, b, f), training=True)
+            fake = self.critic(critic_input(a, b, predicted), training=True)
+            adv = self.critic_loss_fn(real, fake)  # eq. 1 (or LS)
+            if cfg.lambda_gp > 0:
+                gp = losses.gradient_penalty(  # eq. 3
+                    lambda f_tilde: self.critic(critic_input(a, b, f_tilde), training=True),
+                    f, predicted, alpha)
+            else:
+                gp = tf.zeros_like(adv)
+            loss = self._average(adv + cfg.lambda_gp * gp)  # eq. 5
+        self._apply(self.d_opt, tape, loss, self.critic.trainable_variables)
+        return {"d_loss": loss, "d_adv": self._average(adv), "gp": self._average(gp),
+                "wasserstein": self._average(real - fake)}
+
+    def _generator_replica_step(self, batch):
+        a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+        cfg = self.config.loss
+        with tf.GradientTape() as tape:
+            predicted = self.generator(tf.concat([a, b], -1), training=True)
+            fake = self.critic(critic_input(a, b, predicted), training=True)
+            adv = self.generator_adv_fn(fake)  # eq. 2 (or LS)
+            rec = self.rec_fn(f, predicted)  # eq. 4 (or BCE)
+            loss = self._average(cfg.lambda_adv * adv + cfg.lambda_rec * rec)  # eq. 6
+        self._apply(self.g_opt, tape, loss, self.generator.trainable_variables)
+        return {"g_loss": loss, "g_adv": self._average(adv), "rec": self._average(rec)}
+
+    def _warmup_replica_step(self, batch):
+        a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+        with tf.GradientTape() as tape:
+            predicted = self.generator(tf.concat([a, b], -1), training=True)
+            rec = self.rec_fn(f, predicted)
+            loss = self._average(self.config.loss.lambda_rec * rec)
+        self._apply(self.g_opt, tape, loss, self.generator.trainable_variables)
+        return {"g_loss": loss, "rec": self._average(rec)}
+
+    # -- distributed steps -------------------------------------------------------------
+
+    def _reduce(self, per_replica: dict) -> dict:
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    @tf.function
+    def critic_step(self, batch) -> dict:
+        # alpha ~ U[0, 1] per sample (eq. 3); drawn per replica from the trainer's RNG.
+        def replica_fn(replica_batch):
+            n = tf.shape(replica_batch["focus"])[0]
+            alpha = self.rng.uniform([n], 0.0, 1.0)
+            return self._critic_replica(replica_batch, alpha)
+
+        return self._reduce(self.strategy.run(replica_fn, args=(batch,)))
+
+    @tf.function
+    def generator_step(self, batch) -> dict:
+        out = self._reduce(self.strategy.run(self._generator_replica, args=(batch,)))
+        self.step.assign_add(1)
+        return out
+
+    @tf.function
+    def warmup_step(self, batch) -> dict:
+        out = self._reduce(self.strategy.run(self._warmup_replica, args=(batch,)))
+        self.step.assign_add(1)
+        return out
+
+    def set_learning_rates(self, step: int) -> float:
+        """Both learning rates follow the same linear decay (section 4.1.2)."""
+        adversarial_step = max(0, step - self.config.warmup_steps)
+        lr = float(learning_rate_at(adversarial_step, self._decay_config()))
+        for opt in (self.g_opt, self.d_opt):
+            inner = opt.inner_optimizer if isinstance(opt, keras.optimizers.LossScaleOptimizer) else opt
+            inner.learning_rate.assign(lr)
+        return lr
+
+    def _decay_config(self) -> TrainConfig:
+        import dataclasses
+
+        return dataclasses.replace(
+            self.config, num_steps=max(1, self.config.num_steps - self.config.warmup_steps))
+
+    def checkpoint(self, iterator=None) -> tf.train.Checkpoint:
+        items = dict(generator=self.generator, critic=self.critic, g_opt=self.g_opt,
+                     d_opt=self.d_opt, step=self.step, rng=self.rng)
+        if iterator is not None:
+            items["data"] = iterator
+        return tf.train.Checkpoint(**items)
