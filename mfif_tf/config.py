@@ -126,6 +126,7 @@ class DataConfig:
     sigma: float = 1.0
     sigma_range: tuple[float, float] | None = None
     flip: bool = True
+    swap_sources: bool = False  # swap I_A and I_B (and F -> 1 - F) for half the samples
     shuffle_buffer: int = 256
 
     def validate(self) -> None:

@@ -58,6 +58,7 @@ flags.DEFINE_enum("synthesis", "alpha_matte", ["alpha_matte", "conventional"],
 flags.DEFINE_float("sigma", 1.0, "Gaussian blur sigma of the synthesis (eq. 9).")
 flags.DEFINE_list("sigma_range", None, "lo,hi: draw sigma per sample from U[lo, hi].")
 flags.DEFINE_bool("flip", True, "Random flips.")
+flags.DEFINE_bool("swap_sources", False, "Swap I_A/I_B (F -> 1 - F) in half the samples.")
 flags.DEFINE_integer("shuffle_buffer", 256, "Shuffle buffer of the input pipeline.")
 
 
@@ -92,7 +93,7 @@ def config_from_flags() -> config_lib.TrainConfig:
             image_size=FLAGS.image_size, crop=FLAGS.crop,
             center_crop_size=FLAGS.center_crop_size, resize_shorter=FLAGS.resize_shorter,
             synthesis=FLAGS.synthesis, sigma=FLAGS.sigma, sigma_range=sigma_range,
-            flip=FLAGS.flip, shuffle_buffer=FLAGS.shuffle_buffer),
+            flip=FLAGS.flip, swap_sources=FLAGS.swap_sources, shuffle_buffer=FLAGS.shuffle_buffer),
         batch_size=FLAGS.batch_size, num_steps=FLAGS.num_steps, warmup_steps=FLAGS.warmup_steps,
         seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
         distribution=FLAGS.distribution, log_every=FLAGS.log_every,

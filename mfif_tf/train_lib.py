@@ -38,7 +38,7 @@ def build_dataset(config: TrainConfig) -> tf.data.Dataset:
     from data_pipeline.pipeline import make_training_dataset
 
     d = config.data
-    return make_training_dataset(
+    dataset = make_training_dataset(
         source=d.source,
         data_dir=d.data_dir or None,
         split="train",
@@ -57,6 +57,31 @@ def build_dataset(config: TrainConfig) -> tf.data.Dataset:
         tfds_data_dir=d.tfds_data_dir or None,
         extra_dirs=tuple(d.extra_dirs),
     )
+    if d.swap_sources:
+        dataset = swap_sources(dataset, config.seed)
+    return dataset
+
+
+def swap_sources(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """Swaps I_A and I_B, and F with 1 - F, in a random half of the samples.
+
+    The synthesis always puts the sharp foreground in I_A; users give sources in any order,
+    so the shipped model must not learn "I_A holds the near focus". Deterministic per seed.
+    """
+
+    def swap(coins, batch):
+        flip = tf.reshape(coins < 0.5, [-1, 1, 1, 1])
+        a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+        out = dict(batch)
+        out["image_a"] = tf.where(flip, b, a)
+        out["image_b"] = tf.where(flip, a, b)
+        out["focus"] = tf.where(flip, 1.0 - f, f)
+        return out
+
+    batch_size = dataset.element_spec["focus"].shape[0]
+    coins = tf.data.Dataset.random(seed=seed + 7919).map(
+        lambda x: tf.cast(x % 1000, tf.float32) / 1000.0).batch(batch_size)
+    return tf.data.Dataset.zip(coins, dataset).map(swap, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _set_precision(config: TrainConfig) -> None:
