@@ -20,6 +20,7 @@ setup(
         "tensorflow>=2.16,<2.22",
         "keras>=3.0",
         "tensorflow-datasets>=4.9",
+        "importlib_resources",
         "absl-py",
         "tensorboard",
         "numpy",
@@ -32,7 +33,7 @@ setup(
         "tqdm",
         "ai-edge-litert",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "dill"]},
     entry_points={
         "console_scripts": [
             "mfif-fuse=mfif_tf.fuse:run",

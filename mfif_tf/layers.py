@@ -33,8 +33,8 @@ class ConvBNReLU(layers.Layer):
         self.reflect = reflect
         conv_cls = layers.Conv2DTranspose if transpose else layers.Conv2D
         self.conv = conv_cls(filters, kernel_size, strides=strides,
-                             padding="valid" if reflect else "same", use_bias=False)
-        self.bn = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+                             padding="valid" if reflect else "same", use_bias=False, name="conv")
+        self.bn = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
 
     def call(self, x, training=None):
         if self.reflect:
@@ -66,8 +66,8 @@ class SqueezeExcitation(layers.Layer):
         super().__init__(**kwargs)
         self.channels = channels
         self.reduction = reduction
-        self.fc1 = layers.Dense(max(1, channels // reduction), use_bias=False)
-        self.fc2 = layers.Dense(channels, use_bias=False)
+        self.fc1 = layers.Dense(max(1, channels // reduction), use_bias=False, name="fc1")
+        self.fc2 = layers.Dense(channels, use_bias=False, name="fc2")
 
     def call(self, x, pooled=None):
         if pooled is None:
@@ -97,11 +97,11 @@ class SEResBlock(layers.Layer):
         self.channels = channels
         self.reduction = reduction
         self.use_se = use_se
-        self.conv1 = layers.Conv2D(channels, 3, padding="same", use_bias=False)
-        self.bn1 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
-        self.conv2 = layers.Conv2D(channels, 3, padding="same", use_bias=False)
-        self.bn2 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
-        self.se = SqueezeExcitation(channels, reduction) if use_se else None
+        self.conv1 = layers.Conv2D(channels, 3, padding="same", use_bias=False, name="conv1")
+        self.bn1 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn1")
+        self.conv2 = layers.Conv2D(channels, 3, padding="same", use_bias=False, name="conv2")
+        self.bn2 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn2")
+        self.se = SqueezeExcitation(channels, reduction, name="se") if use_se else None
 
     def residual(self, x, training=None):
         """The residual branch before SE: what the SE block squeezes."""

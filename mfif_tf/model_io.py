@@ -78,7 +78,9 @@ def load_generator(path: str | None = "default") -> Generator:
         latest = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
         if latest is None:
             raise ModelNotFoundError(f"training work dir has no checkpoint yet: {path}")
-        tf.train.Checkpoint(generator=generator).read(latest).expect_partial()
+        from mfif_tf.trainer import _variables_by_path
+
+        tf.train.Checkpoint(generator=_variables_by_path(generator)).read(latest).expect_partial()
         return generator
     raise ModelNotFoundError(
         f"{path} holds neither {WEIGHTS_FILE} + {CONFIG_FILE} nor a training work dir")

@@ -123,7 +123,7 @@ def train_and_evaluate(
         f.write(config.to_json())
 
     _set_precision(config)
-    tf.random.set_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)  # Python, NumPy, TF and Keras initialisers
     strategy = make_strategy(config.distribution)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(

@@ -182,8 +182,15 @@ class Trainer(tf.Module):
             self.config, num_steps=max(1, self.config.num_steps - self.config.warmup_steps))
 
     def checkpoint(self, iterator=None) -> tf.train.Checkpoint:
-        items = dict(generator=self.generator, critic=self.critic, g_opt=self.g_opt,
+        # Keras 3 models do not expose layers held in Python lists to tf.train.Checkpoint,
+        # so every variable (BatchNorm moving statistics included) is listed by path.
+        items = dict(generator=_variables_by_path(self.generator),
+                     critic=_variables_by_path(self.critic), g_opt=self.g_opt,
                      d_opt=self.d_opt, step=self.step, rng=self.rng)
         if iterator is not None:
             items["data"] = iterator
         return tf.train.Checkpoint(**items)
+
+
+def _variables_by_path(model: keras.Model) -> tf.train.Checkpoint:
+    return tf.train.Checkpoint(**{v.path.replace("/", "."): v for v in model.weights})
