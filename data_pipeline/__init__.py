@@ -1,0 +1,8 @@
+"""Training data for MFIF-GAN (section 4.1.1): synthesis ops, readers, tf.data pipelines, tfds.
+
+Modules: `synthesis` (eqs. 7-13 as TF ops), `readers` (file layouts, masks, test pairs),
+`random_masks`, `embedded` (scikit-image photos), `pipeline` (`make_training_dataset`,
+`make_eval_dataset`), `tfds` (the `mfif_alpha_matte` and `mfif_benchmark` builders).
+Entry points: `python -m data_pipeline.preview`, `.benchmark`, `.blur_estimate`,
+`data_pipeline.tfds.build`. This package imports nothing else of the project.
+"""

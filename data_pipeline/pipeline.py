@@ -1,0 +1,423 @@
+"""tf.data input pipelines of training pairs (section 4.1.1).
+
+Each element is a dict of fixed-shape float32 tensors (B = batch size, S = image size):
+
+- `image_a`  I_A, (B, S, S, 3) in [-1, 1]: foreground clear (eq. 10, or eq. 12).
+- `image_b`  I_B, (B, S, S, 3) in [-1, 1]: background clear (eq. 11, or eq. 13).
+- `focus`    F,   (B, S, S, 1) in {0, 1}: 1 where I_A is in focus (the foreground).
+- `image`    I,   (B, S, S, 3) in [-1, 1]: the all-in-focus photo.
+
+Order of work per example: read, draw the per-example randomness from (seed, example index),
+synthesise I_A and I_B at the photo's own resolution (the blur acts on real pixels, before any
+resampling), crop and resize I, I_A, I_B and F together (F bilinearly, then thresholded at 0.5,
+so its edge follows the same geometry as the images), flip, scale to [-1, 1].
+
+Sources: "embedded" (photos inside scikit-image, random masks), "folder" (`images/` + `masks/`),
+"voc" (PASCAL VOC 2012), "plain" (images only, random masks), "tfds" (the built
+`mfif_alpha_matte` dataset, already synthesised).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data_pipeline import embedded, random_masks, readers, synthesis
+
+__all__ = ["PipelineConfig", "list_examples", "make_eval_dataset", "make_training_dataset"]
+
+SOURCES = ("embedded", "folder", "voc", "plain", "tfds")
+_TF_DECODABLE = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_EMBEDDED_EVAL_COPIES = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Arguments of `make_training_dataset` (see its docstring), checked on creation."""
+
+    source: str = "embedded"
+    data_dir: str | None = None
+    split: str = "train"
+    batch_size: int = 4
+    image_size: int = 256
+    crop: str = "center"
+    center_crop_size: int = 178
+    resize_shorter: int = 288
+    synthesis: str = "alpha_matte"
+    sigma: float = 1.0
+    sigma_range: tuple[float, float] | None = None
+    flip: bool = True
+    seed: int = 0
+    shuffle_buffer: int = 256
+    repeat: bool = True
+    tfds_name: str = "mfif_alpha_matte"
+    tfds_data_dir: str | None = None
+    extra_dirs: tuple[str, ...] = ()
+    shuffle: bool = True
+    drop_remainder: bool = True
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.source in ("folder", "voc", "plain") and not self.data_dir:
+            raise ValueError(f"source {self.source!r} needs data_dir")
+        if self.crop not in ("center", "random"):
+            raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
+        if self.synthesis not in ("alpha_matte", "conventional"):
+            raise ValueError(
+                f"synthesis must be 'alpha_matte' or 'conventional', got {self.synthesis!r}")
+        for name in ("batch_size", "image_size", "center_crop_size", "resize_shorter"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.crop == "random" and self.image_size > self.resize_shorter:
+            raise ValueError(
+                f"random crop of image_size {self.image_size} needs resize_shorter >= it, got "
+                f"{self.resize_shorter}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {self.sigma}")
+        if self.sigma_range is not None:
+            lo, hi = self.sigma_range
+            if not 0 < lo <= hi:
+                raise ValueError(f"sigma_range must be (lo, hi) with 0 < lo <= hi, got "
+                                 f"{self.sigma_range}")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer must be positive, got {self.shuffle_buffer}")
+
+
+def list_examples(cfg: PipelineConfig) -> list[readers.Example]:
+    """Lists and validates the on-disk examples of a file source; logs what was skipped."""
+    dirs = (cfg.data_dir,) + tuple(cfg.extra_dirs)
+    examples: list[readers.Example] = []
+    for d in dirs:
+        if cfg.source == "voc" and d == cfg.data_dir:
+            examples += readers.list_voc(d, cfg.split)
+        elif cfg.source == "plain":
+            examples += readers.list_plain_folder(d)
+        else:  # "folder", and mask folders added to VOC with extra_dirs
+            examples += readers.list_mask_folder(d, cfg.split)
+    good, skipped = readers.validate_examples(examples)
+    logging.info("%s split %r: %d examples from %s (%d skipped)", cfg.source, cfg.split,
+                 len(good), ", ".join(dirs), len(skipped))
+    if not good:
+        raise readers.DataError(
+            f"no usable examples in {', '.join(dirs)} (split {cfg.split!r}); "
+            f"{len(skipped)} skipped, first: {skipped[0].path}: {skipped[0].reason}"
+            if skipped else f"no examples in {', '.join(dirs)}")
+    return good
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _py_read_rgb(path) -> np.ndarray:
+    return readers.read_rgb(path.decode() if isinstance(path, bytes) else str(path))
+
+
+def _py_read_focus(path, kind) -> np.ndarray:
+    path = path.decode() if isinstance(path, bytes) else str(path)
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    return readers.read_focus_map(path, kind)[..., None]
+
+
+def _decode_image(path: tf.Tensor, use_tf: bool) -> tf.Tensor:
+    if use_tf:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    else:
+        image = tf.numpy_function(_py_read_rgb, [path], tf.uint8, stateful=False)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def _decode_focus(path: tf.Tensor, kind: tf.Tensor, use_tf: bool) -> tf.Tensor:
+    """F as float32 (H, W, 1) in {0, 1}; same rule as `readers.binary_focus_map`."""
+    if use_tf:
+        raw = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+        raw = tf.cast(raw, tf.float32)
+        threshold = tf.where(tf.reduce_max(raw) <= 1.0, 0.5, 127.5)
+        focus = tf.cast(raw > threshold, tf.float32)
+    else:
+        focus = tf.cast(
+            tf.numpy_function(_py_read_focus, [path, kind], tf.uint8, stateful=False), tf.float32)
+    return tf.ensure_shape(focus, [None, None, 1])
+
+
+def _to_float(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(image, tf.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry
+
+
+def _crop_resize(stack: tf.Tensor, cfg: PipelineConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Crops and resizes (H, W, C) to (S, S, C): centre crop + resize, or resize + random crop."""
+    size = cfg.image_size
+    h, w = tf.shape(stack)[0], tf.shape(stack)[1]
+    if cfg.crop == "center":
+        c = tf.minimum(tf.minimum(h, w), cfg.center_crop_size)
+        stack = tf.image.crop_to_bounding_box(stack, (h - c) // 2, (w - c) // 2, c, c)
+        return tf.image.resize(stack, [size, size], method="bilinear", antialias=True)
+    scale = cfg.resize_shorter / tf.cast(tf.minimum(h, w), tf.float32)
+    new_h = tf.maximum(size, tf.cast(tf.round(tf.cast(h, tf.float32) * scale), tf.int32))
+    new_w = tf.maximum(size, tf.cast(tf.round(tf.cast(w, tf.float32) * scale), tf.int32))
+    stack = tf.image.resize(stack, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
+    channels = stack.shape[-1]
+    return tf.image.stateless_random_crop(stack, [size, size, channels], seed=seed)
+
+
+def _finish(sample: dict, seeds: tf.Tensor, cfg: PipelineConfig) -> dict:
+    """Crop/resize, flip and scale a dict of native-resolution float tensors in [0, 1]."""
+    stack = tf.concat(
+        [sample["image"], sample["image_a"], sample["image_b"], sample["focus"]], axis=-1)
+    stack = _crop_resize(stack, cfg, seeds[5])
+    if cfg.flip:
+        stack = tf.cond(tf.random.stateless_uniform([], seeds[6]) < 0.5,
+                        lambda: tf.reverse(stack, [1]), lambda: stack)
+        stack = tf.cond(tf.random.stateless_uniform([], seeds[7]) < 0.5,
+                        lambda: tf.reverse(stack, [0]), lambda: stack)
+    s = cfg.image_size
+    stack = tf.ensure_shape(tf.clip_by_value(stack, 0.0, 1.0), [s, s, 10])
+    return {
+        "image_a": stack[..., 3:6] * 2.0 - 1.0,
+        "image_b": stack[..., 6:9] * 2.0 - 1.0,
+        "focus": tf.cast(stack[..., 9:10] >= 0.5, tf.float32),
+        "image": stack[..., 0:3] * 2.0 - 1.0,
+    }
+
+
+def _element_seeds(index: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
+    """Eight independent stateless seeds of one sample: 0 sigma, 1 mask, 5 crop, 6-7 flips."""
+    return tf.random.experimental.stateless_split(
+        tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(index, tf.int64)]), num=8)
+
+
+def _sigma(seeds: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
+    if cfg.sigma_range is None:
+        return tf.constant(cfg.sigma, tf.float32)
+    lo, hi = cfg.sigma_range
+    return tf.random.stateless_uniform([], seeds[0], lo, hi)
+
+
+def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: PipelineConfig):
+    image_a, image_b = synthesis.synthesize_pair(image, focus, _sigma(seeds, cfg), cfg.synthesis)
+    return {"image": image, "image_a": image_a, "image_b": image_b, "focus": focus}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+def _file_source(cfg: PipelineConfig):
+    examples = list_examples(cfg)
+    use_tf_image = all(e.image_path.lower().endswith(_TF_DECODABLE) for e in examples)
+    use_tf_mask = all(e.mask_path is None or (
+        e.mask_kind == "binary" and e.mask_path.lower().endswith(_TF_DECODABLE))
+        for e in examples)
+    has_masks = examples[0].mask_path is not None
+    table = {
+        "image_path": [e.image_path for e in examples],
+        "mask_path": [e.mask_path or "" for e in examples],
+        "mask_kind": [e.mask_kind for e in examples],
+    }
+
+    def load(seeds, ex):
+        image = _to_float(_decode_image(ex["image_path"], use_tf_image))
+        if has_masks:
+            focus = _decode_focus(ex["mask_path"], ex["mask_kind"], use_tf_mask)
+            check = tf.debugging.Assert(
+                tf.reduce_all(tf.shape(focus)[:2] == tf.shape(image)[:2]),
+                ["mask size differs from image:", ex["mask_path"]])
+            with tf.control_dependencies([check]):
+                focus = tf.identity(focus)
+        else:
+            focus = random_masks.random_smooth_mask(
+                tf.shape(image)[0], tf.shape(image)[1], seeds[1])
+        return _synthesise(image, focus, seeds, cfg)
+
+    return tf.data.Dataset.from_tensor_slices(table), len(examples), load
+
+
+def _embedded_source(cfg: PipelineConfig):
+    items = embedded.load_embedded(cfg.split)
+    # A single pass (evaluation) shows every photo with several random masks, so that even the
+    # two held-out photos fill a few batches.
+    copies = 1 if cfg.repeat else _EMBEDDED_EVAL_COPIES
+    table = {
+        "raw": [im.tobytes() for _, im in items],
+        "shape": np.array([im.shape for _, im in items], np.int32),
+    }
+
+    def load(seeds, ex):
+        image = tf.reshape(tf.io.decode_raw(ex["raw"], tf.uint8), ex["shape"])
+        image = _to_float(tf.ensure_shape(image, [None, None, 3]))
+        focus = random_masks.random_smooth_mask(tf.shape(image)[0], tf.shape(image)[1], seeds[1])
+        return _synthesise(image, focus, seeds, cfg)
+
+    ds = tf.data.Dataset.from_tensor_slices(table).repeat(copies)
+    return ds, len(items) * copies, load
+
+
+def _tfds_source(cfg: PipelineConfig, training: bool):
+    import tensorflow_datasets as tfds
+
+    from data_pipeline.tfds import register  # noqa: F401  (registers the builders)
+
+    name = cfg.tfds_name
+    base, _, version = name.partition(":")
+    if base == "mfif_alpha_matte":  # no config named: the synthesis argument picks it
+        name = f"{base}/{cfg.synthesis}" + (f":{version}" if version else "")
+    split = {"val": "validation"}.get(cfg.split, cfg.split)
+    builder = tfds.builder(name, data_dir=cfg.tfds_data_dir)
+    if not builder.is_prepared():
+        raise readers.DataError(
+            f"tfds dataset {name} is not built in {builder.data_dir_root}; build it with "
+            f"python -m data_pipeline.tfds.build (see docs/data.md)")
+    if split not in builder.info.splits:
+        raise ValueError(f"tfds dataset {name} has splits {sorted(builder.info.splits)}, "
+                         f"not {split!r}")
+    if cfg.sigma_range is not None or cfg.sigma != 1.0:
+        logging.info("source 'tfds': sigma comes from the built dataset (%s); the sigma "
+                     "arguments are ignored", name)
+    read_config = tfds.ReadConfig(shuffle_seed=cfg.seed)
+    ds = builder.as_dataset(split=split, shuffle_files=training and cfg.shuffle,
+                            read_config=read_config)
+    n = builder.info.splits[split].num_examples
+
+    def load(seeds, ex):
+        del seeds  # already synthesised
+        return {
+            "image": _to_float(ex["image"]),
+            "image_a": _to_float(ex["image_a"]),
+            "image_b": _to_float(ex["image_b"]),
+            "focus": tf.cast(ex["focus"] > 0, tf.float32),
+        }
+
+    return ds, n, load
+
+
+def _build(cfg: PipelineConfig, training: bool) -> tf.data.Dataset:
+    if cfg.source == "embedded":
+        ds, n, load = _embedded_source(cfg)
+    elif cfg.source == "tfds":
+        ds, n, load = _tfds_source(cfg, training)
+    else:
+        ds, n, load = _file_source(cfg)
+    if n < cfg.batch_size and cfg.drop_remainder and not cfg.repeat:
+        raise ValueError(f"{n} examples cannot fill one batch of {cfg.batch_size}")
+    if cfg.shuffle:
+        # File lists are small: shuffle all of them. Decoded tfds examples use the buffer.
+        buffer = cfg.shuffle_buffer if cfg.source == "tfds" else max(n, 1)
+        ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+    if cfg.repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate()
+    def per_sample(index, ex):
+        seeds = _element_seeds(index, cfg)
+        return _finish(load(seeds, ex), seeds, cfg)
+
+    ds = ds.map(per_sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_training_dataset(
+    *,
+    source: str = "embedded",
+    data_dir: str | None = None,
+    split: str = "train",
+    batch_size: int = 4,
+    image_size: int = 256,
+    crop: str = "center",
+    center_crop_size: int = 178,
+    resize_shorter: int = 288,
+    synthesis: str = "alpha_matte",
+    sigma: float = 1.0,
+    sigma_range: tuple[float, float] | None = None,
+    flip: bool = True,
+    seed: int = 0,
+    shuffle_buffer: int = 256,
+    repeat: bool = True,
+    tfds_name: str = "mfif_alpha_matte",
+    tfds_data_dir: str | None = None,
+    extra_dirs: tuple[str, ...] = (),
+) -> tf.data.Dataset:
+    """Batches of training pairs {image_a, image_b, focus, image} (see the module docstring).
+
+    Args:
+      source: "embedded" (scikit-image photos, random masks; needs nothing on disk), "folder"
+        (`images/` + `masks/` + optional split files), "voc" (PASCAL VOC 2012), "plain" (a
+        folder of images, random masks) or "tfds" (the built `tfds_name` dataset).
+      data_dir: the folder of a "folder", "voc" or "plain" source.
+      split: "train" or "val" (a split file name for folders; "all" = every image).
+      batch_size: B; the last partial batch is dropped so every batch has a fixed shape.
+      image_size: S.
+      crop: "center" (the paper: centre crop `center_crop_size`, resize to S) or "random"
+        (resize the shorter side to `resize_shorter`, random S x S crop).
+      synthesis: "alpha_matte" (eqs. 10-11) or "conventional" (eqs. 12-13).
+      sigma: sigma of G (the paper's data: 1, with MATLAB imgaussfilt).
+      sigma_range: (lo, hi): sigma ~ U[lo, hi] per example instead of `sigma`.
+      flip: random horizontal and vertical flips.
+      seed: fixes file order, masks, sigmas, crops and flips; same seed, same batches.
+      shuffle_buffer: shuffle buffer of the "tfds" source (file sources shuffle the full list).
+      repeat: repeat forever (epochs reshuffled).
+      tfds_name: dataset name, optionally with config and version
+        ("mfif_alpha_matte/conventional:1.0.0"); without a config, `synthesis` picks it.
+      tfds_data_dir: tfds data folder (default: tfds's own, ~/tensorflow_datasets).
+      extra_dirs: more `images/` + `masks/` folders whose `split` joins the same dataset.
+    """
+    cfg = PipelineConfig(
+        source=source, data_dir=data_dir, split=split, batch_size=batch_size,
+        image_size=image_size, crop=crop, center_crop_size=center_crop_size,
+        resize_shorter=resize_shorter, synthesis=synthesis, sigma=sigma,
+        sigma_range=tuple(sigma_range) if sigma_range is not None else None, flip=flip,
+        seed=seed, shuffle_buffer=shuffle_buffer, repeat=repeat, tfds_name=tfds_name,
+        tfds_data_dir=tfds_data_dir, extra_dirs=tuple(extra_dirs))
+    return _build(cfg, training=True)
+
+
+def make_eval_dataset(
+    *,
+    source: str = "embedded",
+    data_dir: str | None = None,
+    split: str = "val",
+    batch_size: int = 4,
+    image_size: int = 256,
+    center_crop_size: int = 178,
+    synthesis: str = "alpha_matte",
+    sigma: float = 1.0,
+    sigma_range: tuple[float, float] | None = None,
+    seed: int = 0,
+    tfds_name: str = "mfif_alpha_matte",
+    tfds_data_dir: str | None = None,
+    extra_dirs: tuple[str, ...] = (),
+    drop_remainder: bool = True,
+) -> tf.data.Dataset:
+    """One pass over a validation split: centre crop, no flips, no shuffling, no repeat.
+
+    Arguments as in `make_training_dataset`. Random masks and sigmas (embedded/plain sources,
+    `sigma_range`) depend only on `seed` and the example's position, so every call yields the
+    same batches. `drop_remainder=False` keeps the last, smaller batch.
+    """
+    cfg = PipelineConfig(
+        source=source, data_dir=data_dir, split=split, batch_size=batch_size,
+        image_size=image_size, crop="center", center_crop_size=center_crop_size,
+        synthesis=synthesis, sigma=sigma,
+        sigma_range=tuple(sigma_range) if sigma_range is not None else None, flip=False,
+        seed=seed, repeat=False, tfds_name=tfds_name, tfds_data_dir=tfds_data_dir,
+        extra_dirs=tuple(extra_dirs), shuffle=False, drop_remainder=drop_remainder)
+    return _build(cfg, training=False)
+
+
+def describe(cfg: PipelineConfig) -> str:
+    """One line naming the data a config reads (for logs)."""
+    where = {"embedded": "skimage.data", "tfds": cfg.tfds_name}.get(
+        cfg.source, os.pathsep.join((cfg.data_dir or "",) + tuple(cfg.extra_dirs)))
+    sig = f"sigma~U{cfg.sigma_range}" if cfg.sigma_range else f"sigma={cfg.sigma}"
+    return f"{cfg.source}:{where} split={cfg.split} {cfg.synthesis} {sig} crop={cfg.crop}"

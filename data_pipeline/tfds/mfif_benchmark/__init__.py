@@ -1,0 +1,1 @@
+"""tfds builder `mfif_benchmark` (see mfif_benchmark_dataset_builder)."""
