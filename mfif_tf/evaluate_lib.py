@@ -1,0 +1,481 @@
+"""Evaluation library: Table 1 (metrics), Table 2 (timing) and Fig. 6 (edge diffusion study).
+
+A dataset folder holds ``A/`` and ``B/`` (the sources I_A, I_B) and optionally ``GT/`` (an
+all-in-focus ground truth), paired by file stem. Fused images come from a *fused source*:
+a callable ``(pair, image_a, image_b) -> FusedOutput``. Two are provided:
+``fused_from_dir`` (a folder of fused images, matched by stem) and ``fused_from_fn`` (any
+``fuse_fn(list_of_arrays)`` such as the model's fusion function, timed per pair).
+
+Everything here is importable without flags; ``mfif_tf/evaluate.py`` is the entry point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mfif_tf import edge_morphology
+from mfif_tf import metrics as metrics_lib
+from mfif_tf.metrics import report
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+TIMING_KEYS = ("network", "srr", "fusion", "total")
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input (missing folders or files, mismatched sizes, existing outputs)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """One source pair of the dataset: I_A, I_B and the optional ground truth."""
+
+    stem: str
+    path_a: pathlib.Path
+    path_b: pathlib.Path
+    path_gt: pathlib.Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedOutput:
+    """A fused image and, when the producer measured them, its timings in seconds."""
+
+    image: np.ndarray
+    timing: Mapping[str, float] | None = None
+
+
+FusedSource = Callable[[Pair, np.ndarray, np.ndarray], FusedOutput]
+FuseFn = Callable[[list], Any]
+
+
+@dataclasses.dataclass
+class MethodResult:
+    """Per-image metrics, their means and the mean timings of one fusion method."""
+
+    name: str
+    per_image: dict[str, dict[str, float]]
+    mean: dict[str, float]
+    timing: dict[str, float] | None = None
+    source: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and where to write it.
+
+    Attributes:
+      dataset_dir: folder with A/, B/ and optionally GT/.
+      convention: "paper" (comparable with Table 1) or "luminance" (see metrics).
+      metrics: metric names to compute (default all twelve, plus PSNR/SSIM with GT/).
+      output_dir: where results are written ('' = nowhere).
+      overwrite: allow replacing existing result files in output_dir.
+      progress: show a progress bar on stderr.
+    """
+
+    dataset_dir: str
+    convention: str = "paper"
+    metrics: tuple[str, ...] = metrics_lib.METRIC_NAMES + metrics_lib.REFERENCE_METRIC_NAMES
+    output_dir: str = ""
+    overwrite: bool = False
+    progress: bool = True
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _index_images(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    index: dict[str, pathlib.Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in index:
+                raise EvaluationError(f"{folder}: two images share the stem {path.stem!r}")
+            index[path.stem] = path
+    return index
+
+
+def find_pairs(dataset_dir: str | pathlib.Path) -> list[Pair]:
+    """Pairs of A/ and B/ by stem (GT/ attached when present); raises if none match."""
+    root = pathlib.Path(dataset_dir)
+    for sub in ("A", "B"):
+        if not (root / sub).is_dir():
+            raise EvaluationError(f"{root}: missing the folder {sub}/ of source images")
+    a, b = _index_images(root / "A"), _index_images(root / "B")
+    gt = _index_images(root / "GT") if (root / "GT").is_dir() else {}
+    unmatched = sorted(set(a) ^ set(b))
+    if unmatched:
+        raise EvaluationError(f"{root}: A/ and B/ differ in the stems {unmatched[:10]}")
+    if not a:
+        raise EvaluationError(f"{root}: no images in A/ ({', '.join(IMAGE_SUFFIXES)})")
+    if gt and sorted(gt) != sorted(a):
+        missing = sorted(set(a) - set(gt))[:10]
+        raise EvaluationError(f"{root}: GT/ lacks the stems {missing}")
+    return [Pair(s, a[s], b[s], gt.get(s)) for s in sorted(a)]
+
+
+def load_image(path: pathlib.Path, grey: bool = False) -> np.ndarray:
+    """uint8 H x W x 3 (or H x W when ``grey``); a clear error for unreadable files."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L" if grey else "RGB"))
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"{path}: cannot read image ({err})") from None
+
+
+def _is_grey(path: pathlib.Path) -> bool:
+    with Image.open(path) as im:
+        return im.mode in ("L", "I", "I;16", "1", "F")
+
+
+def to_uint8(image: np.ndarray, what: str) -> np.ndarray:
+    """uint8 as saving would store it: floats in [0, 1] are scaled by 255, then rounded."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype == np.uint8:
+        return image
+    if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
+        raise EvaluationError(f"{what}: unsupported dtype {image.dtype}")
+    x = image.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise EvaluationError(f"{what}: fused image contains NaN or infinite values")
+    if np.issubdtype(image.dtype, np.floating) and x.max(initial=0.0) <= 1.0:
+        x = x * 255.0
+    return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
+
+
+def fused_from_dir(fused_dir: str | pathlib.Path, pairs: Sequence[Pair]) -> FusedSource:
+    """Fused images of a folder, matched to the pairs by stem (all must be present)."""
+    folder = pathlib.Path(fused_dir)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: fused folder does not exist")
+    index = _index_images(folder)
+    missing = [p.stem for p in pairs if p.stem not in index]
+    if missing:
+        raise EvaluationError(f"{folder}: no fused image for the stems {missing[:10]}")
+
+    def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray) -> FusedOutput:
+        return FusedOutput(load_image(index[pair.stem], grey=image_a.ndim == 2))
+
+    return source
+
+
+def _split_output(out: Any) -> tuple[np.ndarray, Mapping[str, float] | None]:
+    """fuse_fn may return an array, (array, timing dict) or an object with .fused/.timing."""
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
+        return np.asarray(out[0]), out[1]
+    if hasattr(out, "fused"):
+        return np.asarray(out.fused), getattr(out, "timing", None)
+    return np.asarray(out), None
+
+
+def fused_from_fn(
+    fuse_fn: FuseFn, save_dir: str | pathlib.Path | None = None, warmup: bool = True
+) -> FusedSource:
+    """Fuses each pair with ``fuse_fn([image_a, image_b])``, timing the call.
+
+    ``fuse_fn`` returns the fused image (uint8, or float in [0, 1]), optionally with a
+    timing dict {"network", "srr", "fusion"} in seconds (Table 2); the wall time of the
+    call becomes "total" when it does not report one. ``warmup`` runs the first pair once
+    untimed, so that loading and tracing the model do not count as fusion time. With
+    ``save_dir`` the fused images are also written there as lossless PNG (``<stem>.png``).
+    """
+    folder = pathlib.Path(save_dir) if save_dir else None
+    warm = [not warmup]
+
+    def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray) -> FusedOutput:
+        if not warm[0]:
+            fuse_fn([image_a, image_b])
+            warm[0] = True
+        start = time.perf_counter()
+        out = fuse_fn([image_a, image_b])
+        elapsed = time.perf_counter() - start
+        image, timing = _split_output(out)
+        image = to_uint8(image, f"fused image of {pair.stem}")
+        timing = dict(timing or {})
+        timing.setdefault("total", elapsed)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{pair.stem}.png")
+        return FusedOutput(image, timing)
+
+    return source
+
+
+def model_fuse_fn(model: str = "default", srr: bool = True) -> FuseFn:
+    """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called)."""
+    try:
+        from mfif_tf import fusion  # pylint: disable=import-outside-toplevel
+    except ImportError as err:
+        raise EvaluationError(f"--model needs the fusion module mfif_tf.fusion ({err})") from None
+    model_arg = None if model == "default" else model
+    return lambda sources: fusion.fuse_arrays(sources, model=model_arg, srr=srr)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _progress(items: Sequence, desc: str, enabled: bool) -> Iterable:
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, unit="pair", file=sys.stderr, leave=False)
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = list(values)
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def mean_timing(timings: Sequence[Mapping[str, float]]) -> dict[str, float] | None:
+    """Per-key mean of per-pair timing dicts (Table 2); None when nothing was timed."""
+    if not timings:
+        return None
+    keys = [k for k in TIMING_KEYS if any(k in t for t in timings)]
+    keys += sorted({k for t in timings for k in t} - set(keys))
+    return {k: _mean(t[k] for t in timings if k in t) for k in keys}
+
+
+def evaluate_method(
+    name: str,
+    pairs: Sequence[Pair],
+    source: FusedSource,
+    config: EvalConfig,
+    source_label: str = "",
+) -> MethodResult:
+    """Metrics of one fused source over all pairs."""
+    per_image: dict[str, dict[str, float]] = {}
+    timings: list[Mapping[str, float]] = []
+    for pair in _progress(pairs, name, config.progress):
+        grey = _is_grey(pair.path_a)
+        a, b = load_image(pair.path_a, grey), load_image(pair.path_b, grey)
+        if a.shape != b.shape:
+            raise EvaluationError(f"{pair.stem}: A is {a.shape} but B is {b.shape}")
+        out = source(pair, a, b)
+        fused = to_uint8(out.image, f"fused image of {pair.stem}")
+        if fused.shape != a.shape:
+            raise EvaluationError(f"{name}/{pair.stem}: fused is {fused.shape}, sources {a.shape}")
+        gt = load_image(pair.path_gt, grey) if pair.path_gt is not None else None
+        wanted = tuple(m for m in config.metrics if gt is not None or m in metrics_lib.METRIC_NAMES)
+        try:
+            per_image[pair.stem] = metrics_lib.compute_all(
+                a, b, fused, config.convention, ground_truth=gt, metrics=wanted
+            )
+        except metrics_lib.MetricInputError as err:
+            raise EvaluationError(f"{name}/{pair.stem}: {err}") from None
+        if out.timing:
+            timings.append(out.timing)
+    names = [m for m in config.metrics if any(m in r for r in per_image.values())]
+    mean = {m: _mean(r[m] for r in per_image.values() if m in r) for m in names}
+    return MethodResult(name, per_image, mean, mean_timing(timings), source_label)
+
+
+def unique_names(labels: Sequence[str]) -> list[str]:
+    """Method names from folder names, made unique with a numeric suffix."""
+    names: list[str] = []
+    for label in labels:
+        base = pathlib.Path(label).name or str(label)
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}_{i}", i + 1
+        names.append(name)
+    return names
+
+
+def evaluate(
+    config: EvalConfig, sources: Mapping[str, tuple[FusedSource, str]]
+) -> list[MethodResult]:
+    """Evaluates every named fused source on the dataset's pairs (in the given order)."""
+    pairs = find_pairs(config.dataset_dir)
+    return [
+        evaluate_method(name, pairs, source, config, label)
+        for name, (source, label) in sources.items()
+    ]
+
+
+def evaluate_dirs(
+    config: EvalConfig, fused_dirs: Sequence[str], names: Sequence[str] | None = None
+) -> list[MethodResult]:
+    """Table 1 for one or several folders of fused images."""
+    pairs = find_pairs(config.dataset_dir)
+    names = list(names) if names else unique_names(fused_dirs)
+    if len(names) != len(fused_dirs):
+        raise EvaluationError(f"{len(names)} names given for {len(fused_dirs)} fused folders")
+    _check_outputs(config, names)
+    sources = {n: (fused_from_dir(d, pairs), str(d)) for n, d in zip(names, fused_dirs)}
+    return evaluate(config, sources)
+
+
+def evaluate_fn(config: EvalConfig, fuse_fn: FuseFn, name: str = "model") -> MethodResult:
+    """Table 1 and Table 2 for a fusion function (fused PNGs saved under output_dir/fused)."""
+    _check_outputs(config, [name])
+    save_dir = pathlib.Path(config.output_dir) / "fused" if config.output_dir else None
+    occupied = save_dir is not None and save_dir.exists() and any(save_dir.iterdir())
+    if occupied and not config.overwrite:
+        raise EvaluationError(f"{save_dir} already holds files; pass overwrite to replace them")
+    return evaluate(config, {name: (fused_from_fn(fuse_fn, save_dir), "fuse_fn")})[0]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _output_files(names: Sequence[str]) -> list[str]:
+    return ["results.json", "table.md", "means.csv"] + [f"per_image_{n}.csv" for n in names]
+
+
+def _check_outputs(config: EvalConfig, names: Sequence[str]) -> None:
+    if not config.output_dir or config.overwrite:
+        return
+    root = pathlib.Path(config.output_dir)
+    existing = [f for f in _output_files(names) if (root / f).exists()]
+    if existing:
+        raise EvaluationError(f"{root}: {existing[0]} exists; pass overwrite to replace it")
+
+
+def _json_float(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def write_outputs(
+    config: EvalConfig, results: Sequence[MethodResult], table_md: str
+) -> list[pathlib.Path]:
+    """results.json, table.md, means.csv and per_image_<name>.csv in config.output_dir."""
+    root = pathlib.Path(config.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    _check_outputs(config, [r.name for r in results])
+    payload = {
+        "dataset_dir": str(config.dataset_dir),
+        "convention": config.convention,
+        "best_rule": metrics_lib.BEST_RULE,
+        "methods": {
+            r.name: {
+                "source": r.source,
+                "mean": {k: _json_float(v) for k, v in r.mean.items()},
+                "timing_seconds": r.timing,
+                "per_image": {
+                    s: {k: _json_float(v) for k, v in row.items()} for s, row in r.per_image.items()
+                },
+            }
+            for r in results
+        },
+    }
+    written = [root / "results.json", root / "table.md", root / "means.csv"]
+    written[0].write_text(json.dumps(payload, indent=2) + "\n")
+    written[1].write_text(table_md)
+    written[2].write_text(report.csv_means({r.name: r.mean for r in results}))
+    for r in results:
+        path = root / f"per_image_{r.name}.csv"
+        path.write_text(report.csv_per_image(r.per_image, r.mean))
+        written.append(path)
+    return written
+
+
+def results_markdown(
+    results: Sequence[MethodResult], convention: str, per_image: bool = True
+) -> str:
+    """Per-image tables, then the Table 1 comparison (best in bold) and the Table 2 timings."""
+    parts = []
+    if per_image:
+        for r in results:
+            parts.append(report.markdown_per_image(r.per_image, r.mean, title=r.name))
+    title = "Mean over all pairs" if len(results) == 1 else "Comparison (best in bold)"
+    parts.append(f"### {title} (convention: {convention})\n\n")
+    parts[-1] += report.markdown_comparison({r.name: r.mean for r in results})
+    timed = {r.name: r.timing for r in results if r.timing}
+    if timed:
+        parts.append("### Mean time per pair (Table 2)\n\n" + report.markdown_timing(timed))
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- Fig. 6 study
+
+MapSource = Callable[[Pair, np.ndarray, np.ndarray], np.ndarray]
+DIFFUSION_FILES = ("diffusion.json", "diffusion.md", "diffusion.csv", "diffusion.png")
+
+
+def maps_from_dir(map_dir: str | pathlib.Path, pairs: Sequence[Pair]) -> MapSource:
+    """Binary F_final maps of a folder by stem; grey values above 127 count as foreground."""
+    folder = pathlib.Path(map_dir)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: focus map folder does not exist")
+    index = _index_images(folder)
+    missing = [p.stem for p in pairs if p.stem not in index]
+    if missing:
+        raise EvaluationError(f"{folder}: no focus map for the stems {missing[:10]}")
+    return lambda pair, a, b: load_image(index[pair.stem], grey=True) > 127
+
+
+def maps_from_fn(map_fn: FuseFn) -> MapSource:
+    """F_final from ``map_fn([image_a, image_b])`` (values > 0.5 count as foreground)."""
+
+    def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
+        fmap = np.asarray(map_fn([image_a, image_b]), dtype=np.float64)
+        if fmap.ndim == 3 and fmap.shape[2] == 1:
+            fmap = fmap[:, :, 0]
+        return fmap > (127.5 if fmap.max(initial=0.0) > 1.0 else 0.5)
+
+    return source
+
+
+def diffusion_study(
+    config: EvalConfig,
+    maps: MapSource,
+    ks: Sequence[int] = tuple(range(-10, 11)),
+    element: str = "disk",
+) -> tuple[dict[int, dict[str, float]], str]:
+    """Fig. 6: mean metrics over the dataset with F_final grown/shrunk by each k.
+
+    Returns ({k: {metric: mean}}, markdown). With config.output_dir it also writes
+    diffusion.json, diffusion.md, diffusion.csv and diffusion.png (normalised metrics).
+    """
+    pairs = find_pairs(config.dataset_dir)
+    root = pathlib.Path(config.output_dir) if config.output_dir else None
+    if root is not None and not config.overwrite:
+        existing = [f for f in DIFFUSION_FILES if (root / f).exists()]
+        if existing:
+            raise EvaluationError(f"{root}: {existing[0]} exists; pass overwrite to replace it")
+    names = [m for m in config.metrics if m in metrics_lib.METRIC_NAMES]
+    sums: dict[int, list[dict[str, float]]] = {int(k): [] for k in ks}
+    for pair in _progress(pairs, "diffusion", config.progress):
+        grey = _is_grey(pair.path_a)
+        a, b = load_image(pair.path_a, grey), load_image(pair.path_b, grey)
+        fmap = np.asarray(maps(pair, a, b))
+        if fmap.shape != a.shape[:2]:
+            raise EvaluationError(f"{pair.stem}: focus map is {fmap.shape}, sources {a.shape}")
+        rows = edge_morphology.diffusion_metrics(a, b, fmap, ks, element, config.convention, names)
+        for k, row in rows.items():
+            sums[k].append(row)
+    table = {k: {m: _mean(r[m] for r in rows) for m in names} for k, rows in sums.items()}
+    md = (
+        f"### Edge diffusion (k > 0) and contraction (k < 0), {element} element, "
+        f"mean over {len(pairs)} pairs (convention: {config.convention})\n\n"
+        + report.markdown_diffusion(table)
+    )
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "element": element,
+            "convention": config.convention,
+            "pairs": len(pairs),
+            "table": {str(k): {m: _json_float(v) for m, v in r.items()} for k, r in table.items()},
+            "normalised": report.normalize_columns(table),
+        }
+        (root / "diffusion.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (root / "diffusion.md").write_text(md)
+        (root / "diffusion.csv").write_text(report.csv_diffusion(table))
+        report.plot_diffusion(
+            table,
+            root / "diffusion.png",
+            title=f"{len(pairs)} pairs, {element} element, convention: {config.convention}",
+        )
+    return table, md

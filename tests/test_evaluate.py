@@ -1,0 +1,254 @@
+"""Tests of the evaluation library, the evaluate entry point and the edge morphology."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from mfif_tf import edge_morphology, evaluate_lib
+from mfif_tf.metrics import report
+
+STEMS = ("01", "02", "03")
+SIZE = (36, 40)
+
+
+def _scene(seed):
+    rng = np.random.default_rng(seed)
+    sharp = ndimage.gaussian_filter(rng.uniform(0, 255, SIZE + (3,)), (1.5, 1.5, 0))
+    sharp = np.round((sharp - sharp.min()) / np.ptp(sharp) * 255).astype(np.uint8)
+    blurred = np.round(ndimage.gaussian_filter(sharp.astype(float), (2.5, 2.5, 0))).astype(np.uint8)
+    mask = np.zeros(SIZE, bool)
+    mask[6:28, 8:26] = True  # foreground in focus in A
+    a = np.where(mask[..., None], sharp, blurred)
+    b = np.where(mask[..., None], blurred, sharp)
+    return a, b, sharp, mask
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A/, B/, GT/ plus folders 'perfect' (eq. 14 with the true mask), 'copyA' and maps."""
+    root = tmp_path_factory.mktemp("data")
+    for sub in ("A", "B", "GT", "perfect", "copyA", "maps"):
+        (root / sub).mkdir()
+    for i, stem in enumerate(STEMS):
+        a, b, sharp, mask = _scene(i)
+        Image.fromarray(a).save(root / "A" / f"{stem}.png")
+        Image.fromarray(b).save(root / "B" / f"{stem}.png")
+        Image.fromarray(sharp).save(root / "GT" / f"{stem}.png")
+        perfect = edge_morphology.fuse_with_map(a, b, mask)
+        Image.fromarray(perfect).save(root / "perfect" / f"{stem}.png")
+        Image.fromarray(a).save(root / "copyA" / f"{stem}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(root / "maps" / f"{stem}.png")
+    return root
+
+
+def _config(root, out="", **kw):
+    return evaluate_lib.EvalConfig(dataset_dir=str(root), output_dir=str(out), progress=False, **kw)
+
+
+# --------------------------------------------------------------------------- library
+
+
+def test_find_pairs_by_stem(dataset):
+    pairs = evaluate_lib.find_pairs(dataset)
+    assert [p.stem for p in pairs] == list(STEMS)
+    assert all(p.path_gt is not None for p in pairs)
+
+
+def test_compare_two_folders_marks_the_best(dataset, tmp_path):
+    config = _config(dataset, tmp_path / "out")
+    results = evaluate_lib.evaluate_dirs(config, [str(dataset / "perfect"), str(dataset / "copyA")])
+    assert [r.name for r in results] == ["perfect", "copyA"]
+    perfect, copy_a = results
+    assert set(perfect.per_image) == set(STEMS)
+    # The fused image equals the ground truth.
+    assert perfect.mean["PSNR"] == float("inf") and perfect.mean["SSIM"] == pytest.approx(1.0)
+    for name in ("Q_G", "Q_M", "SF", "SSIM"):
+        assert perfect.mean[name] > copy_a.mean[name], name
+        assert report.best_method({r.name: r.mean for r in results}, name) == "perfect"
+    expected = np.mean([perfect.per_image[s]["MI"] for s in STEMS])
+    assert perfect.mean["MI"] == pytest.approx(expected)
+
+    text = evaluate_lib.results_markdown(results, config.convention)
+    assert "| Q_G ↑ | **" in text and "| LIF ↓ |" in text and "| PSNR ↑ | **inf** |" in text
+    written = evaluate_lib.write_outputs(config, results, text)
+    names = sorted(p.name for p in written)
+    assert names == sorted(
+        ["results.json", "table.md", "means.csv", "per_image_perfect.csv", "per_image_copyA.csv"]
+    )
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["methods"]["perfect"]["mean"]["PSNR"] is None  # inf is not JSON
+    assert data["methods"]["copyA"]["per_image"]["02"]["MI"] == pytest.approx(
+        copy_a.per_image["02"]["MI"]
+    )
+    rows = list(csv.reader((tmp_path / "out" / "per_image_copyA.csv").open()))
+    assert rows[0][:3] == ["image", "MI", "TE"]
+    assert [r[0] for r in rows[1:]] == list(STEMS) + ["mean"]
+    # Existing results are not replaced unless asked.
+    with pytest.raises(evaluate_lib.EvaluationError, match="exists"):
+        evaluate_lib.evaluate_dirs(config, [str(dataset / "perfect")])
+    again = _config(dataset, tmp_path / "out", overwrite=True)
+    evaluate_lib.evaluate_dirs(again, [str(dataset / "perfect")])
+
+
+def test_metric_subset_and_names(dataset):
+    config = _config(dataset, metrics=("MI", "LIF"))
+    (res,) = evaluate_lib.evaluate_dirs(config, [str(dataset / "perfect")], names=["ours"])
+    assert res.name == "ours" and list(res.mean) == ["MI", "LIF"]
+
+
+def test_missing_inputs_give_clear_errors(dataset, tmp_path):
+    with pytest.raises(evaluate_lib.EvaluationError, match="missing the folder A/"):
+        evaluate_lib.find_pairs(tmp_path)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(partial / "01.png")
+    with pytest.raises(evaluate_lib.EvaluationError, match=r"stems \['02', '03'\]"):
+        evaluate_lib.evaluate_dirs(_config(dataset), [str(partial)])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for stem in STEMS:
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(bad / f"{stem}.png")
+    with pytest.raises(evaluate_lib.EvaluationError, match="fused is"):
+        evaluate_lib.evaluate_dirs(_config(dataset), [str(bad)])
+
+
+def test_fuse_fn_source_with_timing(dataset, tmp_path):
+    maps = {i: _scene(i)[3] for i in range(len(STEMS))}
+    calls = []
+
+    def fuse_fn(sources):
+        a, b = sources
+        calls.append(1)
+        mask = maps[max(len(calls) - 2, 0)]  # the first call is the untimed warm-up
+        fused = edge_morphology.fuse_with_map(a, b, mask).astype(np.float32) / 255.0
+        return fused, {"network": 0.5, "srr": 0.25, "fusion": 0.125 * (len(calls) - 1)}
+
+    config = _config(dataset, tmp_path / "model_out")
+    res = evaluate_lib.evaluate_fn(config, fuse_fn, name="model")
+    assert res.mean["PSNR"] == float("inf")  # floats in [0, 1] were scaled back exactly
+    assert res.timing["network"] == pytest.approx(0.5)
+    assert res.timing["fusion"] == pytest.approx(0.125 * 2)  # mean of 1, 2, 3 eighths
+    assert "total" in res.timing and len(calls) == len(STEMS) + 1
+    saved = sorted(p.name for p in (tmp_path / "model_out" / "fused").iterdir())
+    assert saved == [f"{s}.png" for s in STEMS]
+    text = evaluate_lib.results_markdown([res], config.convention)
+    assert "Table 2" in text and "network (s)" in text
+
+
+def test_best_rules():
+    means = {"x": {"SF": -0.02, "LIF": 0.39, "MI": 1.0}, "y": {"SF": 0.01, "LIF": 0.38, "MI": 1.1},
+             "z": {"SF": -0.05, "LIF": 0.40, "MI": float("nan")}}
+    assert report.best_method(means, "SF") == "y"  # closest to 0
+    assert report.best_method(means, "LIF") == "y"  # lowest
+    assert report.best_method(means, "MI") == "y"  # highest, NaN ignored
+    assert "| SF →0 |" in report.markdown_comparison(means)
+
+
+def test_mean_timing_averages_each_key():
+    t = evaluate_lib.mean_timing([{"network": 1.0, "total": 2.0}, {"network": 3.0, "total": 4.0}])
+    assert t == {"network": 2.0, "total": 3.0}
+    assert evaluate_lib.mean_timing([]) is None
+
+
+def test_to_uint8_rules():
+    assert evaluate_lib.to_uint8(np.array([[0.0, 0.5, 1.0]]), "x").tolist() == [[0, 128, 255]]
+    assert evaluate_lib.to_uint8(np.array([[2.0, 300.0]]), "x").tolist() == [[2, 255]]
+    with pytest.raises(evaluate_lib.EvaluationError, match="NaN"):
+        evaluate_lib.to_uint8(np.array([[np.nan]]), "x")
+
+
+def test_library_registers_no_flags():
+    from absl import flags
+
+    assert "dataset_dir" not in flags.FLAGS
+
+
+# --------------------------------------------------------------------------- edge morphology
+
+
+def test_diffuse_disk_and_square():
+    f = np.zeros((9, 9), bool)
+    f[4, 4] = True
+    assert edge_morphology.diffuse(f, 1, "disk").sum() == 5  # plus sign
+    assert edge_morphology.diffuse(f, 1, "square").sum() == 9  # 3 x 3
+    assert edge_morphology.diffuse(f, 2, "disk").sum() == 13  # |d| <= 2
+    block = np.zeros((9, 9), bool)
+    block[2:7, 2:7] = True
+    shrunk = edge_morphology.diffuse(block, -1, "square")
+    assert shrunk.sum() == 9 and shrunk[3:6, 3:6].all()
+    np.testing.assert_array_equal(edge_morphology.diffuse(block, 0), block)
+    assert not edge_morphology.diffuse(block, -3).any()
+
+
+def test_diffuse_image_border_does_not_erode():
+    f = np.zeros((8, 8), np.uint8)
+    f[:, :4] = 255  # foreground touches the left border
+    shrunk = edge_morphology.diffuse(f, -2, "disk")
+    assert shrunk[:, :2].all() and not shrunk[:, 2:].any()
+    grown = edge_morphology.diffuse(f, 2, "disk")
+    assert grown[:, :6].all() and not grown[:, 6:].any()
+
+
+def test_diffuse_rejects_non_binary_maps():
+    with pytest.raises(ValueError, match="binary"):
+        edge_morphology.diffuse(np.linspace(0, 1, 64).reshape(8, 8), 1)
+
+
+def test_fuse_with_map_is_eq14():
+    a = np.full((8, 8, 3), 200, np.uint8)
+    b = np.full((8, 8, 3), 10, np.uint8)
+    f = np.zeros((8, 8), bool)
+    f[:, :3] = True
+    fused = edge_morphology.fuse_with_map(a, b, f)
+    assert (fused[:, :3] == 200).all() and (fused[:, 3:] == 10).all()
+
+
+def test_diffusion_study_table_and_plot(dataset, tmp_path):
+    config = _config(dataset, tmp_path / "diff", metrics=("MI", "Q_CB", "LIF"))
+    pairs = evaluate_lib.find_pairs(dataset)
+    maps = evaluate_lib.maps_from_dir(dataset / "maps", pairs)
+    table, text = evaluate_lib.diffusion_study(config, maps, ks=(-2, 0, 2), element="disk")
+    assert list(table) == [-2, 0, 2] and list(table[0]) == ["MI", "Q_CB", "LIF"]
+    # The true map is best for Q_CB: growing or shrinking it mixes in blurred pixels.
+    assert table[0]["Q_CB"] > table[2]["Q_CB"] and table[0]["Q_CB"] > table[-2]["Q_CB"]
+    assert "| +2 |" in text and "| -2 |" in text
+    png = tmp_path / "diff" / "diffusion.png"
+    assert png.stat().st_size > 1000
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+    norm = json.loads((tmp_path / "diff" / "diffusion.json").read_text())["normalised"]
+    assert min(norm["Q_CB"]) == 0.0 and max(norm["Q_CB"]) == 1.0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _run_cli(*args):
+    cmd = [sys.executable, "-m", "mfif_tf.evaluate", "--noprogress", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_compares_folders(dataset, tmp_path):
+    out = _run_cli(
+        f"--dataset_dir={dataset}",
+        f"--fused_dir={dataset / 'perfect'}",
+        f"--fused_dir={dataset / 'copyA'}",
+        "--metrics=MI,Q_G,LIF",
+        f"--output_dir={tmp_path / 'cli'}",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| metric | perfect | copyA |" in out.stdout
+    assert (tmp_path / "cli" / "results.json").exists()
+
+
+def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
+    out = _run_cli(f"--dataset_dir={tmp_path}", f"--fused_dir={dataset / 'perfect'}")
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("error:") and "missing the folder A/" in out.stderr
+    assert "Traceback" not in out.stderr
