@@ -1,0 +1,101 @@
+"""Exports MFIF-GAN for TF Serving (and TFLite):
+
+  python -m export.export --weights=default --export_dir=exports --model_name=mfif --version=1
+      [--overwrite] [--tflite] [--tflite_fixed_size=512]
+
+writes exports/mfif/1/ (SavedModel), exports/models.config and, with --tflite,
+exports/tflite/mfif/1/*.tflite. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("weights", "default",
+                    "Model directory or training work dir of G; 'default' is the packaged model.")
+flags.DEFINE_string("export_dir", None, "Root folder of the export.")
+flags.DEFINE_string("model_name", "mfif", "TF Serving model name (folder under --export_dir).")
+flags.DEFINE_integer("version", None, "TF Serving version number (integer folder).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
+flags.DEFINE_float("min_size_fraction", 0.001,
+                   "SRR: regions below this fraction of W * H are removed (section 3.3).")
+flags.DEFINE_bool("tflite", False, "Also write TFLite models.")
+flags.DEFINE_integer("tflite_fixed_size", 512, "Side of the fixed-size TFLite model.")
+flags.DEFINE_list("tflite_variants", ["dynamic", "fixed"], "TFLite variants: dynamic, fixed.")
+flags.DEFINE_list("tflite_quantizations", ["float32", "float16", "int8"],
+                  "TFLite quantisations: float32, float16, int8 (dynamic range).")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
+
+
+def config_from_flags():
+    from export import export_lib
+    from export.tflite import TFLiteConfig
+
+    return export_lib.ExportConfig(
+        export_dir=FLAGS.export_dir or "",
+        model_name=FLAGS.model_name,
+        version=FLAGS.version,
+        overwrite=FLAGS.overwrite,
+        min_size_fraction=FLAGS.min_size_fraction,
+        tflite=FLAGS.tflite,
+        tflite_config=TFLiteConfig(
+            fixed_size=FLAGS.tflite_fixed_size,
+            variants=tuple(FLAGS.tflite_variants),
+            quantizations=tuple(FLAGS.tflite_quantizations),
+            min_size_fraction=FLAGS.min_size_fraction),
+    )
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.export_dir:
+        _fail("--export_dir is required")
+    if FLAGS.version is None:
+        _fail("--version is required (an integer: TF Serving serves integer version folders)")
+    from export import export_lib
+    from mfif_tf.model_io import ModelNotFoundError, load_generator
+
+    try:
+        config = config_from_flags()
+        config.validate()
+        export_lib.check_targets(config)
+    except (ValueError, FileExistsError) as e:
+        _fail(str(e))
+    try:
+        generator = load_generator(FLAGS.weights)
+    except ModelNotFoundError as e:
+        _fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
+    try:
+        result = export_lib.export_model(generator, config)
+    except FileExistsError as e:
+        _fail(str(e))
+    print(f"SavedModel: {result.saved_model_dir} "
+          f"({result.sizes['saved_model'] / 1e6:.2f} MB)")
+    if result.models_config:
+        print(f"TF Serving config: {result.models_config}")
+    for name, path in result.tflite_models.items():
+        print(f"TFLite: {path} ({result.sizes[name] / 1e6:.2f} MB)")
+
+
+def run() -> None:
+    app.run(main, flags_parser=_parse)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,225 @@
+"""TFLite (LiteRT) models of MFIF-GAN for phones: G, SRR and eq. 14 as built-in ops only.
+
+Every model takes two float32 RGB images in [0, 1], `image_a` (I_A) and `image_b` (I_B), of
+shape (1, H, W, 3), and returns `fused` (I_fused of eq. 14, float32 in [0, 1], (1, H, W, 3)),
+`focus_map` (F_final, float32 0/1, (1, H, W, 1)) and `focus_map_raw` (F_hat = G(I_A, I_B),
+float32 in [0, 1]). SRR uses the paper's N = ceil(0.001 * W * H) (section 3.3).
+
+Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) and "fixed"
+(1 x S x S x 3, for delegates that want static shapes), each as "float32", "float16" (weights
+stored as float16) and "int8" (dynamic-range quantisation: int8 weights, float activations).
+The graphs contain no assertions (LiteRT has no Assert op); `TFLiteFuser` checks the inputs
+on the host instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import numpy as np
+import tensorflow as tf
+
+from export.serving import (
+    PAPER_MIN_SIZE_FRACTION,
+    GeneratorHolder,
+    fuse,
+    model_variables,
+    predict_focus,
+)
+from mfif_tf.networks import Generator
+from mfif_tf.srr import default_min_size, small_region_removal
+
+QUANTIZATIONS = ("float32", "float16", "int8")
+VARIANTS = ("dynamic", "fixed")
+OUTPUTS = ("fused", "focus_map", "focus_map_raw")
+
+
+@dataclasses.dataclass
+class TFLiteConfig:
+    """What `export_tflite` writes.
+
+    Attributes:
+      fixed_size: side S of the fixed-size model (1 x S x S x 3).
+      variants: subset of ("dynamic", "fixed").
+      quantizations: subset of ("float32", "float16", "int8").
+      min_size_fraction: N / (W * H) of SRR (0.001, section 3.3).
+    """
+
+    fixed_size: int = 512
+    variants: tuple[str, ...] = VARIANTS
+    quantizations: tuple[str, ...] = QUANTIZATIONS
+    min_size_fraction: float = PAPER_MIN_SIZE_FRACTION
+
+    def validate(self) -> None:
+        if self.fixed_size < 2:
+            raise ValueError(f"fixed_size must be at least 2, got {self.fixed_size}")
+        for v in self.variants:
+            if v not in VARIANTS:
+                raise ValueError(f"unknown TFLite variant {v!r}; choose from {VARIANTS}")
+        for q in self.quantizations:
+            if q not in QUANTIZATIONS:
+                raise ValueError(f"unknown quantization {q!r}; choose from {QUANTIZATIONS}")
+        if not 0.0 <= self.min_size_fraction <= 1.0:
+            raise ValueError(f"min_size_fraction must lie in [0, 1], got {self.min_size_fraction}")
+
+
+def model_filename(variant: str, quantization: str, fixed_size: int) -> str:
+    size = "dynamic" if variant == "dynamic" else f"{fixed_size}x{fixed_size}"
+    return f"mfif_{size}_{quantization}.tflite"
+
+
+class TFLiteModule(tf.Module):
+    """G with SRR and eq. 14 for float32 [0, 1] RGB sources; `function(variant)` gives the
+    concrete function to convert."""
+
+    def __init__(self, generator: Generator, fixed_size: int = 512,
+                 min_size_fraction: float = PAPER_MIN_SIZE_FRACTION):
+        super().__init__(name="mfif_tflite")
+        self.generator = GeneratorHolder(generator)
+        self.generator_variables = model_variables(generator)
+        self.fixed_size = int(fixed_size)
+        self.min_size_fraction = float(min_size_fraction)
+
+    def _fuse(self, image_a: tf.Tensor, image_b: tf.Tensor) -> dict[str, tf.Tensor]:
+        f_hat = predict_focus(self.generator, image_a, image_b)
+        height, width = image_a.shape[1], image_a.shape[2]
+        if height is None or width is None:
+            height, width = tf.shape(image_a)[1], tf.shape(image_a)[2]
+        # Static sizes give an exact integer N; dynamic ones compute it in the graph.
+        n = default_min_size(height, width, self.min_size_fraction)
+        f_final = small_region_removal(f_hat, min_size=n)
+        return {"fused": fuse(image_a, image_b, f_final), "focus_map": f_final,
+                "focus_map_raw": f_hat}
+
+    def function(self, variant: str):
+        if variant == "dynamic":
+            shape = [1, None, None, 3]
+        elif variant == "fixed":
+            shape = [1, self.fixed_size, self.fixed_size, 3]
+        else:
+            raise ValueError(f"unknown TFLite variant {variant!r}; choose from {VARIANTS}")
+
+        def fuse_images(image_a, image_b):
+            return self._fuse(image_a, image_b)
+
+        return tf.function(fuse_images).get_concrete_function(
+            tf.TensorSpec(shape, tf.float32, name="image_a"),
+            tf.TensorSpec(shape, tf.float32, name="image_b"))
+
+
+def convert(module: TFLiteModule, variant: str, quantization: str) -> bytes:
+    """One .tflite flatbuffer, built-in ops only (conversion fails rather than use Flex)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.function(variant)], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization in ("float16", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def export_tflite(generator: Generator, directory: str,
+                  config: TFLiteConfig | None = None) -> dict[str, str]:
+    """Writes every (variant, quantization) model to `directory`; returns name -> path."""
+    config = config or TFLiteConfig()
+    config.validate()
+    os.makedirs(directory, exist_ok=True)
+    module = TFLiteModule(generator, config.fixed_size, config.min_size_fraction)
+    paths = {}
+    for variant in config.variants:
+        for quantization in config.quantizations:
+            name = model_filename(variant, quantization, config.fixed_size)
+            path = os.path.join(directory, name)
+            with open(path, "wb") as f:
+                f.write(convert(module, variant, quantization))
+            paths[name] = path
+    return paths
+
+
+# ---------------------------------------------------------------- running the models
+
+
+def op_names(model: str | bytes) -> set[str]:
+    """Operator names used anywhere in a .tflite model (path or bytes), loop bodies included,
+    e.g. {"CONV_2D", "WHILE", "UNSORTED_SEGMENT_MIN"}; custom ops (Flex among them) appear as
+    "CUSTOM:<name>"."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            model = f.read()
+    flatbuffer = schema.Model.GetRootAs(bytearray(model), 0)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    ops = set()
+    for i in range(flatbuffer.OperatorCodesLength()):
+        code = flatbuffer.OperatorCodes(i)
+        custom = code.CustomCode()
+        if custom:
+            ops.add("CUSTOM:" + custom.decode())
+        else:
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            ops.add(names.get(builtin, str(builtin)))
+    return ops
+
+
+def _interpreter(model: str | bytes, num_threads: int | None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, bytes):
+        return Interpreter(model_content=model, num_threads=num_threads)
+    return Interpreter(model_path=model, num_threads=num_threads)
+
+
+class TFLiteFuser:
+    """Runs one MFIF-GAN .tflite model with the LiteRT interpreter.
+
+    Args:
+      model: path to a .tflite file, or its bytes.
+      num_threads: interpreter threads (None: LiteRT's default).
+    """
+
+    def __init__(self, model: str | bytes, num_threads: int | None = None):
+        self.interpreter = _interpreter(model, num_threads)
+        self.runner = self.interpreter.get_signature_runner()
+        inputs = self.runner.get_input_details()
+        if set(inputs) != {"image_a", "image_b"}:
+            raise ValueError(f"not an MFIF-GAN model: inputs {sorted(inputs)}")
+        self.input_shape = tuple(int(s) for s in inputs["image_a"]["shape_signature"])
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """(H, W) of a fixed-size model, None for a dynamic one."""
+        h, w = self.input_shape[1:3]
+        return None if h < 0 or w < 0 else (h, w)
+
+    def __call__(self, image_a: np.ndarray, image_b: np.ndarray) -> dict[str, np.ndarray]:
+        """Fuses one pair of float RGB images in [0, 1], (H, W, 3) or (1, H, W, 3)."""
+        a, b = _as_batch(image_a, "image_a"), _as_batch(image_b, "image_b")
+        if a.shape != b.shape:
+            raise ValueError(f"image_a and image_b must have the same shape, got {a.shape} "
+                             f"and {b.shape}")
+        fixed = self.fixed_size
+        if fixed is not None and a.shape[1:3] != fixed:
+            raise ValueError(f"this model takes {fixed[0]}x{fixed[1]} images, got "
+                             f"{a.shape[1]}x{a.shape[2]}; resize them or use the dynamic model")
+        # The signature runner resizes the inputs of a dynamic model when the shape changes.
+        return dict(self.runner(image_a=a, image_b=b))
+
+
+def _as_batch(image: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(image)
+    if x.ndim == 3:
+        x = x[np.newaxis]
+    if x.ndim != 4 or x.shape[0] != 1 or x.shape[-1] != 3:
+        raise ValueError(f"{name} must be one RGB image, (H, W, 3) or (1, H, W, 3); got shape "
+                         f"{x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name} must be float in [0, 1] (divide uint8 by 255), got {x.dtype}")
+    x = x.astype(np.float32)
+    if not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+        raise ValueError(f"{name} must hold values in [0, 1], got [{x.min()}, {x.max()}]")
+    return x
