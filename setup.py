@@ -39,6 +39,7 @@ setup(
             "mfif-fuse=mfif_tf.fuse:run",
             "mfif-train=mfif_tf.train:run",
             "mfif-evaluate=mfif_tf.evaluate:run",
+            "mfif-export=export.export:run",
         ]
     },
 )
