@@ -9,9 +9,10 @@ exports/tflite/mfif/1/*.tflite. See docs/serving.md.
 
 from __future__ import annotations
 
-import sys
 
 from absl import app, flags
+
+from mfif_tf.cli import fail, parse_flags
 
 FLAGS = flags.FLAGS
 
@@ -30,16 +31,6 @@ flags.DEFINE_list("tflite_quantizations", ["float32", "float16", "int8"],
                   "TFLite quantisations: float32, float16, int8 (dynamic range).")
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
 
 
 def config_from_flags():
@@ -63,11 +54,11 @@ def config_from_flags():
 
 def main(argv) -> None:
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.export_dir:
-        _fail("--export_dir is required")
+        fail("--export_dir is required")
     if FLAGS.version is None:
-        _fail("--version is required (an integer: TF Serving serves integer version folders)")
+        fail("--version is required (an integer: TF Serving serves integer version folders)")
     from export import export_lib
     from mfif_tf.model_io import ModelNotFoundError, load_generator
 
@@ -76,15 +67,15 @@ def main(argv) -> None:
         config.validate()
         export_lib.check_targets(config)
     except (ValueError, FileExistsError) as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         generator = load_generator(FLAGS.weights)
     except ModelNotFoundError as e:
-        _fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
+        fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
     try:
         result = export_lib.export_model(generator, config)
     except FileExistsError as e:
-        _fail(str(e))
+        fail(str(e))
     print(f"SavedModel: {result.saved_model_dir} "
           f"({result.sizes['saved_model'] / 1e6:.2f} MB)")
     if result.models_config:
@@ -94,7 +85,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

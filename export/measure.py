@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import tempfile
 
 from absl import app, flags
+
+from mfif_tf.cli import fail, parse_flags
 
 FLAGS = flags.FLAGS
 
@@ -30,16 +31,6 @@ flags.DEFINE_integer("fixed_size", 512, "Side of the fixed-size TFLite models.")
 flags.DEFINE_string("json_out", "", "Also write the rows as JSON to this file.")
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
 
 
 def _read_rgb(path: str):
@@ -50,16 +41,16 @@ def _read_rgb(path: str):
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
-        _fail(f"image not found: {path}")
+        fail(f"image not found: {path}")
     except (UnidentifiedImageError, OSError) as e:
-        _fail(f"cannot read image {path}: {e}")
+        fail(f"cannot read image {path}: {e}")
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.image_a) != bool(FLAGS.image_b):
-        _fail("give both --image_a and --image_b, or neither (synthetic pair)")
+        fail("give both --image_a and --image_b, or neither (synthetic pair)")
     import tensorflow as tf
 
     if FLAGS.threads > 0:
@@ -71,7 +62,7 @@ def main(argv) -> None:
     if FLAGS.image_a:
         image_a, image_b = _read_rgb(FLAGS.image_a), _read_rgb(FLAGS.image_b)
         if image_a.shape != image_b.shape:
-            _fail(f"--image_a is {image_a.shape[1]}x{image_a.shape[0]} but --image_b is "
+            fail(f"--image_a is {image_a.shape[1]}x{image_a.shape[0]} but --image_b is "
                   f"{image_b.shape[1]}x{image_b.shape[0]}; the sources must have the same size")
     else:
         size = FLAGS.synthetic_size
@@ -80,14 +71,14 @@ def main(argv) -> None:
     try:
         generator = load_generator(FLAGS.weights)
     except ModelNotFoundError as e:
-        _fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
+        fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             rows = compare.benchmark_export(
                 generator, image_a, image_b, FLAGS.workdir or tmp, repeats=FLAGS.repeats,
                 threads=FLAGS.threads or None, fixed_size=FLAGS.fixed_size)
         except FileExistsError as e:
-            _fail(f"{e} (give a new --workdir)")
+            fail(f"{e} (give a new --workdir)")
     print(compare.format_rows(rows))
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
@@ -95,7 +86,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ focus.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -16,6 +18,14 @@ from mfif_tf.layers import ConvBNReLU, SEResBlock
 
 # The encoder halves the resolution twice and the decoder doubles it twice.
 SIZE_MULTIPLE = 4
+
+
+def _resolve(config: ModelConfig | dict | None) -> ModelConfig:
+    if config is None:
+        return model_config("paper")
+    if isinstance(config, dict):
+        return model_config_from_dict(config)
+    return config
 
 
 def to_grey(rgb: tf.Tensor) -> tf.Tensor:
@@ -30,7 +40,7 @@ class Generator(keras.Model):
     and decoded to F_hat (Fig. 3).
 
     Input: I_A and I_B concatenated on channels, (N, H, W, 6) in [-1, 1], any H and W (the
-    input is reflect-padded to a multiple of 4 and the output cropped back). Output: F_hat,
+    input is mirror-padded to a multiple of 4 and the output cropped back). Output: F_hat,
     (N, H, W, 1) in [0, 1], float32.
 
     With `branches="two"` (ablation) each source is turned grey and G has two branches.
@@ -45,11 +55,7 @@ class Generator(keras.Model):
 
     def __init__(self, config: ModelConfig | dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        if config is None:
-            config = model_config("paper")
-        elif isinstance(config, dict):
-            config = model_config_from_dict(config)
-        self.config = config
+        self.config = config = _resolve(config)
         c1, (c2, c3) = config.stem_channels, config.down_channels
         self.stem_layers = [
             ConvBNReLU(c1, 7, reflect=True, name="stem_conv7"),
@@ -116,8 +122,6 @@ class Generator(keras.Model):
         return focus[:, :height, :width, :]
 
     def get_config(self):
-        import dataclasses
-
         return {"config": dataclasses.asdict(self.config), "name": self.name}
 
     @classmethod
@@ -145,11 +149,7 @@ class Critic(keras.Model):
 
     def __init__(self, config: ModelConfig | dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        if config is None:
-            config = model_config("paper")
-        elif isinstance(config, dict):
-            config = model_config_from_dict(config)
-        self.config = config
+        self.config = config = _resolve(config)
         self.convs = []
         channels = config.critic_channels
         for i in range(config.critic_layers - 1):
@@ -166,8 +166,6 @@ class Critic(keras.Model):
         return tf.reduce_mean(tf.cast(self.score(x), tf.float32), axis=[1, 2, 3])
 
     def get_config(self):
-        import dataclasses
-
         return {"config": dataclasses.asdict(self.config), "name": self.name}
 
     @classmethod

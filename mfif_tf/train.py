@@ -5,9 +5,10 @@ Restarting with the same --workdir resumes from its latest checkpoint.
 
 from __future__ import annotations
 
-import sys
 
 from absl import app, flags
+
+from mfif_tf.cli import fail, parse_flags
 
 from mfif_tf import config as config_lib
 
@@ -101,23 +102,13 @@ def config_from_flags() -> config_lib.TrainConfig:
         keep_checkpoints=FLAGS.keep_checkpoints, init_checkpoint=FLAGS.init_checkpoint)
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.workdir:
-        _fail("--workdir is required")
+        fail("--workdir is required")
     import tensorflow as tf
 
     if FLAGS.cpu_devices > 1:
@@ -131,12 +122,12 @@ def main(argv) -> None:
         config.validate()
         train_lib.check_workdir(FLAGS.workdir)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     train_lib.train_and_evaluate(config, FLAGS.workdir)
 
 
 def run() -> None:
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
