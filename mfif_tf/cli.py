@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -21,3 +22,12 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as e:
         fail(str(e))
+
+
+def check_workdir(workdir: str) -> None:
+    """Raises ValueError when `workdir` cannot be a directory of ours."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"work dir exists and is not a directory: {workdir}")
+    parent = os.path.dirname(os.path.abspath(workdir))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ValueError(f"parent of the work dir is not a directory: {parent}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from mfif_tf.cli import fail, parse_flags
+from mfif_tf.cli import check_workdir, fail, parse_flags
 
 from mfif_tf import config as config_lib
 
@@ -109,21 +109,25 @@ def main(argv) -> None:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.workdir:
         fail("--workdir is required")
-    import tensorflow as tf
+    try:
+        config = config_from_flags()
+        config.validate()
+        check_workdir(FLAGS.workdir)
+    except ValueError as e:
+        fail(str(e))
+    import tensorflow as tf  # after validation: bad flags fail fast, without TF's logs
 
     if FLAGS.cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices)
+    from data_pipeline.readers import DataError
     from mfif_tf import train_lib
 
     try:
-        config = config_from_flags()
-        config.validate()
-        train_lib.check_workdir(FLAGS.workdir)
-    except ValueError as e:
+        train_lib.train_and_evaluate(config, FLAGS.workdir)
+    except DataError as e:
         fail(str(e))
-    train_lib.train_and_evaluate(config, FLAGS.workdir)
 
 
 def run() -> None:

@@ -16,21 +16,10 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from mfif_tf.cli import check_workdir
 from mfif_tf.config import TrainConfig
 from mfif_tf.model_io import save_generator
 from mfif_tf.trainer import Trainer, make_strategy
-
-
-class WorkdirError(ValueError):
-    pass
-
-
-def check_workdir(workdir: str) -> None:
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise WorkdirError(f"work dir exists and is not a directory: {workdir}")
-    parent = os.path.dirname(os.path.abspath(workdir))
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        raise WorkdirError(f"parent of the work dir is not a directory: {parent}")
 
 
 def build_dataset(config: TrainConfig) -> tf.data.Dataset:
@@ -118,6 +107,8 @@ def train_and_evaluate(
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     config.validate()
     check_workdir(workdir)
+    if dataset is None:  # before touching the work dir: bad data fails with nothing written
+        dataset = build_dataset(config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json())
@@ -131,8 +122,6 @@ def train_and_evaluate(
             f"{strategy.num_replicas_in_sync} replicas")
     trainer = Trainer(config, strategy)
 
-    if dataset is None:
-        dataset = build_dataset(config)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     ckpt = trainer.checkpoint(iterator)
     manager = tf.train.CheckpointManager(
