@@ -1,0 +1,130 @@
+r"""Fuses multi-focus photos with MFIF-GAN (console script `mfif-fuse`).
+
+  python -m mfif_tf.fuse A.jpg B.jpg [C.jpg ...] -o fused.png [--focus_map map.png]
+      [--index_map idx.png] [--model PATH] [--no_srr] [--min_size N] [--edge_pixels K]
+      [--align] [--tile_size T] [--overwrite] [--jpeg_quality Q]
+  python -m mfif_tf.fuse --input_dir DIR --output_dir OUT [--output_format png] ...
+
+In batch mode DIR holds subfolders A/, B/ (C/, ...) matched by file stem; --focus_map and
+--index_map then name folders. Bad input gives a one-line error and exit code 2. See
+docs/fusion.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("output", None, "Fused image to write (.png, .jpg or .tif).", short_name="o")
+flags.DEFINE_string("focus_map", None, "Also write F_final here (pairs; 255 = first source). "
+                    "In batch mode: a folder.")
+flags.DEFINE_string("index_map", None, "Also write the index map here: the number (0-based) of "
+                    "the source each pixel comes from. In batch mode: a folder.")
+flags.DEFINE_string("model", None, "Model directory or training work dir; default: the model "
+                    "shipped with the package.")
+flags.DEFINE_bool("no_srr", False, "Skip small region removal (eq. 14 then blends with F_hat).")
+flags.DEFINE_integer("min_size", None, "SRR's N in pixels; default 0.001 * W * H.")
+flags.DEFINE_float("min_size_fraction", 0.001, "N = fraction * W * H when --min_size is unset.")
+flags.DEFINE_integer("edge_pixels", 0, "Grow (> 0) or shrink (< 0) the foreground of F_final "
+                     "by this many pixels.")
+flags.DEFINE_bool("align", False, "Register the frames to the first one (hand-held stacks).")
+flags.DEFINE_enum("align_model", "similarity", ["translation", "similarity", "affine",
+                                                "homography"], "Motion model of --align.")
+flags.DEFINE_integer("tile_size", None, "Tile side in pixels for large images (0: whole "
+                     "image at once; default: automatic).")
+flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+flags.DEFINE_integer("jpeg_quality", 95, "Quality of JPEG outputs (1-100).")
+flags.DEFINE_string("input_dir", None, "Batch mode: folder with A/, B/ (C/, ...) subfolders.")
+flags.DEFINE_string("output_dir", None, "Batch mode: folder for the fused images.")
+flags.DEFINE_enum("output_format", None, ["png", "jpg", "tif"], "Batch mode: output format "
+                  "(default: that of the files in A/).")
+flags.DEFINE_integer("threads", 0, "CPU threads for TensorFlow (0: all).")
+
+PROG = "mfif-fuse"
+EXIT_INPUT = 2
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_INPUT)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silences what TensorFlow's C++ runtime prints while it loads (CPU feature notes, GPU
+    probing), so that the tool's own messages stand alone."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv: list[str]) -> None:
+    sources = argv[1:]
+    # Imported here so that `--help` and flag errors do not wait for TensorFlow.
+    with _quiet_native_stderr():
+        import tensorflow as tf
+
+        tf.config.list_logical_devices("CPU")
+
+    from mfif_tf import fuse_lib
+    from mfif_tf.image_io import InputError
+    from mfif_tf.model_io import ModelNotFoundError
+
+    if FLAGS.threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    options = fuse_lib.FuseOptions(
+        srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
+        edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
+        tile_size=FLAGS.tile_size, overwrite=FLAGS.overwrite, jpeg_quality=FLAGS.jpeg_quality)
+    try:
+        if FLAGS.input_dir is not None:
+            if sources or FLAGS.output:
+                raise InputError("batch mode (--input_dir) takes no source files and no -o; "
+                                 "use --output_dir")
+            if not FLAGS.output_dir:
+                raise InputError("--input_dir needs --output_dir")
+            report = fuse_lib.fuse_batch(
+                FLAGS.input_dir, FLAGS.output_dir, FLAGS.model, options, FLAGS.output_format,
+                FLAGS.focus_map, FLAGS.index_map, log=lambda m: print(f"{PROG}: error: {m}",
+                                                                      file=sys.stderr))
+            print(f"{len(report.done)} fused into {FLAGS.output_dir}, {len(report.failed)} failed")
+            if report.failed:
+                sys.exit(EXIT_INPUT)
+            return
+        if FLAGS.output_dir or FLAGS.output_format:
+            raise InputError("--output_dir and --output_format are for batch mode (--input_dir)")
+        if not FLAGS.output:
+            raise InputError("no output file: pass -o fused.png")
+        result = fuse_lib.fuse_files(sources, FLAGS.output, FLAGS.model, options,
+                                     FLAGS.focus_map, FLAGS.index_map)
+    except (InputError, ModelNotFoundError) as err:
+        _fail(str(err))
+    except MemoryError:
+        _fail("out of memory; try a smaller --tile_size")
+    t = result.timings
+    height, width = result.fused.shape[:2]
+    print(f"{FLAGS.output}: {len(sources)} frames of {width}x{height} fused in {t['total']:.2f} s "
+          f"(network {t['network']:.2f} s, SRR {t['srr']:.2f} s, fusion {t['fusion']:.2f} s)")
+
+
+def run() -> None:
+    """Console script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,254 @@
+"""File-level fusion jobs behind `mfif-fuse`: one pair or stack of files, or a folder of them.
+
+Every check on paths happens before any pixel is read: missing or unreadable inputs, a
+directory where a file is expected, an output that exists (refused unless `overwrite`), an
+output that would replace an input. Outputs (the fused image and the optional focus and
+index maps) are written all or nothing (`image_io.OutputSet`).
+
+Batch folders hold one subfolder per source, named by letter: `A/`, `B/` and optionally
+`C/`, `D/`, ...; files are matched by stem (`A/01.jpg`, `B/01.jpg`, `C/01.jpg` is a stack of
+three). A stem may be missing from the later subfolders (a shorter stack) but not from `B/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mfif_tf import fusion, image_io
+from mfif_tf.align import MODELS as ALIGN_MODELS
+from mfif_tf.image_io import InputError
+from mfif_tf.model_io import ModelNotFoundError
+from mfif_tf.networks import Generator
+
+MAP_FORMATS = ("png", "tiff")
+
+
+@dataclasses.dataclass
+class FuseOptions:
+    """Settings of a fusion job (the `mfif-fuse` flags); see `fusion.fuse_arrays`."""
+
+    srr: bool = True
+    min_size: int | None = None
+    min_size_fraction: float = fusion.PAPER_MIN_SIZE_FRACTION
+    edge_pixels: int = 0
+    align: bool = False
+    align_model: str = "similarity"
+    tile_size: int | None = None
+    overwrite: bool = False
+    jpeg_quality: int = 95
+    progress: bool | None = None  # None: progress bars only on a terminal
+
+    def validate(self) -> None:
+        if self.min_size is not None and self.min_size < 0:
+            raise InputError(f"--min_size must be >= 0, got {self.min_size}")
+        if not 0.0 <= self.min_size_fraction <= 1.0:
+            raise InputError(f"--min_size_fraction must be in [0, 1], got "
+                             f"{self.min_size_fraction}")
+        if self.tile_size is not None and self.tile_size < 0:
+            raise InputError(f"--tile_size must be >= 0, got {self.tile_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InputError(f"--jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.align_model not in ALIGN_MODELS:
+            raise InputError(f"--align_model must be one of {ALIGN_MODELS}, got "
+                             f"{self.align_model!r}")
+
+
+def focus_map_image(f_final: np.ndarray) -> np.ndarray:
+    """F_final as an 8-bit grey image (255 where I_A is taken)."""
+    return np.rint(np.clip(f_final, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _check_map_path(path: str, flag: str, overwrite: bool, inputs: Sequence[str]) -> None:
+    image_io.check_output_path(path, overwrite, inputs)
+    if image_io.output_format(path) not in MAP_FORMATS:
+        raise InputError(f"{path}: {flag} must be lossless: use .png or .tif")
+
+
+def check_job(sources: Sequence[str], output: str, options: FuseOptions,
+              focus_map: str | None = None, index_map: str | None = None) -> None:
+    """All checks that need no pixels (see the module docstring)."""
+    options.validate()
+    if len(sources) < 2:
+        raise InputError("need at least two sources to fuse, got "
+                         + (f"one: {sources[0]}" if sources else "none"))
+    for path in sources:
+        image_io.check_input_file(path)
+    outputs = [output] + [p for p in (focus_map, index_map) if p]
+    if len(set(map(os.path.realpath, outputs))) != len(outputs):
+        raise InputError(f"{output}: the output and map paths must differ")
+    image_io.check_output_path(output, options.overwrite, sources)
+    if focus_map:
+        if len(sources) > 2:
+            raise InputError(f"{focus_map}: --focus_map is for pairs; a stack of "
+                             f"{len(sources)} frames has an index map (--index_map)")
+        _check_map_path(focus_map, "--focus_map", options.overwrite, sources)
+    if index_map:
+        _check_map_path(index_map, "--index_map", options.overwrite, sources)
+
+
+def fuse_files(sources: Sequence[str], output: str, generator: Generator | str | None,
+               options: FuseOptions, focus_map: str | None = None,
+               index_map: str | None = None) -> fusion.FusionResult:
+    """Fuses image files into `output` (EXIF of the first file kept); optionally writes
+    F_final (`focus_map`, pairs) and the index map (`index_map`, raw frame numbers 0..N-1)."""
+    check_job(sources, output, options, focus_map, index_map)
+    first = image_io.read_image(sources[0])
+    image_io.check_can_store(output, first.pixels)
+    frames = itertools.chain([first.pixels],
+                             (image_io.read_image(p).pixels for p in sources[1:]))
+    result = fusion.fuse_stack(
+        frames, generator, srr=options.srr, min_size=options.min_size,
+        min_size_fraction=options.min_size_fraction, edge_pixels=options.edge_pixels,
+        tile_size=options.tile_size, align=options.align, align_model=options.align_model,
+        names=list(sources), progress=options.progress)
+    with image_io.OutputSet(options.overwrite) as out:
+        out.add(output, result.fused, first.exif, options.jpeg_quality)
+        if focus_map:
+            out.add(focus_map, focus_map_image(result.f_final))
+        if index_map:
+            out.add(index_map, result.index_map)
+        out.commit()
+    return result
+
+
+@dataclasses.dataclass
+class BatchItem:
+    """One pair or stack of a batch folder, and where its results go."""
+
+    stem: str
+    sources: list[str]
+    output: str = ""
+    focus_map: str | None = None
+    index_map: str | None = None
+
+
+def find_batch_items(input_dir: str) -> list[BatchItem]:
+    """The pairs and stacks of a batch folder (see the module docstring), sorted by stem."""
+    if not os.path.isdir(input_dir):
+        raise InputError(f"{input_dir}: --input_dir is not a directory")
+    letters = sorted(d for d in os.listdir(input_dir) if len(d) == 1 and "A" <= d <= "Z"
+                     and os.path.isdir(os.path.join(input_dir, d)))
+    if letters[:2] != ["A", "B"]:
+        raise InputError(f"{input_dir}: needs subfolders A/ and B/ (and optionally C/, D/, ...)")
+    expected = [chr(ord("A") + i) for i in range(len(letters))]
+    if letters != expected:
+        raise InputError(f"{input_dir}: source subfolders must be consecutive letters, found "
+                         f"{', '.join(letters)}")
+    tables: list[dict[str, str]] = []
+    for letter in letters:
+        folder = os.path.join(input_dir, letter)
+        table: dict[str, str] = {}
+        for name in sorted(os.listdir(folder)):
+            stem, ext = os.path.splitext(name)
+            if name.startswith(".") or ext.lower() not in image_io.READ_EXTENSIONS:
+                continue
+            if stem in table:
+                raise InputError(f"{folder}: two files with the stem {stem!r}")
+            table[stem] = os.path.join(folder, name)
+        tables.append(table)
+    stems = sorted(tables[0])
+    if not stems:
+        raise InputError(f"{os.path.join(input_dir, 'A')}: no images")
+    missing = [s for s in stems if s not in tables[1]]
+    if missing:
+        raise InputError(f"{os.path.join(input_dir, 'B')}: no file for the stems "
+                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    items = []
+    for letter, table in zip(letters[1:], tables[1:]):
+        extra = sorted(set(table) - set(tables[0]))
+        if extra:
+            raise InputError(f"{os.path.join(input_dir, letter)}: files without a partner in "
+                             f"A/: {', '.join(extra[:5])}")
+    for stem in stems:
+        paths = [tables[0][stem]]
+        for letter, table in zip(letters[1:], tables[1:]):
+            if stem not in table:
+                break
+            paths.append(table[stem])
+        later = [letter for letter, table in zip(letters, tables)
+                 if stem in table and letter > letters[len(paths) - 1]]
+        if later:
+            raise InputError(f"{input_dir}: stem {stem!r} is missing from "
+                             f"{letters[len(paths)]}/ but present in {later[0]}/")
+        items.append(BatchItem(stem, paths))
+    return items
+
+
+def plan_batch(input_dir: str, output_dir: str, options: FuseOptions,
+               output_format: str | None = None, focus_map_dir: str | None = None,
+               index_map_dir: str | None = None) -> list[BatchItem]:
+    """Batch items with their output paths, all checked before anything runs."""
+    options.validate()
+    items = find_batch_items(input_dir)
+    for folder in (output_dir, focus_map_dir, index_map_dir):
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
+            raise InputError(f"{folder}: exists and is not a directory")
+    if output_format is not None:
+        output_format = "." + output_format.lower().lstrip(".")
+        image_io.output_format("x" + output_format)
+    taken: dict[str, str] = {}
+    for item in items:
+        ext = output_format or os.path.splitext(item.sources[0])[1].lower()
+        if ext not in image_io.WRITE_FORMATS:
+            ext = ".png"
+        item.output = os.path.join(output_dir, item.stem + ext)
+        if focus_map_dir and len(item.sources) == 2:
+            item.focus_map = os.path.join(focus_map_dir, item.stem + ".png")
+        if index_map_dir:
+            item.index_map = os.path.join(index_map_dir, item.stem + ".png")
+        for path in (item.output, item.focus_map, item.index_map):
+            if path is None:
+                continue
+            real = os.path.realpath(path)
+            if real in taken:
+                raise InputError(f"{path}: written twice (stems {taken[real]!r} and "
+                                 f"{item.stem!r})")
+            taken[real] = item.stem
+            if os.path.realpath(path) in map(os.path.realpath, item.sources):
+                raise InputError(f"{path}: output would replace one of the input files")
+            if os.path.isdir(path):
+                raise InputError(f"{path}: is a directory, expected an output file name")
+            if os.path.exists(path) and not options.overwrite:
+                raise InputError(f"{path}: already exists (pass --overwrite to replace it)")
+    return items
+
+
+@dataclasses.dataclass
+class BatchReport:
+    done: list[str]
+    failed: list[tuple[str, str]]
+
+
+def fuse_batch(input_dir: str, output_dir: str, generator: Generator | str | None,
+               options: FuseOptions, output_format: str | None = None,
+               focus_map_dir: str | None = None, index_map_dir: str | None = None,
+               log: Callable[[str], None] = print) -> BatchReport:
+    """Fuses every pair or stack of `input_dir` into `output_dir/<stem>.<ext>`.
+
+    The model is loaded once. A failing item (a damaged file, sources of different sizes)
+    is reported through `log` and skipped; the others still run.
+    """
+    items = plan_batch(input_dir, output_dir, options, output_format, focus_map_dir,
+                       index_map_dir)
+    for folder in (output_dir, focus_map_dir, index_map_dir):
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+    model = fusion.resolve_generator(generator)
+    item_options = dataclasses.replace(options, progress=False)
+    report = BatchReport([], [])
+    disable = None if options.progress is None else not options.progress
+    for item in tqdm(items, desc="batch", unit="image", disable=disable):
+        try:
+            fuse_files(item.sources, item.output, model, item_options, item.focus_map,
+                       item.index_map)
+            report.done.append(item.stem)
+        except (InputError, ModelNotFoundError) as err:
+            report.failed.append((item.stem, str(err)))
+            log(f"{item.stem}: {err}")
+    return report

@@ -1,0 +1,305 @@
+"""Multi-focus fusion of pairs and stacks with MFIF-GAN's generator (sections 3.3, 4.1.2).
+
+Symbols: I_A, I_B are the sources; F_hat = G(I_A, I_B) the focus map in [0, 1] (1 where I_A
+is in focus); F_final the map after small region removal (SRR, section 3.3) and the optional
+edge diffusion/contraction (section 4.2.4); the fused image is eq. 14,
+I_fused = I_A * F_final + I_B * (1 - F_final), computed on the ORIGINAL pixels, so the output
+keeps the sources' dtype (uint8, uint16 or float in [0, 1]) and colour (grey in, grey out).
+
+Stacks of N > 2 frames are fused sequentially: R_1 = frame 0, R_k = fuse(R_{k-1}, frame k),
+so each step is the pair fusion G was trained for, with the running result as I_A. With a
+binary F_final every output pixel is a pixel of one frame; the index map records which one.
+Cost: N - 1 generator passes and SRRs, memory of three frames whatever N (see
+docs/fusion.md for why this order and not all pairs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mfif_tf import model_io, tiling
+from mfif_tf.align import AlignmentError, StackAligner
+from mfif_tf.image_io import InputError
+from mfif_tf.networks import Generator
+from mfif_tf.srr import small_region_removal
+
+PAPER_MIN_SIZE_FRACTION = 0.001  # N = 0.001 W H (section 3.3)
+TIMING_KEYS = ("network", "srr", "edge", "align", "fusion", "total")
+_ROWS_PER_CHUNK = 512
+_GENERATOR_CACHE: dict[tuple, Generator] = {}
+
+
+@dataclasses.dataclass
+class FusionResult:
+    """What one fusion returns.
+
+    Attributes:
+      fused: I_fused, the sources' dtype and layout ((H, W) grey or (H, W, 3)).
+      f_hat: F_hat (H, W) float32 in [0, 1] (pairs only, else None).
+      f_final: F_final (H, W) float32, {0, 1} with SRR or edge_pixels, else F_hat (pairs only).
+      index_map: (H, W) uint8 (uint16 for more than 256 frames): the frame each pixel comes
+        from (0-based, in input order); for a soft F_final the frame with the larger weight.
+      timings: seconds spent in "network" (G), "srr", "edge" (diffusion/contraction),
+        "align", "fusion" (eq. 14) and "total" (the whole call).
+      transforms: with alignment, one 3 x 3 matrix per frame mapping its pixels onto the
+        first frame (the identity for frame 0); else None.
+    """
+
+    fused: np.ndarray
+    f_hat: np.ndarray | None
+    f_final: np.ndarray | None
+    index_map: np.ndarray
+    timings: dict[str, float]
+    transforms: list[np.ndarray] | None = None
+
+
+def resolve_generator(generator: Generator | str | os.PathLike | None) -> Generator:
+    """A `Generator` as is; a model directory or training work dir loaded (and cached);
+    None or "default" for the packaged model (`ModelNotFoundError` when none is installed)."""
+    if isinstance(generator, Generator):
+        return generator
+    if generator is not None and not isinstance(generator, (str, os.PathLike)):
+        raise TypeError(f"generator must be a Generator, a path or None, got "
+                        f"{type(generator).__name__}")
+    path = os.fspath(generator) if generator is not None else "default"
+    if path in ("", "default"):
+        if not model_io.packaged_model_available():
+            return model_io.load_generator("default")  # raises ModelNotFoundError
+        path = model_io.PACKAGED_MODEL_DIR
+    key = None
+    if os.path.isdir(path):  # changes when weights or checkpoints are (re)written
+        stamps = [os.stat(p).st_mtime_ns for p in (path, os.path.join(path, "checkpoints"))
+                  if os.path.isdir(p)]
+        key = (os.path.realpath(path), *stamps)
+    if key is not None and key in _GENERATOR_CACHE:
+        return _GENERATOR_CACHE[key]
+    try:
+        loaded = model_io.load_generator(path)
+    except model_io.ModelNotFoundError:
+        raise
+    except Exception as err:  # a damaged weights file, a foreign config
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{path}: cannot load the model ({detail})") from None
+    if key is not None:
+        _GENERATOR_CACHE.clear()
+        _GENERATOR_CACHE[key] = loaded
+    return loaded
+
+
+def check_source(pixels: Any, name: str) -> np.ndarray:
+    """Validates one source: uint8, uint16 or float in [0, 1]; (H, W), (H, W, 1) or (H, W, 3);
+    at least `tiling.MIN_IMAGE_SIDE` pixels a side. Returns (H, W) or (H, W, 3)."""
+    if not isinstance(pixels, np.ndarray):
+        raise InputError(f"{name}: expected a NumPy array, got {type(pixels).__name__}")
+    if pixels.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        raise InputError(f"{name}: unsupported dtype {pixels.dtype}; expected uint8, uint16 or "
+                         "float in [0, 1]")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise InputError(f"{name}: expected an (H, W) grey or (H, W, 3) RGB image, got shape "
+                         f"{pixels.shape}")
+    side = tiling.MIN_IMAGE_SIDE
+    if min(pixels.shape[:2]) < side:
+        raise InputError(f"{name}: image is {pixels.shape[1]}x{pixels.shape[0]} pixels; the "
+                         f"network needs at least {side}x{side}")
+    if pixels.dtype.kind == "f":
+        low, high = float(np.min(pixels)), float(np.max(pixels))
+        if not (np.isfinite(low) and np.isfinite(high)) or low < 0.0 or high > 1.0:
+            raise InputError(f"{name}: float images must lie in [0, 1], got values in "
+                             f"[{low:g}, {high:g}]")
+    return pixels
+
+
+def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+
+
+def _same_layout(running: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grey and colour sources fuse in colour: the grey one is tripled."""
+    if running.ndim != frame.ndim:
+        return _as_rgb(running), _as_rgb(frame)
+    return running, frame
+
+
+def fuse_with_map(image_a: np.ndarray, image_b: np.ndarray, f_final: np.ndarray,
+                  binary: bool) -> np.ndarray:
+    """Eq. 14 on the original pixels, in row chunks to bound memory.
+
+    A binary F_final selects pixels exactly; a soft one blends in float32 and rounds back
+    to integer dtypes.
+    """
+    out = np.empty_like(image_a)
+    for r0 in range(0, image_a.shape[0], _ROWS_PER_CHUNK):
+        rows = slice(r0, r0 + _ROWS_PER_CHUNK)
+        weight = f_final[rows]
+        if image_a.ndim == 3:
+            weight = weight[:, :, None]
+        if binary:
+            out[rows] = np.where(weight > 0.5, image_a[rows], image_b[rows])
+            continue
+        a = image_a[rows].astype(np.float32)
+        b = image_b[rows].astype(np.float32)
+        blend = b + weight * (a - b)
+        if image_a.dtype.kind == "u":
+            blend = np.clip(np.rint(blend), 0, np.iinfo(image_a.dtype).max)
+        out[rows] = blend.astype(image_a.dtype)
+    return out
+
+
+def _final_map(f_hat: np.ndarray, srr: bool, min_size: int | None, min_size_fraction: float,
+               edge_pixels: int, timings: dict[str, float]) -> tuple[np.ndarray, bool]:
+    """F_final and whether it is binary."""
+    start = time.perf_counter()
+    if srr:
+        f_final = small_region_removal(f_hat, min_size=min_size,
+                                       min_size_fraction=min_size_fraction).numpy()
+    else:
+        f_final = f_hat
+    timings["srr"] += time.perf_counter() - start
+    if edge_pixels:
+        from mfif_tf.edge_morphology import diffuse  # NumPy/SciPy only
+
+        start = time.perf_counter()
+        f_final = diffuse(f_final > 0.5, int(edge_pixels)).astype(np.float32)
+        timings["edge"] += time.perf_counter() - start
+    return f_final, bool(srr or edge_pixels)
+
+
+def _check_next(frame: np.ndarray, first: np.ndarray, k: int, name) -> None:
+    """A later frame must match the first one in dtype and (after alignment) size."""
+    if frame.dtype != first.dtype:
+        raise InputError(f"{name(k)}: dtype {frame.dtype} differs from {name(0)}'s "
+                         f"{first.dtype}; all sources need the same bit depth")
+    if frame.shape[:2] != first.shape[:2]:
+        raise InputError(
+            f"{name(k)}: size {frame.shape[1]}x{frame.shape[0]} differs from {name(0)}'s "
+            f"{first.shape[1]}x{first.shape[0]}; sources must have the same size (use "
+            "--align to register hand-held frames)")
+    if k > np.iinfo(np.uint16).max:
+        raise InputError(f"{name(k)}: stacks are limited to 65536 frames")
+
+
+def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None = None, *,
+               srr: bool = True, min_size: int | None = None,
+               min_size_fraction: float = PAPER_MIN_SIZE_FRACTION, edge_pixels: int = 0,
+               tile_size: int | None = None, align: bool = False,
+               align_model: str = "similarity", names: Sequence[str] | None = None,
+               progress: bool | None = False) -> FusionResult:
+    """Fuses a pair or a stack read one frame at a time (see `fuse_arrays` for the arguments;
+    `frames` may be any iterable, e.g. lazily loaded files).
+
+    Step k fuses the running result R (as I_A) with frame k (as I_B); the index map takes
+    the value k where F_final < 0.5, i.e. where frame k is taken.
+    """
+    start_total = time.perf_counter()
+    timings = dict.fromkeys(TIMING_KEYS, 0.0)
+    if int(edge_pixels) != edge_pixels:
+        raise InputError(f"edge_pixels must be an integer, got {edge_pixels!r}")
+    if min_size is not None and (isinstance(min_size, bool) or min_size < 0):
+        raise InputError(f"min_size must be a non-negative number of pixels, got {min_size!r}")
+    names = list(names) if names is not None else []
+    name = lambda k: names[k] if k < len(names) else f"source {k}"  # noqa: E731
+    model = None
+    aligner = StackAligner(align_model) if align else None
+    transforms: list[np.ndarray] | None = [] if align else None
+    first = running = index = f_hat = f_final = None
+    count = 0
+    bar = tqdm(total=0, desc="fusing", unit="tile", leave=False, delay=2.0,
+               disable=None if progress is None else not progress)
+
+    def add_total(n):
+        bar.total += n
+        bar.refresh()
+
+    try:
+        for k, frame in enumerate(frames):
+            frame = check_source(frame, name(k))
+            count, covered = k + 1, None
+            if aligner is not None:
+                start = time.perf_counter()
+                try:
+                    frame, covered, matrix = aligner(frame)
+                except AlignmentError as err:
+                    raise InputError(f"{name(k)}: cannot align to {name(k - 1)}: {err}") \
+                        from None
+                timings["align"] += time.perf_counter() - start
+                transforms.append(matrix)
+            if first is None:
+                first = running = frame
+                index = np.zeros(frame.shape[:2], np.uint16)
+                continue
+            _check_next(frame, first, k, name)
+            if model is None:
+                model = resolve_generator(generator)
+            running, frame = _same_layout(running, frame)
+            start = time.perf_counter()
+            f_hat = tiling.predict_focus_map(model, running, frame, tile_size,
+                                             progress=bar.update, progress_total=add_total)
+            timings["network"] += time.perf_counter() - start
+            f_final, binary = _final_map(f_hat, srr, min_size, min_size_fraction,
+                                         edge_pixels, timings)
+            start = time.perf_counter()
+            if covered is not None:  # where the aligned frame has no pixels, R stays
+                f_final = np.where(covered, f_final, np.float32(1.0))
+            running = fuse_with_map(running, frame, f_final, binary)  # eq. 14
+            index[f_final < 0.5] = k
+            timings["fusion"] += time.perf_counter() - start
+    finally:
+        bar.close()
+    if count < 2:
+        raise InputError(f"need at least two sources to fuse, got {count}"
+                         + (f" ({name(0)})" if count else ""))
+    if count <= 256:
+        index = index.astype(np.uint8)
+    timings["total"] = time.perf_counter() - start_total
+    pair = count == 2
+    return FusionResult(running, f_hat if pair else None, f_final if pair else None, index,
+                        timings, transforms)
+
+
+def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None = None,
+                srr: bool = True, min_size: int | None = None, edge_pixels: int = 0,
+                tile_size: int | None = None, *,
+                min_size_fraction: float = PAPER_MIN_SIZE_FRACTION, align: bool = False,
+                align_model: str = "similarity", names: Sequence[str] | None = None,
+                progress: bool | None = False) -> FusionResult:
+    """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
+
+    Args:
+      sources: two or more images of one size: uint8, uint16 or float in [0, 1]; (H, W) grey
+        or (H, W, 3) RGB (grey and colour can be mixed; the result is then colour).
+      generator: G, a model directory / training work dir, or None for the packaged model.
+      srr: apply small region removal (section 3.3); without it F_final = F_hat and eq. 14
+        blends softly.
+      min_size: SRR's N in pixels; None for N = `min_size_fraction` * W * H (0.001, paper).
+      edge_pixels: grow (k > 0) or shrink (k < 0) the foreground of F_final by k pixels
+        (section 4.2.4; a disk); binarises F_final.
+      tile_size: None (whole image when it fits, else tiles), 0 (whole image) or the tile side
+        in pixels; tiled and whole-image F_hat agree to float rounding (`mfif_tf.tiling`).
+      min_size_fraction: the 0.001 of N = 0.001 W H.
+      align: register frames to the first one (`mfif_tf.align`); frames may then differ in
+        size and the output has the first frame's size.
+      align_model: "similarity" (default: shift, rotation, scale), "affine", "homography"
+        or "translation".
+      names: names of the sources for error messages (file names).
+      progress: show a progress bar over tiles (None: only on a terminal).
+
+    Returns:
+      `FusionResult`.
+    """
+    if isinstance(sources, np.ndarray) or not isinstance(sources, Sequence):
+        raise InputError("sources must be a list of images")
+    if len(sources) < 2:
+        raise InputError(f"need at least two sources to fuse, got {len(sources)}")
+    return fuse_stack(iter(sources), generator, srr=srr, min_size=min_size,
+                      min_size_fraction=min_size_fraction, edge_pixels=edge_pixels,
+                      tile_size=tile_size, align=align, align_model=align_model, names=names,
+                      progress=progress)

@@ -1,0 +1,242 @@
+"""Fusion of pairs and stacks (eq. 14 on the original pixels, SRR, edge diffusion, stacks)."""
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mfif_tf import fusion, model_io, tiling
+from mfif_tf.config import model_config
+from mfif_tf.edge_morphology import diffuse
+from mfif_tf.image_io import InputError
+from mfif_tf.networks import Generator, build_generator
+from mfif_tf.srr import small_region_removal
+
+
+@pytest.fixture(scope="module")
+def generator():
+    """Random weights with a steep head, so F_hat has both sides of 0.5 in quantity."""
+    tf.keras.utils.set_random_seed(11)
+    g = build_generator(model_config("compact"))
+    g.head.kernel.assign(g.head.kernel * 300.0)
+    return g
+
+
+class SharpnessOracle(Generator):
+    """A stand-in for a trained G with known behaviour: F_hat = 1 where I_A has more local
+    Laplacian energy than I_B. It lets the stack test check which frame each pixel takes."""
+
+    def build(self, input_shape):
+        pass  # no weights
+
+    def call(self, inputs, training=None):
+        x = tf.convert_to_tensor(inputs, tf.float32)
+        lap = tf.constant([[0, 1, 0], [1, -4, 1], [0, 1, 0]], tf.float32)[:, :, None, None]
+
+        def energy(rgb):
+            response = tf.nn.conv2d(tf.reduce_mean(rgb, -1, keepdims=True), lap, 1, "SAME")
+            return tf.nn.avg_pool2d(tf.square(response), 9, 1, "SAME")
+
+        a, b = energy(x[..., :3]), energy(x[..., 3:])
+        return tf.sigmoid(50.0 * (a - b) / (a + b + 1e-6))
+
+
+def pair(height=48, width=64, seed=0, dtype=np.uint8, grey=False):
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if grey else (height, width, 3)
+    top = np.iinfo(dtype).max if dtype != np.float32 else 1.0
+    if dtype == np.float32:
+        return rng.random(shape, np.float32), rng.random(shape, np.float32)
+    return (rng.integers(0, top, shape, dtype=dtype, endpoint=True),
+            rng.integers(0, top, shape, dtype=dtype, endpoint=True))
+
+
+def check_eq14(result, a, b):
+    f = result.f_final
+    assert set(np.unique(f)) <= {0.0, 1.0}
+    mask = f[:, :, None] > 0.5 if a.ndim == 3 else f > 0.5
+    np.testing.assert_array_equal(result.fused, np.where(mask, a, b))
+
+
+@pytest.mark.parametrize("dtype,grey", [(np.uint8, False), (np.uint16, False),
+                                        (np.uint8, True), (np.float32, False)])
+def test_pair_is_eq14_on_the_original_pixels(generator, dtype, grey):
+    a, b = pair(37, 53, dtype=dtype, grey=grey)  # not a multiple of 4
+    result = fusion.fuse_arrays([a, b], generator)
+    assert result.fused.shape == a.shape and result.fused.dtype == a.dtype
+    assert result.f_hat.shape == result.f_final.shape == (37, 53)
+    np.testing.assert_allclose(result.f_hat, tiling.predict_focus_map(generator, a, b, 0),
+                               atol=1e-6)
+    expected = small_region_removal(result.f_hat).numpy()
+    np.testing.assert_array_equal(result.f_final, expected)
+    check_eq14(result, a, b)
+    np.testing.assert_array_equal(result.index_map, result.f_final < 0.5)
+    assert result.index_map.dtype == np.uint8
+
+
+def test_srr_min_size_is_passed_on(generator):
+    a, b = pair(seed=1)
+    small = fusion.fuse_arrays([a, b], generator, min_size=1)
+    big = fusion.fuse_arrays([a, b], generator, min_size=200)
+    np.testing.assert_array_equal(small.f_final, (small.f_hat > 0.5).astype(np.float32))
+    np.testing.assert_array_equal(big.f_final, small_region_removal(big.f_hat, 200).numpy())
+
+
+def test_without_srr_eq14_blends_with_f_hat(generator):
+    a, b = pair(seed=2)
+    result = fusion.fuse_arrays([a, b], generator, srr=False)
+    np.testing.assert_array_equal(result.f_final, result.f_hat)
+    w = result.f_hat[:, :, None]
+    expected = np.rint(b.astype(np.float32) + w * (a.astype(np.float32) - b)).astype(np.uint8)
+    assert np.abs(result.fused.astype(int) - expected).max() <= 1
+
+
+def test_edge_pixels_grow_and_shrink_the_foreground(generator):
+    a, b = pair(64, 64, seed=3)
+    base = fusion.fuse_arrays([a, b], generator)
+    grown = fusion.fuse_arrays([a, b], generator, edge_pixels=2)
+    shrunk = fusion.fuse_arrays([a, b], generator, edge_pixels=-2)
+    np.testing.assert_array_equal(grown.f_final > 0.5, diffuse(base.f_final > 0.5, 2))
+    np.testing.assert_array_equal(shrunk.f_final > 0.5, diffuse(base.f_final > 0.5, -2))
+    assert shrunk.f_final.sum() < base.f_final.sum() < grown.f_final.sum()
+    check_eq14(grown, a, b)
+    soft = fusion.fuse_arrays([a, b], generator, srr=False, edge_pixels=1)
+    np.testing.assert_array_equal(soft.f_final > 0.5, diffuse(soft.f_hat > 0.5, 1))
+
+
+def test_tiled_fusion_agrees_with_whole_image(generator):
+    a, b = pair(96, 128, seed=4)
+    whole = fusion.fuse_arrays([a, b], generator, tile_size=0)
+    tiled = fusion.fuse_arrays([a, b], generator, tile_size=32)
+    assert np.mean(whole.f_final == tiled.f_final) >= 0.999
+
+
+def test_timings(generator):
+    a, b = pair(seed=5)
+    t = fusion.fuse_arrays([a, b], generator).timings
+    assert set(t) == set(fusion.TIMING_KEYS)
+    assert all(v >= 0 for v in t.values())
+    assert t["network"] > 0 and t["srr"] > 0 and t["fusion"] > 0
+    assert t["network"] + t["srr"] + t["fusion"] <= t["total"]
+
+
+def test_grey_and_colour_mix_to_colour(generator):
+    a, b = pair(seed=6)
+    result = fusion.fuse_arrays([a[:, :, 0], b], generator)
+    assert result.fused.shape == b.shape
+    check_eq14(result, np.dstack([a[:, :, 0]] * 3), b)
+
+
+def focus_stack(n=3, height=60, width=90, seed=7, structured=False):
+    """n frames of one scene, frame k sharp only in the k-th vertical band. A structured
+    scene (discs on smooth noise, plus fine grain) has features at several scales, as
+    photos do, so that frames can be registered."""
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if structured:
+        base = cv2.GaussianBlur(scene[:, :, 0].astype(np.float32), (0, 0), 3)
+        base = cv2.normalize(base, None, 0, 255, cv2.NORM_MINMAX)
+        for _ in range(30):
+            centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+            cv2.circle(base, centre, int(rng.integers(3, 15)), float(rng.integers(0, 256)), -1)
+        grain = rng.normal(0, 8, (height, width, 3))
+        scene = np.clip(np.dstack([base, 0.6 * base + 50, 255 - base]) + grain, 0, 255)
+        scene = scene.astype(np.uint8)
+    blurred = cv2.GaussianBlur(scene, (0, 0), 2.0)
+    band = width // n
+    frames = []
+    for k in range(n):
+        frame = blurred.copy()
+        frame[:, k * band:(k + 1) * band] = scene[:, k * band:(k + 1) * band]
+        frames.append(frame)
+    return scene, frames, band
+
+
+def test_stack_takes_each_region_from_its_sharp_frame():
+    oracle = SharpnessOracle(model_config("compact"))
+    scene, frames, band = focus_stack()
+    result = fusion.fuse_arrays(frames, oracle, tile_size=0)
+    assert result.f_hat is None and result.f_final is None
+    assert result.index_map.shape == scene.shape[:2] and result.index_map.dtype == np.uint8
+    rows, cols = np.indices(scene.shape[:2])
+    # Every pixel is the pixel of the frame the index map names.
+    np.testing.assert_array_equal(result.fused, np.stack(frames)[result.index_map, rows, cols])
+    # Away from the band borders, the sharp frame wins.
+    inner = (cols % band >= 5) & (cols % band < band - 5)
+    assert np.mean(result.index_map[inner] == (cols // band)[inner]) > 0.99
+    assert np.mean(result.fused[inner] == scene[inner]) > 0.99
+
+
+def test_stack_of_two_is_a_pair_and_results_do_not_depend_on_the_container(generator):
+    a, b = pair(seed=8)
+    listed = fusion.fuse_arrays([a, b], generator)
+    streamed = fusion.fuse_stack(iter([a, b]), generator)
+    np.testing.assert_array_equal(listed.fused, streamed.fused)
+    np.testing.assert_array_equal(listed.f_final, streamed.f_final)
+
+
+def test_aligned_pair_registers_the_second_frame(generator):
+    scene, frames, _ = focus_stack(2, 120, 160, seed=9, structured=True)
+    truth = np.array([[1.02, 0, 3.0], [0, 1.02, -2.0], [0, 0, 1]])  # reference -> frame 1
+    shifted = cv2.warpAffine(frames[1], truth[:2], (160, 120), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+    result = fusion.fuse_arrays([frames[0], shifted], generator, align=True)
+    assert result.fused.shape == frames[0].shape
+    assert np.array_equal(result.transforms[0], np.eye(3))
+    corners = np.array([[0, 0, 1], [159, 0, 1], [0, 119, 1], [159, 119, 1.0]]).T
+    assert np.abs(result.transforms[1] @ corners - np.linalg.inv(truth) @ corners).max() < 0.5
+    assert result.timings["align"] > 0
+    # Where the warped frame has no pixels (a strip at the right and top), frame 0 is kept.
+    assert np.all(result.f_final[:, -3:] == 1.0) and np.all(result.index_map[:, -3:] == 0)
+
+
+def test_aligned_frames_may_differ_in_size(generator):
+    _, frames, _ = focus_stack(2, 120, 160, seed=10, structured=True)
+    result = fusion.fuse_arrays([frames[0], frames[1][4:-4, 6:-6]], generator, align=True)
+    assert result.fused.shape == frames[0].shape
+    np.testing.assert_allclose(result.transforms[1][:2, 2], [6, 4], atol=0.5)
+
+
+@pytest.mark.parametrize("sources,message", [
+    (lambda a, b: [a], "at least two sources"),
+    (lambda a, b: [a, b[:40]], "use --align"),
+    (lambda a, b: [a, b.astype(np.int32)], "unsupported dtype int32"),
+    (lambda a, b: [a, b.astype(np.uint16)], "same bit depth"),
+    (lambda a, b: [a / 100.0, b / 255.0], "must lie in [0, 1]"),
+    (lambda a, b: [a[:1], b[:1]], "at least 2x2"),
+    (lambda a, b: [np.dstack([a, a[:, :, :1]]), b], "expected an (H, W) grey"),
+    (lambda a, b: [a.tolist(), b], "expected a NumPy array"),
+])
+def test_bad_sources_give_one_line_errors(generator, sources, message):
+    a, b = pair(seed=12)
+    with pytest.raises(InputError) as err:
+        fusion.fuse_arrays(sources(a, b), generator, names=["a.png", "b.png"])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_size_error_names_both_files(generator):
+    a, b = pair(seed=13)
+    with pytest.raises(InputError, match=r"b\.png: size 64x40 differs from a\.png's 64x48"):
+        fusion.fuse_arrays([a, b[:40]], generator, names=["a.png", "b.png"])
+
+
+def test_generator_from_a_model_directory_is_loaded_once(tmp_path, generator):
+    model_io.save_generator(generator, str(tmp_path / "model"))
+    first = fusion.resolve_generator(str(tmp_path / "model"))
+    assert fusion.resolve_generator(tmp_path / "model") is first
+    a, b = pair(seed=14)
+    np.testing.assert_array_equal(fusion.fuse_arrays([a, b], str(tmp_path / "model")).f_hat,
+                                  fusion.fuse_arrays([a, b], generator).f_hat)
+    with pytest.raises(model_io.ModelNotFoundError, match="does not exist"):
+        fusion.resolve_generator(str(tmp_path / "nothing"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / model_io.CONFIG_FILE).write_text("{}")
+    (tmp_path / "broken" / model_io.WEIGHTS_FILE).write_bytes(b"not hdf5")
+    with pytest.raises(InputError, match="cannot load the model"):
+        fusion.resolve_generator(str(tmp_path / "broken"))
+
+
+@pytest.mark.skipif(model_io.packaged_model_available(), reason="a model is installed")
+def test_no_installed_model_is_said_plainly():
+    with pytest.raises(model_io.ModelNotFoundError, match="no trained model is installed"):
+        fusion.resolve_generator(None)

@@ -1,0 +1,139 @@
+"""Tiled inference of F_hat equals whole-image inference (SE means over the whole image)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mfif_tf import tiling
+from mfif_tf.config import model_config
+from mfif_tf.networks import build_generator
+
+
+@pytest.fixture(scope="module")
+def generator():
+    tf.keras.utils.set_random_seed(3)
+    return build_generator(model_config("compact"))
+
+
+@pytest.fixture(scope="module")
+def decisive_generator():
+    """Random weights give F_hat within 0.02 of 0.5; a steeper head makes F_final meaningful
+    (most pixels far from the 0.5 threshold), as a trained model's is."""
+    tf.keras.utils.set_random_seed(3)
+    g = build_generator(model_config("compact"))
+    g.head.kernel.assign(g.head.kernel * 300.0)
+    return g
+
+
+def textured_pair(height, width, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    a = rng.integers(0, top, (height, width, 3), dtype=dtype, endpoint=True)
+    b = a.copy()
+    # Blur the left half of A and the right half of B (box blur), so the map has structure.
+    def blur(x):
+        x = x.astype(np.float64)
+        return ((x + np.roll(x, 1, 0) + np.roll(x, -1, 0) + np.roll(x, 1, 1) + np.roll(x, -1, 1))
+                / 5).astype(dtype)
+    a[:, : width // 2] = blur(a)[:, : width // 2]
+    b[:, width // 2:] = blur(b)[:, width // 2:]
+    return a, b
+
+
+def naive_tiles(g, a, b, tile):
+    """Each tile through G on its own: SE means of the tile, not of the image."""
+    x = tiling.network_input(a, b)
+    out = np.zeros(a.shape[:2], np.float32)
+    for y in range(0, a.shape[0], tile):
+        for c in range(0, a.shape[1], tile):
+            part = x[:, y:y + tile, c:c + tile]
+            out[y:y + tile, c:c + tile] = g(part, training=False)[0, :, :, 0]
+    return out
+
+
+def test_tiled_equals_whole_image_and_naive_tiling_does_not(generator):
+    a, b = textured_pair(256, 384)
+    whole = tiling.predict_focus_map(generator, a, b, tile_size=0)
+    tiled = tiling.predict_focus_map(generator, a, b, tile_size=128)
+    assert whole.shape == tiled.shape == (256, 384) and tiled.dtype == np.float32
+    np.testing.assert_allclose(tiled, whole, atol=2e-6)
+    # The test can fail: tiles that pool only over themselves are far off.
+    assert np.abs(naive_tiles(generator, a, b, 128) - whole).max() > 1e-3
+
+
+def test_tiled_focus_map_binarises_like_whole_image(decisive_generator):
+    a, b = textured_pair(256, 384, seed=1)
+    whole = tiling.predict_focus_map(decisive_generator, a, b, tile_size=0)
+    tiled = tiling.predict_focus_map(decisive_generator, a, b, tile_size=128)
+    assert 0.05 < np.mean(whole > 0.5) < 0.95  # a real two-sided map
+    agree = np.mean((whole > 0.5) == (tiled > 0.5))
+    assert agree >= 0.999
+    naive = naive_tiles(decisive_generator, a, b, 128)
+    assert np.mean((whole > 0.5) == (naive > 0.5)) < agree
+
+
+@pytest.mark.parametrize("height,width,tile", [(250, 381, 64), (37, 45, 12), (30, 9, 8)])
+def test_odd_sizes_and_small_tiles(generator, height, width, tile):
+    """Sizes that are not multiples of 4 (G's mirror padding), tiles at the minimum size."""
+    a, b = textured_pair(height, width, seed=2)
+    whole = tiling.predict_focus_map(generator, a, b, tile_size=0)
+    tiled = tiling.predict_focus_map(generator, a, b, tile_size=tile)
+    assert tiled.shape == (height, width)
+    np.testing.assert_allclose(tiled, whole, atol=2e-6)
+
+
+@pytest.mark.parametrize("overrides", [{"branches": "two"}, {"use_se": False}])
+def test_ablation_generators_tile_too(overrides):
+    tf.keras.utils.set_random_seed(4)
+    g = build_generator(model_config("compact", **overrides))
+    a, b = textured_pair(72, 100, seed=5)
+    whole = tiling.predict_focus_map(g, a, b, tile_size=0)
+    np.testing.assert_allclose(tiling.predict_focus_map(g, a, b, tile_size=32), whole, atol=2e-6)
+
+
+def test_grey_and_16_bit_inputs_scale_from_their_own_range(generator):
+    a, b = textured_pair(40, 48, seed=6)
+    ref = tiling.predict_focus_map(generator, a, b, tile_size=0)
+    a16, b16 = a.astype(np.uint16) * 257, b.astype(np.uint16) * 257
+    np.testing.assert_allclose(tiling.predict_focus_map(generator, a16, b16, 0), ref, atol=1e-6)
+    af, bf = a / 255.0, b / 255.0
+    np.testing.assert_allclose(tiling.predict_focus_map(generator, af, bf, 0), ref, atol=1e-6)
+    grey_a, grey_b = a[:, :, 1], b[:, :, 1]
+    tripled = tiling.predict_focus_map(generator, np.dstack([grey_a] * 3),
+                                       np.dstack([grey_b] * 3), 0)
+    np.testing.assert_allclose(tiling.predict_focus_map(generator, grey_a, grey_b, 16), tripled,
+                               atol=2e-6)
+
+
+def test_network_input_range():
+    x = tiling.network_input(np.array([[0, 255]], np.uint8), np.array([[0, 65535]], np.uint16))
+    assert x.shape == (1, 1, 2, 6)
+    np.testing.assert_array_equal(x[0, :, :, 0], [[-1.0, 1.0]])
+    np.testing.assert_array_equal(x[0, :, :, 5], [[-1.0, 1.0]])
+
+
+def test_mirror_index_matches_the_generator_padding():
+    for size in (2, 3, 5, 9):
+        padded = -(-size // 4) * 4
+        values = np.arange(size)
+        expected = tf.pad(values[None], [[0, 0], [0, padded - size]], mode="SYMMETRIC")[0]
+        np.testing.assert_array_equal(values[tiling._mirror_index(size, padded)], expected)
+
+
+def test_smallest_image(generator):
+    side = tiling.MIN_IMAGE_SIDE
+    a, b = textured_pair(side, side, seed=7)
+    assert tiling.predict_focus_map(generator, a, b).shape == (side, side)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tiling.predict_focus_map(generator, a[:side - 1], b[:side - 1])
+
+
+def test_plan_tile_size(generator):
+    assert tiling.plan_tile_size(generator, 520, 520) == 0  # fits: one call
+    auto = tiling.plan_tile_size(generator, 4000, 6000)
+    assert auto == tiling.default_tile_size(generator) == 768
+    assert tiling.plan_tile_size(generator, 4000, 6000, 0) == 0
+    assert tiling.plan_tile_size(generator, 100, 100, 130) == 132
+    assert tiling.plan_tile_size(generator, 100, 100, 1) == 8
+    with pytest.raises(ValueError):
+        tiling.plan_tile_size(generator, 100, 100, -4)
