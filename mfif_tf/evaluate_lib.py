@@ -168,11 +168,12 @@ def fused_from_dir(fused_dir: str | pathlib.Path, pairs: Sequence[Pair]) -> Fuse
 
 
 def _split_output(out: Any) -> tuple[np.ndarray, Mapping[str, float] | None]:
-    """fuse_fn may return an array, (array, timing dict) or an object with .fused/.timing."""
+    """fuse_fn may return an array, (array, timing dict) or an object with .fused/.timings
+    (a `fusion.FusionResult`)."""
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
         return np.asarray(out[0]), out[1]
     if hasattr(out, "fused"):
-        return np.asarray(out.fused), getattr(out, "timing", None)
+        return np.asarray(out.fused), getattr(out, "timings", None)
     return np.asarray(out), None
 
 
@@ -215,8 +216,8 @@ def model_fuse_fn(model: str = "default", srr: bool = True) -> FuseFn:
         from mfif_tf import fusion  # pylint: disable=import-outside-toplevel
     except ImportError as err:
         raise EvaluationError(f"--model needs the fusion module mfif_tf.fusion ({err})") from None
-    model_arg = None if model == "default" else model
-    return lambda sources: fusion.fuse_arrays(sources, model=model_arg, srr=srr)
+    generator = fusion.resolve_generator(None if model == "default" else model)
+    return lambda sources: fusion.fuse_arrays(sources, generator=generator, srr=srr)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -252,3 +252,15 @@ def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().startswith("error:") and "missing the folder A/" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_fuse_fn_returning_a_fusion_result_keeps_its_timings(dataset, tmp_path):
+    from types import SimpleNamespace
+
+    def fuse_fn(sources):
+        a, b = sources
+        return SimpleNamespace(fused=a, timings={"network": 0.25, "srr": 0.5, "fusion": 0.125})
+
+    res = evaluate_lib.evaluate_fn(_config(dataset, tmp_path / "out"), fuse_fn, name="model")
+    assert res.timing["network"] == pytest.approx(0.25)
+    assert res.timing["srr"] == pytest.approx(0.5)
