@@ -22,7 +22,7 @@ from mfif_tf.model_io import save_generator
 from mfif_tf.trainer import Trainer, make_strategy
 
 
-def build_dataset(config: TrainConfig) -> tf.data.Dataset:
+def build_dataset(config: TrainConfig, seed_offset: int = 0) -> tf.data.Dataset:
     """The training stream of dicts (`image_a`, `image_b`, `focus`, `image`), global batch."""
     from data_pipeline.pipeline import make_training_dataset
 
@@ -40,14 +40,14 @@ def build_dataset(config: TrainConfig) -> tf.data.Dataset:
         sigma=d.sigma,
         sigma_range=tuple(d.sigma_range) if d.sigma_range else None,
         flip=d.flip,
-        seed=config.seed,
+        seed=config.seed + seed_offset,
         shuffle_buffer=d.shuffle_buffer,
         repeat=True,
         tfds_data_dir=d.tfds_data_dir or None,
         extra_dirs=tuple(d.extra_dirs),
     )
     if d.swap_sources:
-        dataset = swap_sources(dataset, config.seed)
+        dataset = swap_sources(dataset, config.seed + seed_offset)
     return dataset
 
 
@@ -107,7 +107,8 @@ def train_and_evaluate(
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     config.validate()
     check_workdir(workdir)
-    if dataset is None:  # before touching the work dir: bad data fails with nothing written
+    own_dataset = dataset is None
+    if own_dataset:  # before touching the work dir: bad data fails with nothing written
         dataset = build_dataset(config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -122,10 +123,19 @@ def train_and_evaluate(
             f"{strategy.num_replicas_in_sync} replicas")
     trainer = Trainer(config, strategy)
 
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if strategy.num_replicas_in_sync > 1 and latest and own_dataset:
+        # Iterators over several devices cannot be checkpointed: a resumed multi-device run
+        # restores models, optimizers, step and RNG exactly and continues the data stream
+        # with a seed derived from the step, so it does not replay the batches it has seen.
+        done = int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+        dataset = build_dataset(config, seed_offset=done)
+        log(f"multi-device resume: input pipeline reseeded at step {done}")
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    ckpt = trainer.checkpoint(iterator)
-    manager = tf.train.CheckpointManager(
-        ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
+    trackable = isinstance(iterator, tf.__internal__.tracking.Trackable)
+    ckpt = trainer.checkpoint(iterator if trackable else None)
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resumed from {manager.latest_checkpoint} at step {int(trainer.step.numpy())}")

@@ -80,10 +80,14 @@ class Trainer(tf.Module):
             self.d_opt.build(self.critic.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.rng = tf.random.Generator.from_seed(config.seed)
-        jit = bool(config.jit_compile)
-        self._critic_replica = tf.function(self._critic_replica_step, jit_compile=jit)
-        self._generator_replica = tf.function(self._generator_replica_step, jit_compile=jit)
-        self._warmup_replica = tf.function(self._warmup_replica_step, jit_compile=jit)
+        # The per-replica steps are traced inside the outer tf.functions below. XLA compiles
+        # them as nested functions, which only works without cross-replica synchronisation
+        # inside (one device); several replicas run uncompiled.
+        wrap = (lambda fn: tf.function(fn, jit_compile=True)) if (
+            config.jit_compile and self.strategy.num_replicas_in_sync == 1) else (lambda fn: fn)
+        self._critic_replica = wrap(self._critic_replica_step)
+        self._generator_replica = wrap(self._generator_replica_step)
+        self._warmup_replica = wrap(self._warmup_replica_step)
 
     # -- per-replica steps -------------------------------------------------------------
 

@@ -48,12 +48,12 @@ def test_runs_variants_into_one_table(tmp_path):
     _pairs(tmp_path / "data")
     config = ablation_lib.AblationConfig(
         dataset_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"),
-        flags_dir=str(flags_dir), variants=("full", "no_pp", "no_se"))
+        flags_dir=str(flags_dir), variants=("full", "no_pp"))
     table = ablation_lib.run_ablations(config, log=lambda m: None)
     results = json.loads((tmp_path / "out" / "ablations.json").read_text())
-    assert set(results) == {"full", "no_pp", "no_se"}
+    assert set(results) == {"full", "no_pp"}
     assert all(np.isfinite(results[v]["MI"]) for v in results)
-    assert "no_se" in table and "Q_CB" in table
+    assert "no_pp" in table and "Q_CB" in table
     # no_pp evaluates the full model without training it again.
     assert not (tmp_path / "out" / "no_pp").exists()
 

@@ -80,6 +80,10 @@ def test_smoke_flagfile_on_two_logical_devices(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 4/4" in proc.stderr
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) is not None
+    proc = _run_cli(["--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--cpu_devices=2",
+                     "--distribution=mirrored", "--num_steps=5"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr and "step 5/5" in proc.stderr
 
 
 @pytest.mark.parametrize("args,message", [
