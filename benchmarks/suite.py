@@ -1,0 +1,391 @@
+"""The benchmark suite: which configurations each section measures, running them one per
+fresh process, and keeping the results in one JSON file that later runs resume.
+
+Resuming: every configuration has a key ("fusion/compact/1728x1152"). A rerun with the same
+--out keeps the rows already measured and runs only the missing (or failed) ones; --force
+measures the selected sections again. The file records the machine; a file measured on
+another CPU is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import inputs, machine
+from benchmarks.processes import ROOT, run_srr_bench, run_worker
+
+SECTIONS = ("flops", "srr", "fusion", "stack", "formats", "quality", "pipeline", "training")
+FORMAT = "mfif-tf-benchmarks/1"
+QUICK_SIZES = ("0.27MP", "2MP")
+FULL_SIZES = ("0.27MP", "2MP", "12MP", "24MP")
+STACK_SIZE = "0.27MP"
+FORMATS = ("keras_fuse", "keras_eager_network", "tf_function_network", "tf_function_xla_network",
+           "savedmodel") + tuple(f"tflite/{v}/{q}" for v in ("dynamic", "fixed")
+                                 for q in ("float32", "float16", "int8"))
+PIPELINE_SETTINGS = {
+    # configs/pretrained.flags: batch 8, 128 px random crops of the shorter side at 256.
+    "pretrained": dict(batch=8, size=128, crop="random", resize_shorter=256,
+                       sigma_range=[1.0, 4.5]),
+    # configs/paper.flags (section 4.1.2): batch 1, centre crop 178 resized to 256, sigma 1.
+    "paper": dict(batch=1, size=256, crop="center", center_crop_size=178, sigma=1.0),
+}
+
+
+class SuiteError(ValueError):
+    """Bad settings or an unusable results file."""
+
+
+@dataclasses.dataclass
+class SuiteConfig:
+    """Settings of one `python -m benchmarks.run`.
+
+    Attributes:
+      out: the results JSON (read to resume, rewritten after every configuration).
+      sections: which of `SECTIONS` to run.
+      quick: sizes up to 2 MP, no paper-size stacks or training, fewer pipeline batches.
+      force: measure the selected sections again even if their rows exist.
+      sizes: fusion sizes (names of `inputs.SIZES` or WIDTHxHEIGHT); empty for the default.
+      presets: generator presets to time.
+      stack_depths: N of the stack section.
+      repeats: timed runs per configuration at most (the median is reported).
+      budget_s: no new run starts when it would end beyond this many seconds of timed runs.
+      threads: CPU threads for TF, LiteRT and enfuse (0: all cores).
+      model: a trained G (model dir or training work dir) for quality and formats.
+      lytro_dir: the Lytro pairs (A/, B/); empty skips the quality section.
+      train_dir: an images/ + masks/ folder for the pipeline section (besides embedded).
+      enfuse: include enfuse when it is installed.
+      timeout_s: a configuration taking longer is stopped and reported as failed.
+      train_image_size: 0 for the paper's and the shipped model's sizes; else every training
+        configuration uses this size (for a quick check of the machinery).
+      ghz, flops_per_cycle: override the peak estimate (`benchmarks.machine`).
+    """
+
+    out: str
+    sections: tuple[str, ...] = SECTIONS
+    quick: bool = False
+    force: bool = False
+    sizes: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ("compact", "paper")
+    stack_depths: tuple[int, ...] = (3, 5, 10)
+    repeats: int = 5
+    budget_s: float = 120.0
+    threads: int = 0
+    model: str = ""
+    lytro_dir: str = ""
+    train_dir: str = ""
+    enfuse: bool = True
+    timeout_s: float = 4 * 3600.0
+    train_image_size: int = 0
+    ghz: float | None = None
+    flops_per_cycle: int | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        for s in self.sections:
+            if s not in SECTIONS:
+                raise SuiteError(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
+        for p in self.presets:
+            if p not in ("compact", "paper"):
+                raise SuiteError(f"unknown preset {p!r}; choose compact or paper")
+        for text in self.sizes:
+            try:
+                inputs.parse_size(text)
+            except ValueError as err:
+                raise SuiteError(str(err)) from None
+        if self.repeats < 1:
+            raise SuiteError(f"repeats must be at least 1, got {self.repeats}")
+        if any(n < 2 for n in self.stack_depths):
+            raise SuiteError(f"stack depths must be at least 2, got {list(self.stack_depths)}")
+        if self.threads < 0:
+            raise SuiteError(f"threads must be >= 0, got {self.threads}")
+        if self.model and not (
+                os.path.isfile(os.path.join(self.model, "generator.weights.h5"))
+                or os.path.isfile(os.path.join(self.model, "config.json"))):
+            raise SuiteError(f"--model {self.model}: neither a model directory (model.json + "
+                             "generator.weights.h5) nor a training work dir (config.json)")
+        for flag, path in (("--lytro_dir", self.lytro_dir), ("--train_dir", self.train_dir)):
+            if path and not os.path.isdir(path):
+                raise SuiteError(f"{flag} {path}: not a directory")
+        if self.lytro_dir and not all(os.path.isdir(os.path.join(self.lytro_dir, s))
+                                      for s in ("A", "B")):
+            raise SuiteError(f"--lytro_dir {self.lytro_dir}: needs the folders A/ and B/")
+        if self.train_dir and not all(os.path.isdir(os.path.join(self.train_dir, s))
+                                      for s in ("images", "masks")):
+            raise SuiteError(f"--train_dir {self.train_dir}: needs the folders images/ and masks/")
+
+
+@dataclasses.dataclass
+class Task:
+    """One configuration: its key in the results, a title for progress, the worker spec."""
+
+    key: str
+    title: str
+    spec: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------ plans
+
+
+def _common(config: SuiteConfig) -> dict[str, Any]:
+    return {"repeats": config.repeats, "budget_s": config.budget_s, "threads": config.threads,
+            "seed": config.seed}
+
+
+def fusion_sizes(config: SuiteConfig) -> list[tuple[int, int]]:
+    names = config.sizes or (QUICK_SIZES if config.quick else FULL_SIZES)
+    return [inputs.parse_size(n) for n in names]
+
+
+def _methods(config: SuiteConfig, with_paper: bool = True) -> list[str]:
+    methods = [p for p in config.presets if with_paper or p != "paper"]
+    methods.append("classical")
+    if config.enfuse:
+        methods.append("enfuse")
+    return methods
+
+
+def packaged_model_available() -> bool:
+    return os.path.isfile(os.path.join(ROOT, "mfif_tf", "pretrained", "generator.weights.h5"))
+
+
+def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
+    """The configurations of a section, and notes on what is left out and why."""
+    common = _common(config)
+    notes: list[str] = []
+    tasks: list[Task] = []
+    if section == "flops":
+        tasks.append(Task("flops", "FLOPs of each preset",
+                          {"kind": "flops", "presets": list(config.presets), **common}))
+    elif section == "srr":
+        sizes = ["520x520", "1920x1080"] if config.quick else ["520x520", "3840x2160", "6000x4000"]
+        tasks.append(Task("srr", f"SRR TF op vs skimage at {', '.join(sizes)}",
+                          {"kind": "srr_bench", "sizes": sizes, "tflite_size": 0 if config.quick
+                           else 512, **common}))
+    elif section == "fusion":
+        for h, w in fusion_sizes(config):
+            for method in _methods(config):
+                tasks.append(Task(f"fusion/{method}/{w}x{h}", f"{method} pair {w}x{h}",
+                                  {"kind": "fusion", "method": method, "height": h, "width": w,
+                                   "depth": 2, "model": config.model, **common}))
+    elif section == "stack":
+        h, w = inputs.parse_size(STACK_SIZE)
+        if config.quick and "paper" in config.presets:
+            notes.append("paper-size stacks left out (--quick)")
+        for method in _methods(config, with_paper=not config.quick):
+            for depth in config.stack_depths:
+                tasks.append(Task(f"stack/{method}/N{depth}",
+                                  f"{method} stack of {depth} at {w}x{h}",
+                                  {"kind": "stack", "method": method, "height": h, "width": w,
+                                   "depth": depth, "model": config.model, **common}))
+    elif section == "formats":
+        for fmt in FORMATS:
+            tasks.append(Task(f"formats/{fmt}", f"compact model as {fmt}",
+                              {"kind": "format", "format": fmt, **common}))
+    elif section == "quality":
+        if not config.lytro_dir:
+            notes.append("skipped: give --lytro_dir (a folder with A/ and B/)")
+            return [], notes
+        methods = ["model", "classical"] + (["enfuse"] if config.enfuse else [])
+        if not config.model and not packaged_model_available():
+            methods.remove("model")
+            notes.append("our model left out: no packaged model and no --model")
+        for method in methods:
+            tasks.append(Task(f"quality/{method}", f"{method} on the Lytro pairs",
+                              {"kind": "quality", "method": method, "lytro_dir": config.lytro_dir,
+                               "model": config.model, **common}))
+    elif section == "pipeline":
+        sources = [("embedded", "")] + ([("folder", config.train_dir)] if config.train_dir else [])
+        if not config.train_dir:
+            notes.append("folder source left out: give --train_dir (images/ + masks/)")
+        batches = 10 if config.quick else 50
+        for source, data_dir in sources:
+            for name, setting in PIPELINE_SETTINGS.items():
+                tasks.append(Task(f"pipeline/{source}/{name}", f"input pipeline {source} {name}",
+                                  {"kind": "pipeline", "source": source, "data_dir": data_dir,
+                                   "setting": name, "batches": batches,
+                                   "warmup_batches": max(2, batches // 5), **setting, **common}))
+    elif section == "training":
+        settings = [("compact", 1, 256)]
+        if "paper" in config.presets and not config.quick:
+            settings.append(("paper", 1, 256))
+        elif "paper" in config.presets:
+            notes.append("paper-size training left out (--quick)")
+        settings.append(("compact", 8, 128))
+        for preset, batch, size in settings:
+            size = config.train_image_size or size
+            for jit in (False, True):
+                xla = "xla" if jit else "no_xla"
+                tasks.append(Task(f"training/{preset}/b{batch}/s{size}/{xla}",
+                                  f"training {preset} batch {batch} size {size} {xla}",
+                                  {"kind": "training", "preset": preset, "batch": batch,
+                                   "size": size, "jit": jit, **common}))
+    else:
+        raise SuiteError(f"unknown section {section!r}")
+    return tasks, notes
+
+
+# -------------------------------------------------------------------------- results file
+
+
+def new_results(config: SuiteConfig) -> dict[str, Any]:
+    return {"format": FORMAT,
+            "machine": machine.describe_machine(config.ghz, config.flops_per_cycle),
+            "versions": machine.versions(), "runs": [], "sections": {}}
+
+
+def load_results(config: SuiteConfig) -> dict[str, Any]:
+    """The existing results file (checked), or a new one."""
+    if not os.path.exists(config.out):
+        return new_results(config)
+    try:
+        with open(config.out) as f:
+            results = json.load(f)
+    except (OSError, ValueError) as err:
+        raise SuiteError(f"{config.out}: not a readable results file ({err}); "
+                         "choose another --out") from None
+    if not isinstance(results, dict) or results.get("format") != FORMAT:
+        raise SuiteError(f"{config.out}: not a benchmark results file of this suite; "
+                         "choose another --out")
+    here = machine.read_cpuinfo()
+    there = results.get("machine", {}).get("cpu", {})
+    if (there.get("model_name"), there.get("logical_cpus")) != (here["model_name"],
+                                                                here["logical_cpus"]):
+        raise SuiteError(f"{config.out} was measured on {there.get('model_name')} with "
+                         f"{there.get('logical_cpus')} CPUs, this is {here['model_name']} with "
+                         f"{here['logical_cpus']}; choose another --out")
+    results["machine"] = machine.describe_machine(config.ghz, config.flops_per_cycle)
+    results["versions"] = machine.versions()
+    return results
+
+
+def save_results(results: dict[str, Any], path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".json", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        json.dump(results, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _resolve_format_spec(spec: dict[str, Any], export_row: dict[str, Any]) -> dict[str, Any]:
+    fmt = spec["format"]
+    spec = dict(spec, export=export_row)
+    if fmt.startswith("tflite/"):
+        _, variant, quantization = fmt.split("/")
+        names = [n for n in export_row["tflite"]
+                 if n.endswith(f"_{quantization}.tflite")
+                 and ("dynamic" in n) == (variant == "dynamic")]
+        if len(names) != 1:
+            raise SuiteError(f"no single TFLite model for {fmt} among "
+                             f"{sorted(export_row['tflite'])}")
+        spec["format"] = "tflite:" + names[0]
+    return spec
+
+
+def _done(row: dict[str, Any] | None) -> bool:
+    """Measured: present, without an error, and not "unavailable" (enfuse may be installed
+    since)."""
+    return row is not None and "error" not in row and "unavailable" not in row
+
+
+def _summary(row: dict[str, Any]) -> str:
+    if "unavailable" in row:
+        return row["unavailable"]
+    parts = []
+    for key in ("median_wall_s", "examples_per_s", "adversarial_iterations_per_s"):
+        if row.get(key) is not None:
+            parts.append(f"{key} {row[key]:.4g}")
+    if row.get("runs") and isinstance(row["runs"], int):
+        parts.append(f"{row['runs']} runs")
+    if row.get("peak_rss_mb"):
+        parts.append(f"peak {row['peak_rss_mb']:.0f} MB")
+    return ", ".join(parts) or "done"
+
+
+def run_suite(config: SuiteConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Runs the selected sections, resuming from `config.out`; returns the results."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    config.validate()
+    results = load_results(config)
+    results["runs"].append({"started": _now(), "quick": config.quick,
+                            "sections": list(config.sections), "repeats": config.repeats,
+                            "budget_s": config.budget_s, "threads": config.threads,
+                            "load_average_start": os.getloadavg()[0]})
+    workdir = tempfile.mkdtemp(prefix="mfif-bench-")
+    try:
+        for section in config.sections:
+            tasks, notes = plan(section, config)
+            store = results["sections"].setdefault(section, {"rows": {}})
+            store["notes"] = notes
+            store["order"] = [t.key for t in tasks]
+            for note in notes:
+                log(f"[{section}] {note}")
+            todo = [t for t in tasks if config.force or not _done(store["rows"].get(t.key))]
+            if not todo:
+                log(f"[{section}] all {len(tasks)} configurations already in {config.out} "
+                    "(--force to measure again)")
+                continue
+            export_row = None
+            for i, task in enumerate(todo, 1):
+                log(f"[{section} {i}/{len(todo)}] {task.title}")
+                start = time.perf_counter()
+                spec = dict(task.spec, workdir=workdir)
+                if spec["kind"] == "format":
+                    if export_row is None:
+                        log(f"[{section}] exporting the compact model (SavedModel, TFLite)")
+                        exported = run_worker(
+                            {"kind": "export", "height": 520, "width": 520, "model": config.model,
+                             **_common(config), "workdir": workdir},
+                            workdir, config.timeout_s, "export")
+                        if "error" in exported:
+                            log(f"  export failed: {exported['error']}")
+                            store["rows"][task.key] = {"error": exported["error"]}
+                            break
+                        export_row = exported["row"]
+                        store["export"] = {k: v for k, v in export_row.items()
+                                           if k in ("weights", "export_s", "sizes")}
+                    try:
+                        spec = _resolve_format_spec(spec, export_row)
+                    except SuiteError as err:
+                        log(f"  {err}")
+                        store["rows"][task.key] = {"error": str(err), "measured": _now()}
+                        continue
+                if spec["kind"] == "srr_bench":
+                    outcome = run_srr_bench(spec, workdir, config.timeout_s)
+                else:
+                    outcome = run_worker(spec, workdir, config.timeout_s, task.title)
+                elapsed = time.perf_counter() - start
+                if "error" in outcome:
+                    log(f"  failed after {elapsed:.0f} s: {outcome['error']}")
+                    store["rows"][task.key] = {"error": outcome["error"], "measured": _now()}
+                else:
+                    row = outcome["row"]
+                    row["measured"] = _now()
+                    row["elapsed_s"] = elapsed
+                    row["threads"] = spec.get("threads", 0)
+                    store["rows"][task.key] = row
+                    log(f"  {_summary(row)} ({elapsed:.0f} s)")
+                save_results(results, config.out)
+        results["runs"][-1]["finished"] = _now()
+        results["runs"][-1]["load_average_end"] = os.getloadavg()[0]
+        save_results(results, config.out)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results

@@ -1,0 +1,331 @@
+"""Measurements of fusion, run one configuration per fresh process (`benchmarks.worker`).
+
+Every task takes a spec dict and returns a JSON-able row. Memory: `setup_rss_mb` is the
+resident memory once TensorFlow, the model and the input images are loaded; `peak_rss_mb`
+the largest resident memory of the process (for enfuse: of the enfuse process).
+
+Models: "compact" and "paper" use random weights (seeded), unless `spec["model"]` names a
+trained model of that preset; speed does not depend on the weights, only SRR's share a
+little (a trained F_hat has fewer, larger regions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks import enfuse as enfuse_lib
+from benchmarks import inputs, machine
+from benchmarks.timing import median_of, set_tf_threads, timed_runs
+
+# Above this many pixels the warm-up runs on a 2-megapixel crop: the same tiled code path and
+# tile shapes, without doubling a run of many minutes.
+WARMUP_FULL_MAX_PIXELS = 2_100_000
+LYTRO_METRICS = ("MI", "TE", "NCIE", "Q_Y", "Q_CB", "Q_G", "Q_M", "SF")  # the paper's first eight
+
+
+def model_identity(path: str) -> dict[str, Any] | None:
+    """Preset, training step and a short hash of a model directory's weights (no paths)."""
+    if not path:
+        return None
+    config = os.path.join(path, "model.json")
+    weights = os.path.join(path, "generator.weights.h5")
+    if not (os.path.isfile(config) and os.path.isfile(weights)):
+        return {"preset": None, "hash": None}
+    with open(config) as f:
+        meta = json.load(f)
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"preset": meta.get("model", {}).get("preset"),
+            "step": meta.get("info", {}).get("step"), "hash": digest.hexdigest()[:12]}
+
+
+def get_generator(preset: str, model: str, seed: int):
+    """(G, description): the trained model when `model` is of this preset, else random."""
+    import keras
+
+    from mfif_tf.config import model_config
+    from mfif_tf.model_io import load_generator
+    from mfif_tf.networks import build_generator
+
+    if model:
+        identity = model_identity(model)
+        generator = load_generator(model)
+        if generator.config.preset == preset:
+            return generator, f"trained ({identity and identity.get('hash')})"
+    keras.utils.set_random_seed(seed)
+    return build_generator(model_config(preset)), f"random (seed {seed})"
+
+
+def _frames(spec: dict[str, Any]) -> list[np.ndarray]:
+    h, w, depth = spec["height"], spec["width"], spec.get("depth", 2)
+    if depth == 2:
+        return list(inputs.synthetic_pair(h, w, spec.get("seed", 0)))
+    return inputs.synthetic_stack(h, w, depth, spec.get("seed", 0))
+
+
+def _warmup_frames(frames: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    h, w = frames[0].shape[:2]
+    if h * w <= WARMUP_FULL_MAX_PIXELS:
+        return frames, "full size"
+    ch, cw = inputs.SIZES["2MP"]
+    return [np.ascontiguousarray(f[:min(h, ch), :min(w, cw)]) for f in frames], "2 MP crop"
+
+
+def fusion_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """A pair or stack fused by "compact", "paper", "classical" or "enfuse"."""
+    method = spec["method"]
+    frames = _frames(spec)
+    h, w = frames[0].shape[:2]
+    row: dict[str, Any] = {"method": method, "height": h, "width": w,
+                           "megapixels": h * w / 1e6, "depth": len(frames)}
+    if method == "enfuse":
+        return {**row, **_enfuse_runs(spec, frames)}
+    set_tf_threads(spec.get("threads", 0))
+    if method == "classical":
+        from mfif_tf.classical import fuse_classical
+
+        fuse = lambda fs: fuse_classical(fs)  # noqa: E731
+        row["weights"] = "none"
+    else:
+        from mfif_tf import tiling
+        from mfif_tf.fusion import fuse_arrays
+
+        generator, row["weights"] = get_generator(method, spec.get("model", ""),
+                                                  spec.get("seed", 0))
+        row["tile_size"] = tiling.plan_tile_size(generator, h, w)
+        fuse = lambda fs: fuse_arrays(fs, generator=generator)  # noqa: E731
+    row["setup_rss_mb"] = machine.rss_mb()
+    warm, row["warmup"] = _warmup_frames(frames)
+    fuse(warm)
+    del warm
+    peak_before = machine.peak_rss_mb()
+    machine.reset_peak_rss()
+    splits: list[dict[str, float]] = []
+
+    def run():
+        result = fuse(frames)
+        splits.append({k: v for k, v in result.timings.items() if v or k == "total"})
+
+    runs = timed_runs(run, spec["repeats"], spec["budget_s"])
+    row.update(runs.summary())
+    row["split_s"] = median_of(splits)
+    row["peak_rss_mb"] = max(peak_before or 0.0, machine.peak_rss_mb() or 0.0)
+    return row
+
+
+def _enfuse_runs(spec: dict[str, Any], frames: list[np.ndarray]) -> dict[str, Any]:
+    binary = machine.enfuse_binary()
+    if binary is None:
+        return {"unavailable": "enfuse is not installed (Debian package enfuse)"}
+    threads = spec.get("threads", 0) or None
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = enfuse_lib.write_sources(frames, tmp)
+        out = os.path.join(tmp, "fused.tif")
+        enfuse_lib.run_enfuse(binary, paths, out, threads)  # warm-up (page cache)
+        peaks: list[float] = []
+        cpu: list[float] = []
+
+        def run():
+            seconds, cpu_seconds, peak = enfuse_lib.run_enfuse(binary, paths, out, threads)
+            peaks.append(peak)
+            cpu.append(cpu_seconds)
+            return seconds
+
+        runs = timed_runs(run, spec["repeats"], spec["budget_s"])
+        summary = runs.summary()
+        # This process only waits: the work and its CPU time are the child's.
+        summary["cpu_s"] = cpu
+        summary["median_cpu_s"] = float(np.median(cpu))
+        return {**summary, "peak_rss_mb": max(peaks), "weights": "none",
+                "warmup": "full size", "split_s": {"total": summary["median_wall_s"]},
+                "note": "whole process: start-up, TIFF read, blend, LZW TIFF write"}
+
+
+# --------------------------------------------------------------------- export formats
+
+
+def export_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """Writes the compact G (trained or random), its SavedModel and TFLite models and the
+    Keras reference maps on the synthetic pair into `spec["workdir"]`."""
+    set_tf_threads(spec.get("threads", 0))
+    from export import export_lib
+    from export.tflite import TFLiteConfig
+    from mfif_tf.fusion import fuse_arrays
+    from mfif_tf.model_io import save_generator
+
+    workdir = spec["workdir"]
+    generator, weights = get_generator("compact", spec.get("model", ""), spec.get("seed", 0))
+    save_generator(generator, os.path.join(workdir, "model"))
+    a, b = inputs.synthetic_pair(spec["height"], spec["width"], spec.get("seed", 0))
+    np.save(os.path.join(workdir, "image_a.npy"), a)
+    np.save(os.path.join(workdir, "image_b.npy"), b)
+    reference = fuse_arrays([a, b], generator=generator)
+    np.save(os.path.join(workdir, "f_hat.npy"), reference.f_hat)
+    np.save(os.path.join(workdir, "f_final.npy"), reference.f_final)
+    start = time.perf_counter()
+    config = export_lib.ExportConfig(
+        export_dir=os.path.join(workdir, "export"), tflite=True,
+        tflite_config=TFLiteConfig(fixed_size=spec["height"]))
+    result = export_lib.export_model(generator, config)
+    return {"weights": weights, "export_s": time.perf_counter() - start,
+            "saved_model_dir": result.saved_model_dir, "tflite": result.tflite_models,
+            "sizes": result.sizes}
+
+
+def format_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """One way of running the exported compact model on the 520 x 520 pair."""
+    tf = set_tf_threads(spec.get("threads", 0))
+    from mfif_tf import tiling
+    from mfif_tf.model_io import load_generator
+
+    workdir, fmt = spec["workdir"], spec["format"]
+    export = spec["export"]
+    a = np.load(os.path.join(workdir, "image_a.npy"))
+    b = np.load(os.path.join(workdir, "image_b.npy"))
+    ref_hat = np.load(os.path.join(workdir, "f_hat.npy"))
+    ref_final = np.load(os.path.join(workdir, "f_final.npy"))
+    row: dict[str, Any] = {"format": fmt, "height": a.shape[0], "width": a.shape[1]}
+    size = None
+    if fmt in ("keras_fuse", "keras_eager_network", "tf_function_network",
+               "tf_function_xla_network"):
+        generator = load_generator(os.path.join(workdir, "model"))
+        x = tf.constant(tiling.network_input(a, b))
+        if fmt == "keras_fuse":
+            from mfif_tf.fusion import fuse_arrays
+
+            row["runs_what"] = "G (eager) + SRR + eq. 14"
+
+            def call():
+                result = fuse_arrays([a, b], generator=generator)
+                return result.f_hat, result.f_final
+        else:
+            row["runs_what"] = "G only"
+            if fmt == "keras_eager_network":
+                net = lambda t: generator(t, training=False)  # noqa: E731
+            else:
+                net = tf.function(lambda t: generator(t, training=False),
+                                  jit_compile=fmt == "tf_function_xla_network")
+
+            def call():
+                return np.asarray(net(x)[0, :, :, 0]), None
+    elif fmt == "savedmodel":
+        loaded = tf.saved_model.load(export["saved_model_dir"])
+        signature = loaded.signatures["serving_default"]
+        feed = dict(image_a=tf.constant(a[None]), image_b=tf.constant(b[None]))
+        row["runs_what"] = "G + SRR + eq. 14 in the graph (uint8 in)"
+        size = export["sizes"]["saved_model"]
+
+        def call():
+            out = signature(**feed)
+            return out["focus_map_raw"].numpy()[0, :, :, 0], out["focus_map"].numpy()[0, :, :, 0]
+    elif fmt.startswith("tflite:"):
+        from export.tflite import TFLiteFuser
+
+        name = fmt.split(":", 1)[1]
+        fuser = TFLiteFuser(export["tflite"][name], num_threads=spec.get("threads", 0) or None)
+        a01, b01 = a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0
+        row["runs_what"] = "G + SRR + eq. 14 (XNNPACK)"
+        size = export["sizes"][name]
+
+        def call():
+            out = fuser(a01, b01)
+            return out["focus_map_raw"][0, :, :, 0], out["focus_map"][0, :, :, 0]
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    row["setup_rss_mb"] = machine.rss_mb()
+    call()
+    call()  # tracing, XLA compilation, delegate set-up
+    runs = timed_runs(call, spec["repeats"], spec["budget_s"])
+    row.update(runs.summary())
+    f_hat, f_final = runs.last
+    row["max_abs_f_hat_diff"] = float(np.abs(f_hat - ref_hat).max())
+    if f_final is None:  # network only: compare the binarised maps
+        row["f_final_agreement_pct"] = 100.0 * float(np.mean((f_hat > 0.5) == (ref_hat > 0.5)))
+        row["agreement_of"] = "F_hat > 0.5"
+    else:
+        row["f_final_agreement_pct"] = 100.0 * float(np.mean((f_final > 0.5) == (ref_final > 0.5)))
+        row["agreement_of"] = "F_final"
+    row["size_mb"] = None if size is None else size / 1e6
+    row["peak_rss_mb"] = machine.peak_rss_mb()
+    return row
+
+
+# ----------------------------------------------------------------------- Lytro quality
+
+
+def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """The paper's first eight metrics (Table 1) averaged over the Lytro pairs, and the
+    time per pair, for "model", "classical" or "enfuse"."""
+    from mfif_tf import evaluate_lib
+
+    method = spec["method"]
+    config = evaluate_lib.EvalConfig(dataset_dir=spec["lytro_dir"], metrics=LYTRO_METRICS,
+                                     progress=False)
+    pairs = evaluate_lib.find_pairs(config.dataset_dir)
+    times: list[float] = []
+    cpu: list[float] = []
+    row: dict[str, Any] = {"method": method, "pairs": len(pairs)}
+    tmp = tempfile.TemporaryDirectory()
+    if method == "enfuse":
+        binary = machine.enfuse_binary()
+        if binary is None:
+            return {**row, "unavailable": "enfuse is not installed (Debian package enfuse)"}
+        threads = spec.get("threads", 0) or None
+        warm = [False]
+
+        def source(pair, image_a, image_b):
+            out = os.path.join(tmp.name, f"{pair.stem}.tif")
+            paths = [str(pair.path_a), str(pair.path_b)]
+            if not warm[0]:
+                enfuse_lib.run_enfuse(binary, paths, out, threads)
+                warm[0] = True
+            seconds, cpu_seconds, _ = enfuse_lib.run_enfuse(binary, paths, out, threads)
+            times.append(seconds)
+            cpu.append(cpu_seconds)
+            fused = enfuse_lib.read_result(out)
+            os.remove(out)
+            return evaluate_lib.FusedOutput(fused, {"total": seconds})
+
+        row["note"] = "whole process on the JPEG files: start-up, decode, blend, TIFF write"
+    else:
+        set_tf_threads(spec.get("threads", 0))
+        if method == "classical":
+            from mfif_tf.classical import fuse_classical
+
+            fuse = fuse_classical
+            row["weights"] = "none"
+        else:
+            from mfif_tf.fusion import fuse_arrays, resolve_generator
+            from mfif_tf.model_io import PACKAGED_MODEL_DIR
+
+            generator = resolve_generator(spec.get("model") or None)
+            row["weights"] = model_identity(spec.get("model") or PACKAGED_MODEL_DIR)
+            fuse = lambda fs: fuse_arrays(fs, generator=generator)  # noqa: E731
+
+        def timed(sources):
+            start = time.process_time()
+            result = fuse(sources)
+            cpu.append(time.process_time() - start)
+            times.append(result.timings["total"])
+            return result.fused, result.timings
+
+        source = evaluate_lib.fused_from_fn(timed, warmup=True)
+    with tmp:
+        result = evaluate_lib.evaluate_method(method, pairs, source, config)
+    if method != "enfuse":
+        times[:], cpu[:] = times[1:], cpu[1:]  # the warm-up call
+    row["metrics"] = result.mean
+    row["median_wall_s"] = float(np.median(times))
+    row["median_cpu_s"] = float(np.median(cpu))
+    row["mean_wall_s"] = float(np.mean(times))
+    row["timing_split_s"] = result.timing
+    return row
