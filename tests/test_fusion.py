@@ -236,7 +236,22 @@ def test_generator_from_a_model_directory_is_loaded_once(tmp_path, generator):
         fusion.resolve_generator(str(tmp_path / "broken"))
 
 
-@pytest.mark.skipif(model_io.packaged_model_available(), reason="a model is installed")
-def test_no_installed_model_is_said_plainly():
+def test_no_installed_model_is_said_plainly(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_io, "PACKAGED_MODEL_DIR", str(tmp_path))
     with pytest.raises(model_io.ModelNotFoundError, match="no trained model is installed"):
         fusion.resolve_generator(None)
+
+
+def test_the_shipped_model_loads_and_finds_the_sharp_half():
+    """The packaged weights load by default and pick the sharp side of a half-blurred pair."""
+    assert model_io.packaged_model_available()
+    rng = np.random.default_rng(3)
+    sharp = rng.integers(0, 256, size=(96, 128, 3)).astype(np.uint8)
+    from scipy.ndimage import gaussian_filter
+
+    blurred = gaussian_filter(sharp.astype(np.float32), sigma=(3, 3, 0)).astype(np.uint8)
+    a, b = sharp.copy(), blurred.copy()
+    a[:, 64:], b[:, 64:] = blurred[:, 64:], sharp[:, 64:]
+    result = fusion.fuse_arrays([a, b])
+    assert result.f_final[:, 8:56].mean() > 0.9
+    assert result.f_final[:, 72:120].mean() < 0.1
