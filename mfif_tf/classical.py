@@ -25,9 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from mfif_tf.fusion import FusionResult, check_source, fuse_with_map
+from mfif_tf.fusion import FusionResult, check_source, final_map, fuse_with_map
 from mfif_tf.image_io import InputError
-from mfif_tf.srr import small_region_removal
 
 DEFAULT_WINDOW = 15
 DEFAULT_STEP = 1
@@ -154,13 +153,7 @@ def fuse_classical(sources: Sequence[np.ndarray], srr: bool = True,
         start = time.perf_counter()
         f_hat = focus_map(running, frame, window, step, threshold)
         timings["focus"] += time.perf_counter() - start
-        start = time.perf_counter()
-        if srr:
-            f_final = small_region_removal(f_hat, min_size=min_size,
-                                           min_size_fraction=min_size_fraction).numpy()
-        else:
-            f_final = f_hat
-        timings["srr"] += time.perf_counter() - start
+        f_final, _ = final_map(f_hat, srr, min_size, min_size_fraction, 0, timings)
         start = time.perf_counter()
         running = fuse_with_map(running, frame, f_final, binary=srr)
         index[f_final < 0.5] = k

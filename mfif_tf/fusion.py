@@ -154,7 +154,7 @@ def fuse_with_map(image_a: np.ndarray, image_b: np.ndarray, f_final: np.ndarray,
     return out
 
 
-def _final_map(f_hat: np.ndarray, srr: bool, min_size: int | None, min_size_fraction: float,
+def final_map(f_hat: np.ndarray, srr: bool, min_size: int | None, min_size_fraction: float,
                edge_pixels: int, timings: dict[str, float]) -> tuple[np.ndarray, bool]:
     """F_final and whether it is binary."""
     start = time.perf_counter()
@@ -244,7 +244,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
             f_hat = tiling.predict_focus_map(model, running, frame, tile_size,
                                              progress=bar.update, progress_total=add_total)
             timings["network"] += time.perf_counter() - start
-            f_final, binary = _final_map(f_hat, srr, min_size, min_size_fraction,
+            f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction,
                                          edge_pixels, timings)
             start = time.perf_counter()
             if covered is not None:  # where the aligned frame has no pixels, R stays
