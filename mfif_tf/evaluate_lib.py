@@ -151,15 +151,22 @@ def to_uint8(image: np.ndarray, what: str) -> np.ndarray:
     return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
 
 
-def fused_from_dir(fused_dir: str | pathlib.Path, pairs: Sequence[Pair]) -> FusedSource:
-    """Fused images of a folder, matched to the pairs by stem (all must be present)."""
-    folder = pathlib.Path(fused_dir)
+def _index_by_stem(folder: str | pathlib.Path, pairs: Sequence[Pair], what: str,
+                   item: str) -> dict[str, pathlib.Path]:
+    """The images of `folder` by stem; every pair's stem must be there."""
+    folder = pathlib.Path(folder)
     if not folder.is_dir():
-        raise EvaluationError(f"{folder}: fused folder does not exist")
+        raise EvaluationError(f"{folder}: {what} does not exist")
     index = _index_images(folder)
     missing = [p.stem for p in pairs if p.stem not in index]
     if missing:
-        raise EvaluationError(f"{folder}: no fused image for the stems {missing[:10]}")
+        raise EvaluationError(f"{folder}: no {item} for the stems {missing[:10]}")
+    return index
+
+
+def fused_from_dir(fused_dir: str | pathlib.Path, pairs: Sequence[Pair]) -> FusedSource:
+    """Fused images of a folder, matched to the pairs by stem (all must be present)."""
+    index = _index_by_stem(fused_dir, pairs, "fused folder", "fused image")
 
     def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray) -> FusedOutput:
         return FusedOutput(load_image(index[pair.stem], grey=image_a.ndim == 2))
@@ -406,13 +413,7 @@ DIFFUSION_FILES = ("diffusion.json", "diffusion.md", "diffusion.csv", "diffusion
 
 def maps_from_dir(map_dir: str | pathlib.Path, pairs: Sequence[Pair]) -> MapSource:
     """Binary F_final maps of a folder by stem; grey values above 127 count as foreground."""
-    folder = pathlib.Path(map_dir)
-    if not folder.is_dir():
-        raise EvaluationError(f"{folder}: focus map folder does not exist")
-    index = _index_images(folder)
-    missing = [p.stem for p in pairs if p.stem not in index]
-    if missing:
-        raise EvaluationError(f"{folder}: no focus map for the stems {missing[:10]}")
+    index = _index_by_stem(map_dir, pairs, "focus map folder", "focus map")
     return lambda pair, a, b: load_image(index[pair.stem], grey=True) > 127
 
 
