@@ -14,15 +14,15 @@ import time
 import tensorflow as tf
 from absl import app, flags
 
-from data_pipeline import pipeline
+from data_pipeline import pipeline, synthesis
 
 _SOURCE = flags.DEFINE_enum("source", "embedded", list(pipeline.SOURCES), "Data source.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of a folder/voc/plain source.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Batch size.")
 _SIZE = flags.DEFINE_integer("image_size", 128, "Training image size S.")
 _CROP = flags.DEFINE_enum("crop", "random", ["center", "random"], "Crop mode.")
-_SYNTHESIS = flags.DEFINE_enum("synthesis", "alpha_matte", ["alpha_matte", "conventional"],
-                               "Eqs. 10-11 or 12-13.")
+_SYNTHESIS = flags.DEFINE_enum("synthesis", "alpha_matte", list(synthesis.METHODS),
+                               "Eqs. 10-11, 10-11 with the hidden background filled, or 12-13.")
 _SIGMA = flags.DEFINE_float("sigma", 1.0, "Sigma of G.")
 _SIGMA_RANGE = flags.DEFINE_list("sigma_range", None, "lo,hi: random sigma per example.")
 _BATCHES = flags.DEFINE_integer("batches", 50, "Timed batches.")

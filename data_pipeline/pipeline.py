@@ -67,9 +67,9 @@ class PipelineConfig:
             raise ValueError(f"source {self.source!r} needs data_dir")
         if self.crop not in ("center", "random"):
             raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
-        if self.synthesis not in ("alpha_matte", "conventional"):
+        if self.synthesis not in synthesis.METHODS:
             raise ValueError(
-                f"synthesis must be 'alpha_matte' or 'conventional', got {self.synthesis!r}")
+                f"synthesis must be one of {', '.join(synthesis.METHODS)}, got {self.synthesis!r}")
         for name in ("batch_size", "image_size", "center_crop_size", "resize_shorter"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

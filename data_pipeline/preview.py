@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags
 
-from data_pipeline import pipeline
+from data_pipeline import pipeline, synthesis
 
 _OUT = flags.DEFINE_string("out", None, "Output PNG path (must not exist unless --overwrite).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out file.")
@@ -20,8 +20,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of a folder/voc/plain 
 _SPLIT = flags.DEFINE_string("split", "val", "Split.")
 _NUM = flags.DEFINE_integer("num", 4, "Number of samples (rows).")
 _SIZE = flags.DEFINE_integer("image_size", 256, "Image size S.")
-_SYNTHESIS = flags.DEFINE_enum("synthesis", "alpha_matte", ["alpha_matte", "conventional"],
-                               "Eqs. 10-11 or 12-13.")
+_SYNTHESIS = flags.DEFINE_enum("synthesis", "alpha_matte", list(synthesis.METHODS),
+                               "Eqs. 10-11, 10-11 with the hidden background filled, or 12-13.")
 _SIGMAS = flags.DEFINE_list("sigmas", ["1"], "Sigma per row, cycled (e.g. 1,3).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed (masks of random-mask sources).")
 
@@ -49,8 +49,8 @@ def render_grid(rows: list[dict], path: str, synthesis: str = "alpha_matte") -> 
     import matplotlib.pyplot as plt
 
     cols = [("image", "I (all in focus)"), ("focus", "F (focus map)"),
-            ("image_a", "I_A (eq. 10)" if synthesis == "alpha_matte" else "I_A (eq. 12)"),
-            ("image_b", "I_B (eq. 11)" if synthesis == "alpha_matte" else "I_B (eq. 13)")]
+            ("image_a", "I_A (eq. 12)" if synthesis == "conventional" else "I_A (eq. 10)"),
+            ("image_b", "I_B (eq. 13)" if synthesis == "conventional" else "I_B (eq. 11)")]
     fig, axes = plt.subplots(len(rows), 4, figsize=(4 * 2.2, len(rows) * 2.3), squeeze=False)
     for r, row in enumerate(rows):
         for c, (key, title) in enumerate(cols):

@@ -155,6 +155,40 @@ def alpha_matte_pair(
     return tf.ensure_shape(image_a, image.shape), tf.ensure_shape(image_b, image.shape)
 
 
+def alpha_matte_filled_pair(
+    image: tf.Tensor, mask: tf.Tensor, sigma: float | tf.Tensor, max_radius: int | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The alpha-matte model with the hidden background filled instead of black.
+
+    Eqs. 10-11 blur BG^C = (1-F)*I, in which the background hidden behind the object counts as
+    black, so both sources get a dark seam about 2 sigma wide along the object boundary that
+    real photos do not have (a lens sees the defocused background behind the object's edge).
+    Here the hidden background is estimated by normalized convolution, BG^B / (G (x) (1-F)),
+    the mean of the visible background under the kernel:
+
+    I_A = F*I + (1-F) * BG^B / (G (x) (1-F))                 (eq. 10, filled)
+    I_B = FG^B + (1 - F^B) * (1-F)*I + F * BG^B               (eq. 11, filled)
+
+    In I_B the weight of the hidden background behind the object is
+    (1 - F^B) * F = (G (x) (1-F)) * F, so its filled value times that weight is F * BG^B.
+    Away from the boundary (farther than the kernel reaches) both equal eqs. 10-11.
+
+    Arguments and return value as in `alpha_matte_pair`.
+    """
+    image, mask = _check_pair_inputs(image, mask)
+    fg_clear = mask * image  # eq. 7
+    bg_clear = (1.0 - mask) * image  # eq. 8
+    blurred = gaussian_filter(tf.concat([fg_clear, bg_clear, mask], axis=-1), sigma, max_radius)
+    c = tf.shape(image)[-1]
+    fg_blur = blurred[..., :c]
+    bg_blur = blurred[..., c:2 * c]
+    mask_blur = blurred[..., 2 * c:]  # eq. 9
+    visible_bg = tf.maximum(1.0 - mask_blur, 1e-3)  # G (x) (1-F); positive on background pixels
+    image_a = fg_clear + (1.0 - mask) * tf.clip_by_value(bg_blur / visible_bg, 0.0, 1.0)
+    image_b = fg_blur + (1.0 - mask_blur) * bg_clear + mask * bg_blur
+    return tf.ensure_shape(image_a, image.shape), tf.ensure_shape(image_b, image.shape)
+
+
 def conventional_pair(
     image: tf.Tensor, mask: tf.Tensor, sigma: float | tf.Tensor, max_radius: int | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -179,9 +213,15 @@ def synthesize_pair(
     method: str = "alpha_matte",
     max_radius: int | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Dispatches to `alpha_matte_pair` ("alpha_matte") or `conventional_pair` ("conventional")."""
-    if method == "alpha_matte":
-        return alpha_matte_pair(image, mask, sigma, max_radius)
-    if method == "conventional":
-        return conventional_pair(image, mask, sigma, max_radius)
-    raise ValueError(f"unknown synthesis method {method!r}; use 'alpha_matte' or 'conventional'")
+    """Dispatches on `method`, one of `METHODS`: "alpha_matte" (eqs. 10-11),
+    "alpha_matte_filled" (eqs. 10-11 without the dark seam) or "conventional" (eqs. 12-13)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown synthesis method {method!r}; use one of {', '.join(METHODS)}")
+    return METHODS[method](image, mask, sigma, max_radius)
+
+
+METHODS = {
+    "alpha_matte": alpha_matte_pair,
+    "alpha_matte_filled": alpha_matte_filled_pair,
+    "conventional": conventional_pair,
+}

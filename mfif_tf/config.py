@@ -99,6 +99,7 @@ class OptimConfig:
     beta_1: float = 0.5
     beta_2: float = 0.999
     decay_fraction: float = 0.5
+    warmup_decay_fraction: float = 0.0  # the same decay over the supervised warm-up
     critic_steps: int = 5
 
     def validate(self) -> None:
@@ -106,6 +107,8 @@ class OptimConfig:
             raise ValueError("learning_rate must be positive")
         if not 0.0 <= self.decay_fraction <= 1.0:
             raise ValueError("decay_fraction must be in [0, 1]")
+        if not 0.0 <= self.warmup_decay_fraction <= 1.0:
+            raise ValueError("warmup_decay_fraction must be in [0, 1]")
         if self.critic_steps < 1:
             raise ValueError("critic_steps must be at least 1")
 
@@ -136,7 +139,9 @@ class DataConfig:
             raise ValueError(f"data source {self.source!r} needs --data_dir")
         if self.image_size <= 0 or self.image_size % 4:
             raise ValueError(f"image_size must be a positive multiple of 4, got {self.image_size}")
-        if self.synthesis not in ("alpha_matte", "conventional"):
+        from data_pipeline.synthesis import METHODS
+
+        if self.synthesis not in METHODS:
             raise ValueError(f"unknown synthesis {self.synthesis!r}")
 
 

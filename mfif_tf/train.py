@@ -30,6 +30,8 @@ flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate of G and D.")
 flags.DEFINE_float("beta_1", 0.5, "Adam beta_1.")
 flags.DEFINE_float("beta_2", 0.999, "Adam beta_2.")
 flags.DEFINE_float("decay_fraction", 0.5, "Fraction of adversarial steps with linear decay.")
+flags.DEFINE_float("warmup_decay_fraction", 0.0,
+                   "Fraction of the supervised warm-up steps with linear decay to zero.")
 flags.DEFINE_integer("critic_steps", 5, "Critic updates per generator update.")
 flags.DEFINE_integer("batch_size", 1, "Global batch size.")
 flags.DEFINE_integer("num_steps", 200000, "Generator steps in total (warm-up included).")
@@ -54,8 +56,10 @@ flags.DEFINE_integer("image_size", 256, "Training image size (multiple of 4).")
 flags.DEFINE_enum("crop", "center", ["center", "random"], "center: the paper's crop 178 + resize.")
 flags.DEFINE_integer("center_crop_size", 178, "Centre crop before resizing (crop=center).")
 flags.DEFINE_integer("resize_shorter", 288, "Shorter side before a random crop (crop=random).")
-flags.DEFINE_enum("synthesis", "alpha_matte", ["alpha_matte", "conventional"],
-                  "Eqs. 10-11 (alpha-matte) or eqs. 12-13 ('no alpha' ablation).")
+flags.DEFINE_enum("synthesis", "alpha_matte",
+                  ["alpha_matte", "alpha_matte_filled", "conventional"],
+                  "Eqs. 10-11 (alpha-matte), eqs. 10-11 with the hidden background filled "
+                  "(no dark seam at the boundary), or eqs. 12-13 ('no alpha' ablation).")
 flags.DEFINE_float("sigma", 1.0, "Gaussian blur sigma of the synthesis (eq. 9).")
 flags.DEFINE_list("sigma_range", None, "lo,hi: draw sigma per sample from U[lo, hi].")
 flags.DEFINE_bool("flip", True, "Random flips.")
@@ -87,6 +91,7 @@ def config_from_flags() -> config_lib.TrainConfig:
                                    lambda_gp=FLAGS.lambda_gp, lambda_rec=FLAGS.lambda_rec),
         optim=config_lib.OptimConfig(learning_rate=FLAGS.learning_rate, beta_1=FLAGS.beta_1,
                                      beta_2=FLAGS.beta_2, decay_fraction=FLAGS.decay_fraction,
+                                     warmup_decay_fraction=FLAGS.warmup_decay_fraction,
                                      critic_steps=FLAGS.critic_steps),
         data=config_lib.DataConfig(
             source=FLAGS.data_source, data_dir=FLAGS.data_dir,

@@ -8,6 +8,8 @@ all created in a `tf.distribute.Strategy` scope. `critic_step`, `generator_step`
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -171,17 +173,22 @@ class Trainer(tf.Module):
         return out
 
     def set_learning_rates(self, step: int) -> float:
-        """Both learning rates follow the same linear decay (section 4.1.2)."""
-        adversarial_step = max(0, step - self.config.warmup_steps)
-        lr = float(learning_rate_at(adversarial_step, self._decay_config()))
+        """Both learning rates follow the same linear decay (section 4.1.2). Warm-up steps
+        decay the same way over the last `warmup_decay_fraction` of the warm-up (0: none)."""
+        warmup = self.config.warmup_steps
+        if step < warmup:
+            lr = float(learning_rate_at(step, dataclasses.replace(
+                self.config, num_steps=warmup,
+                optim=dataclasses.replace(self.config.optim,
+                                          decay_fraction=self.config.optim.warmup_decay_fraction))))
+        else:
+            lr = float(learning_rate_at(step - warmup, self._decay_config()))
         for opt in (self.g_opt, self.d_opt):
             inner = opt.inner_optimizer if isinstance(opt, keras.optimizers.LossScaleOptimizer) else opt
             inner.learning_rate.assign(lr)
         return lr
 
     def _decay_config(self) -> TrainConfig:
-        import dataclasses
-
         return dataclasses.replace(
             self.config, num_steps=max(1, self.config.num_steps - self.config.warmup_steps))
 

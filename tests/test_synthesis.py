@@ -88,6 +88,45 @@ def test_alpha_matte_pair_eqs_10_11(sigma):
 
 
 @pytest.mark.parametrize("sigma", [1.0, 2.5])
+def test_alpha_matte_filled_pair_against_numpy(sigma):
+    image, f = _sample(seed=5)
+    visible_bg = np.maximum(1 - _np_blur(f, sigma), 1e-3)  # G (x) (1-F)
+    bg_blur = _np_blur((1 - f) * image, sigma)
+    want_a = f * image + (1 - f) * np.clip(bg_blur / visible_bg, 0, 1)
+    want_b = _np_blur(f * image, sigma) + (1 - _np_blur(f, sigma)) * ((1 - f) * image) + f * bg_blur
+    got_a, got_b = synthesis.alpha_matte_filled_pair(
+        image.astype(np.float32), f.astype(np.float32), sigma)
+    np.testing.assert_allclose(got_a.numpy(), want_a, atol=1e-5)
+    np.testing.assert_allclose(got_b.numpy(), want_b, atol=2e-6)
+
+
+def test_filled_pair_has_no_dark_seam():
+    # On a uniform grey photo no source should change anywhere, whatever the mask: the
+    # filled model keeps every pixel at 0.6, while eqs. 10-11 darken both sides of the
+    # boundary because the hidden background counts as black.
+    _, f = _sample(seed=6)
+    image = np.full(f.shape[:2] + (3,), 0.6, np.float32)
+    a, b = synthesis.alpha_matte_filled_pair(image, f.astype(np.float32), 2.0)
+    np.testing.assert_allclose(a.numpy(), image, atol=1e-5)
+    np.testing.assert_allclose(b.numpy(), image, atol=1e-5)
+    a_paper, b_paper = synthesis.alpha_matte_pair(image, f.astype(np.float32), 2.0)
+    assert a_paper.numpy().min() < 0.45 and b_paper.numpy().min() < 0.45
+
+
+def test_filled_pair_equals_eqs_10_11_beyond_the_kernel():
+    image, f = _sample(seed=7)
+    image, f = image.astype(np.float32), f.astype(np.float32)
+    a_fill, b_fill = synthesis.alpha_matte_filled_pair(image, f, 1.5)
+    a_paper, b_paper = synthesis.alpha_matte_pair(image, f, 1.5)
+    edge = f[..., 0] != ndimage.binary_erosion(f[..., 0], np.ones((3, 3)), border_value=1)
+    far = ~ndimage.binary_dilation(edge, structure=np.ones((3, 3)), iterations=4)
+    assert far.sum() > 100
+    np.testing.assert_allclose(a_fill.numpy()[far], a_paper.numpy()[far], atol=1e-5)
+    np.testing.assert_allclose(b_fill.numpy()[far], b_paper.numpy()[far], atol=1e-5)
+    assert synthesis.synthesize_pair(image, f, 1.5, method="alpha_matte_filled")[0].shape == image.shape
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.5])
 def test_conventional_pair_eqs_12_13(sigma):
     image, f = _sample(seed=2)
     blur = _np_blur(image, sigma)

@@ -49,6 +49,20 @@ def test_resume_after_interruption_is_exact(tmp_path):
         np.testing.assert_allclose(w1, w2, rtol=1e-5, atol=1e-6)
 
 
+def test_warmup_decay_schedule():
+    cfg = tiny_config(num_steps=14, warmup_steps=10)
+    cfg.optim.warmup_decay_fraction = 0.5
+    cfg.optim.decay_fraction = 1.0
+    trainer = Trainer(cfg)
+    base = cfg.optim.learning_rate
+    # Warm-up: constant for the first half, then linear to zero over steps 5..10.
+    got = [trainer.set_learning_rates(s) for s in range(14)]
+    want = [base] * 6 + [base * (1 - k / 5) for k in range(1, 5)] + [base * (1 - k / 4) for k in range(4)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    cfg.optim.warmup_decay_fraction = 0.0
+    assert Trainer(cfg).set_learning_rates(9) == pytest.approx(base)
+
+
 def test_one_batch_overfit_lowers_l1():
     cfg = tiny_config(num_steps=40, warmup_steps=40)
     cfg.optim.learning_rate = 1e-3

@@ -19,7 +19,7 @@ _DATASET = flags.DEFINE_enum("dataset", "mfif_alpha_matte", ["mfif_alpha_matte",
                              "Builder to run.")
 _CONFIG = flags.DEFINE_list(
     "config", None, "mfif_alpha_matte configs (alpha_matte, conventional, "
-    "alpha_matte_random_sigma); default: alpha_matte.")
+    "alpha_matte_random_sigma, alpha_matte_filled_random_sigma); default: alpha_matte.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the source data.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 "tfds data folder (default ~/tensorflow_datasets).")

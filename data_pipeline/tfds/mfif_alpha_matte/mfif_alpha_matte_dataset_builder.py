@@ -1,8 +1,8 @@
 """`mfif_alpha_matte`: MFIF training pairs synthesised from segmentation data (section 4.1.1).
 
 Each example holds the all-in-focus photo I, its focus map F and the pair (I_A, I_B) made by the
-alpha-matte model (eqs. 10-11) or, in the `conventional*` configs, by eqs. 12-13; all at the
-photo's own resolution, as PNG. Cropping, resizing and flips happen later in the input pipeline
+alpha-matte model (eqs. 10-11; with the hidden background filled in the `*filled*` config) or,
+in the `conventional` config, by eqs. 12-13; all at the photo's own resolution, as PNG. Cropping, resizing and flips happen later in the input pipeline
 (`data_pipeline.pipeline.make_training_dataset(source="tfds")`).
 """
 
@@ -67,7 +67,8 @@ class AlphaMatteConfig(tfds.core.BuilderConfig):
     """Synthesis settings of one config.
 
     Attributes:
-      synthesis: "alpha_matte" (eqs. 10-11) or "conventional" (eqs. 12-13).
+      synthesis: "alpha_matte" (eqs. 10-11), "alpha_matte_filled" (eqs. 10-11 with the hidden
+        background filled) or "conventional" (eqs. 12-13).
       sigma: sigma of G when `sigma_range` is None.
       sigma_range: (lo, hi): per-example sigma ~ U[lo, hi], drawn from a hash of the example id
         (same id, same sigma, on every machine).
@@ -144,6 +145,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             name="alpha_matte_random_sigma", synthesis="alpha_matte", sigma_range=(1.0, 4.0),
             description="Alpha-matte pairs with sigma ~ U[1, 4] per example, closer to the "
                         "defocus of real photos."),
+        AlphaMatteConfig(
+            name="alpha_matte_filled_random_sigma", synthesis="alpha_matte_filled",
+            sigma_range=(1.0, 4.5),
+            description="Alpha-matte pairs with the hidden background filled (no dark seam "
+                        "along the boundary), sigma ~ U[1, 4.5]: the shipped model's data."),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "alpha_matte"
 
