@@ -6,3 +6,7 @@ Modules: `synthesis` (eqs. 7-13 as TF ops), `readers` (file layouts, masks, test
 Entry points: `python -m data_pipeline.preview`, `.benchmark`, `.blur_estimate`,
 `data_pipeline.tfds.build`. This package imports nothing else of the project.
 """
+
+# Names of the synthesis models of `synthesis.synthesize_pair`, here so that flag and config
+# checks need not import TensorFlow.
+SYNTHESIS_METHODS = ("alpha_matte", "alpha_matte_filled", "conventional")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from data_pipeline import SYNTHESIS_METHODS
+
 __all__ = [
     "alpha_matte_pair",
     "conventional_pair",
@@ -220,8 +222,5 @@ def synthesize_pair(
     return METHODS[method](image, mask, sigma, max_radius)
 
 
-METHODS = {
-    "alpha_matte": alpha_matte_pair,
-    "alpha_matte_filled": alpha_matte_filled_pair,
-    "conventional": conventional_pair,
-}
+METHODS = dict(zip(SYNTHESIS_METHODS, (alpha_matte_pair, alpha_matte_filled_pair,
+                                        conventional_pair)))

@@ -9,6 +9,8 @@ import dataclasses
 import json
 from typing import Any
 
+from data_pipeline import SYNTHESIS_METHODS
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -139,9 +141,7 @@ class DataConfig:
             raise ValueError(f"data source {self.source!r} needs --data_dir")
         if self.image_size <= 0 or self.image_size % 4:
             raise ValueError(f"image_size must be a positive multiple of 4, got {self.image_size}")
-        from data_pipeline.synthesis import METHODS
-
-        if self.synthesis not in METHODS:
+        if self.synthesis not in SYNTHESIS_METHODS:
             raise ValueError(f"unknown synthesis {self.synthesis!r}")
 
 

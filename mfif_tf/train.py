@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from data_pipeline import SYNTHESIS_METHODS
 from mfif_tf.cli import check_workdir, fail, parse_flags
 
 from mfif_tf import config as config_lib
@@ -57,7 +58,7 @@ flags.DEFINE_enum("crop", "center", ["center", "random"], "center: the paper's c
 flags.DEFINE_integer("center_crop_size", 178, "Centre crop before resizing (crop=center).")
 flags.DEFINE_integer("resize_shorter", 288, "Shorter side before a random crop (crop=random).")
 flags.DEFINE_enum("synthesis", "alpha_matte",
-                  ["alpha_matte", "alpha_matte_filled", "conventional"],
+                  list(SYNTHESIS_METHODS),
                   "Eqs. 10-11 (alpha-matte), eqs. 10-11 with the hidden background filled "
                   "(no dark seam at the boundary), or eqs. 12-13 ('no alpha' ablation).")
 flags.DEFINE_float("sigma", 1.0, "Gaussian blur sigma of the synthesis (eq. 9).")
