@@ -124,6 +124,16 @@ def _check_pair_inputs(image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf
     return image, mask
 
 
+def _alpha_matte_layers(image, mask, sigma, max_radius):
+    """FG^C, BG^C (eqs. 7-8) and their blurred versions FG^B, BG^B with F^B (eq. 9)."""
+    fg_clear = mask * image  # eq. 7
+    bg_clear = (1.0 - mask) * image  # eq. 8
+    # One filter call over [FG^C, BG^C, F] (7 channels for RGB) gives FG^B, BG^B and F^B (eq. 9).
+    blurred = gaussian_filter(tf.concat([fg_clear, bg_clear, mask], axis=-1), sigma, max_radius)
+    c = tf.shape(image)[-1]
+    return fg_clear, bg_clear, blurred[..., :c], blurred[..., c:2 * c], blurred[..., 2 * c:]
+
+
 def alpha_matte_pair(
     image: tf.Tensor, mask: tf.Tensor, sigma: float | tf.Tensor, max_radius: int | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -144,14 +154,8 @@ def alpha_matte_pair(
       (image_a, image_b) = (I_A, I_B), same shape as `image`.
     """
     image, mask = _check_pair_inputs(image, mask)
-    fg_clear = mask * image  # eq. 7
-    bg_clear = (1.0 - mask) * image  # eq. 8
-    # One filter call over [FG^C, BG^C, F] (7 channels for RGB) gives FG^B, BG^B and F^B (eq. 9).
-    blurred = gaussian_filter(tf.concat([fg_clear, bg_clear, mask], axis=-1), sigma, max_radius)
-    c = tf.shape(image)[-1]
-    fg_blur = blurred[..., :c]
-    bg_blur = blurred[..., c:2 * c]
-    mask_blur = blurred[..., 2 * c:]
+    fg_clear, bg_clear, fg_blur, bg_blur, mask_blur = _alpha_matte_layers(
+        image, mask, sigma, max_radius)
     image_a = fg_clear + (1.0 - mask) * bg_blur  # eq. 10
     image_b = fg_blur + (1.0 - mask_blur) * bg_clear  # eq. 11
     return tf.ensure_shape(image_a, image.shape), tf.ensure_shape(image_b, image.shape)
@@ -178,13 +182,8 @@ def alpha_matte_filled_pair(
     Arguments and return value as in `alpha_matte_pair`.
     """
     image, mask = _check_pair_inputs(image, mask)
-    fg_clear = mask * image  # eq. 7
-    bg_clear = (1.0 - mask) * image  # eq. 8
-    blurred = gaussian_filter(tf.concat([fg_clear, bg_clear, mask], axis=-1), sigma, max_radius)
-    c = tf.shape(image)[-1]
-    fg_blur = blurred[..., :c]
-    bg_blur = blurred[..., c:2 * c]
-    mask_blur = blurred[..., 2 * c:]  # eq. 9
+    fg_clear, bg_clear, fg_blur, bg_blur, mask_blur = _alpha_matte_layers(
+        image, mask, sigma, max_radius)
     visible_bg = tf.maximum(1.0 - mask_blur, 1e-3)  # G (x) (1-F); positive on background pixels
     image_a = fg_clear + (1.0 - mask) * tf.clip_by_value(bg_blur / visible_bg, 0.0, 1.0)
     image_b = fg_blur + (1.0 - mask_blur) * bg_clear + mask * bg_blur
