@@ -25,6 +25,8 @@ flags.DEFINE_multi_string("fused_dir", [], "Folder of fused images; repeat to co
 flags.DEFINE_multi_string("name", [], "Names of the --fused_dir methods (default: folder names).")
 flags.DEFINE_string("model", None, "Fuse the dataset first with our model: a path or 'default'.")
 flags.DEFINE_bool("srr", True, "With --model: apply small region removal (section 3.3).")
+flags.DEFINE_bool("flips", False, "With --model: average F_hat over the inputs mirrored "
+                  "left-right and top-bottom (test-time augmentation, 3x network time).")
 flags.DEFINE_string("focus_map_dir", None,
                     "Binary F_final maps by stem: run the diffusion/contraction study (Fig. 6).")
 flags.DEFINE_integer("max_diffusion", 10, "Diffusion study: k runs from -N to N pixels.")
@@ -75,7 +77,7 @@ def main(argv: list[str]) -> int:
             print(text)
             return 0
         if FLAGS.model:
-            fuse_fn = evaluate_lib.model_fuse_fn(FLAGS.model, srr=FLAGS.srr)
+            fuse_fn = evaluate_lib.model_fuse_fn(FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips)
             results = [evaluate_lib.evaluate_fn(config, fuse_fn, name="model")]
         else:
             results = evaluate_lib.evaluate_dirs(config, FLAGS.fused_dir, FLAGS.name or None)

@@ -217,14 +217,16 @@ def fused_from_fn(
     return source
 
 
-def model_fuse_fn(model: str = "default", srr: bool = True) -> FuseFn:
-    """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called)."""
+def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False) -> FuseFn:
+    """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called); ``flips``
+    averages F_hat over mirrored inputs (`fusion.fuse_arrays`)."""
     try:
         from mfif_tf import fusion  # pylint: disable=import-outside-toplevel
     except ImportError as err:
         raise EvaluationError(f"--model needs the fusion module mfif_tf.fusion ({err})") from None
     generator = fusion.resolve_generator(None if model == "default" else model)
-    return lambda sources: fusion.fuse_arrays(sources, generator=generator, srr=srr)
+    return lambda sources: fusion.fuse_arrays(sources, generator=generator, srr=srr,
+                                              flips=flips)
 
 
 # ----------------------------------------------------------------------------- evaluation

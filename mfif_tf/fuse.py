@@ -32,6 +32,8 @@ flags.DEFINE_integer("min_size", None, "SRR's N in pixels; default 0.001 * W * H
 flags.DEFINE_float("min_size_fraction", 0.001, "N = fraction * W * H when --min_size is unset.")
 flags.DEFINE_integer("edge_pixels", 0, "Grow (> 0) or shrink (< 0) the foreground of F_final "
                      "by this many pixels.")
+flags.DEFINE_bool("flips", False, "Average F_hat over the sources mirrored left-right and "
+                  "top-bottom (test-time augmentation: 3x network time, slightly better maps).")
 flags.DEFINE_bool("align", False, "Register the frames to the first one (hand-held stacks).")
 flags.DEFINE_enum("align_model", "similarity", ["translation", "similarity", "affine",
                                                 "homography"], "Motion model of --align.")
@@ -88,7 +90,8 @@ def main(argv: list[str]) -> None:
     options = fuse_lib.FuseOptions(
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
         edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
-        tile_size=FLAGS.tile_size, overwrite=FLAGS.overwrite, jpeg_quality=FLAGS.jpeg_quality)
+        tile_size=FLAGS.tile_size, flips=FLAGS.flips, overwrite=FLAGS.overwrite,
+        jpeg_quality=FLAGS.jpeg_quality)
     try:
         if FLAGS.input_dir is not None:
             if sources or FLAGS.output:

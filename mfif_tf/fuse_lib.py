@@ -40,6 +40,7 @@ class FuseOptions:
     align: bool = False
     align_model: str = "similarity"
     tile_size: int | None = None
+    flips: bool = False
     overwrite: bool = False
     jpeg_quality: int = 95
     progress: bool | None = None  # None: progress bars only on a terminal
@@ -106,7 +107,7 @@ def fuse_files(sources: Sequence[str], output: str, generator: Generator | str |
         frames, generator, srr=options.srr, min_size=options.min_size,
         min_size_fraction=options.min_size_fraction, edge_pixels=options.edge_pixels,
         tile_size=options.tile_size, align=options.align, align_model=options.align_model,
-        names=list(sources), progress=options.progress)
+        names=list(sources), progress=options.progress, flips=options.flips)
     with image_io.OutputSet(options.overwrite) as out:
         out.add(output, result.fused, first.exif, options.jpeg_quality)
         if focus_map:

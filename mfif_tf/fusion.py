@@ -192,7 +192,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                min_size_fraction: float = PAPER_MIN_SIZE_FRACTION, edge_pixels: int = 0,
                tile_size: int | None = None, align: bool = False,
                align_model: str = "similarity", names: Sequence[str] | None = None,
-               progress: bool | None = False) -> FusionResult:
+               progress: bool | None = False, flips: bool = False) -> FusionResult:
     """Fuses a pair or a stack read one frame at a time (see `fuse_arrays` for the arguments;
     `frames` may be any iterable, e.g. lazily loaded files).
 
@@ -242,7 +242,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
             running, frame = _same_layout(running, frame)
             start = time.perf_counter()
             f_hat = tiling.predict_focus_map(model, running, frame, tile_size,
-                                             progress=bar.update, progress_total=add_total)
+                                             progress=bar.update, progress_total=add_total,
+                                             flips=flips)
             timings["network"] += time.perf_counter() - start
             f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction,
                                          edge_pixels, timings)
@@ -270,7 +271,7 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                 tile_size: int | None = None, *,
                 min_size_fraction: float = PAPER_MIN_SIZE_FRACTION, align: bool = False,
                 align_model: str = "similarity", names: Sequence[str] | None = None,
-                progress: bool | None = False) -> FusionResult:
+                progress: bool | None = False, flips: bool = False) -> FusionResult:
     """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
 
     Args:
@@ -291,6 +292,8 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         or "translation".
       names: names of the sources for error messages (file names).
       progress: show a progress bar over tiles (None: only on a terminal).
+      flips: test-time augmentation, F_hat averaged over the sources as given and mirrored
+        left-right and top-bottom (3x the network time; `tiling.predict_focus_map`).
 
     Returns:
       `FusionResult`.
@@ -302,4 +305,4 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
     return fuse_stack(iter(sources), generator, srr=srr, min_size=min_size,
                       min_size_fraction=min_size_fraction, edge_pixels=edge_pixels,
                       tile_size=tile_size, align=align, align_model=align_model, names=names,
-                      progress=progress)
+                      progress=progress, flips=flips)

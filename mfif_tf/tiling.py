@@ -135,7 +135,8 @@ def _halo(lo: int, hi: int, halo: int, size: int) -> tuple[int, int]:
 def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndarray,
                       tile_size: int | None = None,
                       progress: Callable[[int], None] | None = None,
-                      progress_total: Callable[[int], None] | None = None) -> np.ndarray:
+                      progress_total: Callable[[int], None] | None = None,
+                      flips: bool = False) -> np.ndarray:
     """F_hat (H, W) float32 in [0, 1] for two same-sized sources.
 
     Args:
@@ -144,8 +145,18 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
       tile_size: None (whole image when it fits in memory, else tiles), 0 (whole image) or
         the tile side T in pixels.
       progress: called with the number of finished tile steps (for a progress bar).
-      progress_total: called once with the total number of tile steps.
+      progress_total: called with the number of tile steps to come (once per network pass).
+      flips: test-time augmentation: the mean of F_hat for the sources as given, mirrored
+        left-right and mirrored top-bottom (each mirrored back); three network passes.
     """
+    if flips:
+        views = [(slice(None), slice(None)), (slice(None), slice(None, None, -1)),
+                 (slice(None, None, -1), slice(None))]
+        total = np.zeros(image_a.shape[:2], np.float32)
+        for view in views:
+            total += predict_focus_map(generator, image_a[view], image_b[view], tile_size,
+                                       progress, progress_total)[view]
+        return total / np.float32(len(views))
     height, width = image_a.shape[:2]
     tile = plan_tile_size(generator, height, width, tile_size)
     if tile == 0 or (tile >= height and tile >= width):

@@ -296,7 +296,7 @@ def test_cli_fuses_a_pair(tmp_path, model_dir):
     save(tmp_path / "a.jpg", a, exif_block())
     save(tmp_path / "b.jpg", b)
     done = run_cli("a.jpg", "b.jpg", "-o", "fused.png", "--focus_map", "map.png",
-                   "--index_map", "idx.png", "--model", model_dir, "--edge_pixels", "1",
+                   "--index_map", "idx.png", "--model", model_dir, "--edge_pixels", "1", "--flips",
                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "fused.png: 2 frames of 56x40 fused" in done.stdout

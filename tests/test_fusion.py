@@ -111,6 +111,14 @@ def test_tiled_fusion_agrees_with_whole_image(generator):
     assert np.mean(whole.f_final == tiled.f_final) >= 0.999
 
 
+def test_flips_average_mirrored_maps_and_fuse_by_eq14(generator):
+    a, b = pair(64, 96, seed=5)
+    result = fusion.fuse_arrays([a, b], generator, flips=True)
+    want = tiling.predict_focus_map(generator, a, b, flips=True)
+    np.testing.assert_allclose(result.f_hat, want, atol=1e-6)
+    check_eq14(result, a, b)
+
+
 def test_timings(generator):
     a, b = pair(seed=5)
     t = fusion.fuse_arrays([a, b], generator).timings

@@ -137,3 +137,22 @@ def test_plan_tile_size(generator):
     assert tiling.plan_tile_size(generator, 100, 100, 1) == 8
     with pytest.raises(ValueError):
         tiling.plan_tile_size(generator, 100, 100, -4)
+
+
+def test_flips_average_three_mirrored_passes(decisive_generator):
+    a, b = textured_pair(96, 160, seed=2)
+    plain = tiling.predict_focus_map(decisive_generator, a, b, tile_size=0)
+    lr = tiling.predict_focus_map(decisive_generator, a[:, ::-1], b[:, ::-1], tile_size=0)
+    ud = tiling.predict_focus_map(decisive_generator, a[::-1], b[::-1], tile_size=0)
+    want = (plain + lr[:, ::-1] + ud[::-1]) / 3
+    got = tiling.predict_focus_map(decisive_generator, a, b, tile_size=0, flips=True)
+    assert got.shape == (96, 160) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # The test can fail: G is not mirror-equivariant, so the mean differs from one pass.
+    assert np.abs(got - plain).max() > 1e-3
+    # Tiled passes give the same mean, and the progress total counts all three passes.
+    totals = []
+    tiled = tiling.predict_focus_map(decisive_generator, a, b, tile_size=64, flips=True,
+                                     progress_total=totals.append)
+    np.testing.assert_allclose(tiled, got, atol=2e-5)
+    assert len(totals) == 3
