@@ -8,8 +8,6 @@ all created in a `tf.distribute.Strategy` scope. `critic_step`, `generator_step`
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import tensorflow as tf
 
@@ -18,16 +16,13 @@ from mfif_tf.config import TrainConfig
 from mfif_tf.networks import Critic, Generator, critic_input
 
 
-def learning_rate_at(step, config: TrainConfig) -> tf.Tensor:
-    """Section 4.1.2's linear decay: constant, then linearly to zero over the last
-    `decay_fraction` of the adversarial steps. Warm-up steps use the base rate."""
-    base = config.optim.learning_rate
-    step = tf.cast(step, tf.float32)
-    total = float(max(config.num_steps, 1))
-    decay_start = total * (1.0 - config.optim.decay_fraction)
+def linear_decay(base: float, step: int, total: int, decay_fraction: float) -> float:
+    """Section 4.1.2's linear decay: `base` for the first `1 - decay_fraction` of `total`
+    steps, then linearly to zero at step `total`."""
+    total = max(total, 1)
+    decay_start = total * (1.0 - decay_fraction)
     decay_len = max(total - decay_start, 1.0)
-    frac = tf.clip_by_value((step - decay_start) / decay_len, 0.0, 1.0)
-    return base * (1.0 - frac)
+    return base * (1.0 - min(max((step - decay_start) / decay_len, 0.0), 1.0))
 
 
 def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
@@ -173,24 +168,19 @@ class Trainer(tf.Module):
         return out
 
     def set_learning_rates(self, step: int) -> float:
-        """Both learning rates follow the same linear decay (section 4.1.2). Warm-up steps
-        decay the same way over the last `warmup_decay_fraction` of the warm-up (0: none)."""
-        warmup = self.config.warmup_steps
+        """Both learning rates follow the same linear decay (section 4.1.2) over the
+        adversarial steps; warm-up steps decay the same way over the last
+        `warmup_decay_fraction` of the warm-up (0: constant)."""
+        optim, warmup = self.config.optim, self.config.warmup_steps
         if step < warmup:
-            lr = float(learning_rate_at(step, dataclasses.replace(
-                self.config, num_steps=warmup,
-                optim=dataclasses.replace(self.config.optim,
-                                          decay_fraction=self.config.optim.warmup_decay_fraction))))
+            lr = linear_decay(optim.learning_rate, step, warmup, optim.warmup_decay_fraction)
         else:
-            lr = float(learning_rate_at(step - warmup, self._decay_config()))
+            lr = linear_decay(optim.learning_rate, step - warmup,
+                              self.config.num_steps - warmup, optim.decay_fraction)
         for opt in (self.g_opt, self.d_opt):
             inner = opt.inner_optimizer if isinstance(opt, keras.optimizers.LossScaleOptimizer) else opt
             inner.learning_rate.assign(lr)
         return lr
-
-    def _decay_config(self) -> TrainConfig:
-        return dataclasses.replace(
-            self.config, num_steps=max(1, self.config.num_steps - self.config.warmup_steps))
 
     def checkpoint(self, iterator=None) -> tf.train.Checkpoint:
         # Keras 3 models do not expose layers held in Python lists to tf.train.Checkpoint,

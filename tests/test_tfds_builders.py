@@ -17,7 +17,8 @@ ALPHA_SPLITS = {"train": 5, "validation": 3}
 class MfifAlphaMatteTest(tfds.testing.DatasetBuilderTestCase):
     DATASET_CLASS = register.MfifAlphaMatte
     SPLITS = ALPHA_SPLITS
-    BUILDER_CONFIG_NAMES_TO_TEST = ["alpha_matte", "conventional", "alpha_matte_filled_random_sigma"]
+    BUILDER_CONFIG_NAMES_TO_TEST = [
+        "alpha_matte", "conventional", "alpha_matte_filled_random_sigma"]
 
 
 class MfifBenchmarkTest(tfds.testing.DatasetBuilderTestCase):

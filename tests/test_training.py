@@ -57,7 +57,8 @@ def test_warmup_decay_schedule():
     base = cfg.optim.learning_rate
     # Warm-up: constant for the first half, then linear to zero over steps 5..10.
     got = [trainer.set_learning_rates(s) for s in range(14)]
-    want = [base] * 6 + [base * (1 - k / 5) for k in range(1, 5)] + [base * (1 - k / 4) for k in range(4)]
+    want = ([base] * 6 + [base * (1 - k / 5) for k in range(1, 5)]
+            + [base * (1 - k / 4) for k in range(4)])
     np.testing.assert_allclose(got, want, rtol=1e-6)
     cfg.optim.warmup_decay_fraction = 0.0
     assert Trainer(cfg).set_learning_rates(9) == pytest.approx(base)

@@ -2,7 +2,8 @@
 
 Each example holds the all-in-focus photo I, its focus map F and the pair (I_A, I_B) made by the
 alpha-matte model (eqs. 10-11; with the hidden background filled in the `*filled*` config) or,
-in the `conventional` config, by eqs. 12-13; all at the photo's own resolution, as PNG. Cropping, resizing and flips happen later in the input pipeline
+in the `conventional` config, by eqs. 12-13; all at the photo's own resolution, as PNG.
+Cropping, resizing and flips happen later in the input pipeline
 (`data_pipeline.pipeline.make_training_dataset(source="tfds")`).
 """
 
@@ -149,7 +150,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             name="alpha_matte_filled_random_sigma", synthesis="alpha_matte_filled",
             sigma_range=(1.0, 4.5),
             description="Alpha-matte pairs with the hidden background filled (no dark seam "
-                        "along the boundary), sigma ~ U[1, 4.5]: the shipped model's data."),
+                        "along the boundary), sigma ~ U[1, 4.5] as in the shipped model's recipe."),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "alpha_matte"
 
