@@ -24,6 +24,8 @@ flags.DEFINE_integer("version", None, "TF Serving version number (integer folder
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
 flags.DEFINE_float("min_size_fraction", 0.001,
                    "SRR: regions below this fraction of W * H are removed (section 3.3).")
+flags.DEFINE_string("scales", "1,0.5", "F_hat is the mean of the network's maps at these scales "
+                    "(1/k for integer k) in every exported graph; 1 is the paper's single pass.")
 flags.DEFINE_bool("tflite", False, "Also write TFLite models.")
 flags.DEFINE_integer("tflite_fixed_size", 512, "Side of the fixed-size TFLite model.")
 flags.DEFINE_list("tflite_variants", ["dynamic", "fixed"], "TFLite variants: dynamic, fixed.")
@@ -43,12 +45,14 @@ def config_from_flags():
         version=FLAGS.version,
         overwrite=FLAGS.overwrite,
         min_size_fraction=FLAGS.min_size_fraction,
+        scales=FLAGS.scales,
         tflite=FLAGS.tflite,
         tflite_config=TFLiteConfig(
             fixed_size=FLAGS.tflite_fixed_size,
             variants=tuple(FLAGS.tflite_variants),
             quantizations=tuple(FLAGS.tflite_quantizations),
-            min_size_fraction=FLAGS.min_size_fraction),
+            min_size_fraction=FLAGS.min_size_fraction,
+            scales=FLAGS.scales),
     )
 
 

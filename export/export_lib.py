@@ -24,6 +24,7 @@ from collections.abc import Callable
 from export import serving
 from export import tflite as tflite_lib
 from mfif_tf.networks import Generator
+from mfif_tf.scales import DEFAULT_SCALES, parse_scales
 
 MODELS_CONFIG = "models.config"
 TFLITE_DIR = "tflite"
@@ -41,6 +42,8 @@ class ExportConfig:
       overwrite: replace existing version folders instead of refusing.
       min_size_fraction: N / (W * H) of SRR in the signatures without that input (0.001,
         section 3.3).
+      scales: F_hat is the mean of G's maps at these scales, in every graph
+        (`mfif_tf.scales`; (1,) for the paper's single pass).
       tflite: also write the TFLite models.
       tflite_config: which TFLite models.
     """
@@ -50,6 +53,7 @@ class ExportConfig:
     version: int = 1
     overwrite: bool = False
     min_size_fraction: float = serving.PAPER_MIN_SIZE_FRACTION
+    scales: tuple[float, ...] | str = DEFAULT_SCALES
     tflite: bool = False
     tflite_config: tflite_lib.TFLiteConfig = dataclasses.field(
         default_factory=tflite_lib.TFLiteConfig)
@@ -64,6 +68,7 @@ class ExportConfig:
             raise ValueError(f"version must be a positive integer, got {self.version!r}")
         if not 0.0 <= self.min_size_fraction <= 1.0:
             raise ValueError(f"min_size_fraction must lie in [0, 1], got {self.min_size_fraction}")
+        self.scales = parse_scales(self.scales)
         if self.tflite:
             self.tflite_config.validate()
 
@@ -177,7 +182,8 @@ def export_model(generator: Generator, config: ExportConfig) -> ExportResult:
     check_targets(config)
     saved_model_dir = write_version_dir(
         config.saved_model_dir,
-        lambda d: serving.save_serving_model(generator, d, config.min_size_fraction),
+        lambda d: serving.save_serving_model(generator, d, config.min_size_fraction,
+                                                     config.scales),
         config.overwrite)
     sizes = {"saved_model": directory_size(saved_model_dir)}
     tflite_models: dict[str, str] = {}

@@ -27,6 +27,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from mfif_tf import scales as scales_lib
 from mfif_tf.networks import Generator
 from mfif_tf.srr import small_region_removal
 
@@ -50,16 +51,24 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
     return tf.gather(image, tf.minimum(tf.range(3), channels - 1), axis=-1)
 
 
-def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor) -> tf.Tensor:
+def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor,
+                  scales: tuple[float, ...] = (1.0,)) -> tf.Tensor:
     """F_hat = G(I_A, I_B) for float sources in [0, 1] of shape (N, H, W, 1 or 3).
 
     G (a `Generator` or a `GeneratorHolder`) sees the sources concatenated on channels and
-    scaled to [-1, 1]; returns float32 (N, H, W, 1) in [0, 1].
+    scaled to [-1, 1]; with several `scales` F_hat is the mean of its maps at those scales
+    (`mfif_tf.scales`). Returns float32 (N, H, W, 1) in [0, 1].
     """
-    x = tf.concat([to_rgb(image_a), to_rgb(image_b)], axis=-1) * 2.0 - 1.0
     if isinstance(generator, Generator):
         generator = GeneratorHolder(generator)
-    return tf.cast(generator(x), tf.float32)
+
+    def one_pass(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        x = tf.concat([to_rgb(a), to_rgb(b)], axis=-1) * 2.0 - 1.0
+        return tf.cast(generator(x), tf.float32)
+
+    if tuple(scales) == (1.0,):
+        return one_pass(image_a, image_b)
+    return scales_lib.multiscale(one_pass, image_a, image_b, scales)
 
 
 def fuse(image_a: tf.Tensor, image_b: tf.Tensor, focus_map: tf.Tensor) -> tf.Tensor:
@@ -199,12 +208,15 @@ class ServingModule(tf.Module):
       generator: the trained G.
       min_size_fraction: the N / (W * H) of the signatures without a `min_size_fraction`
         input (0.001, section 3.3).
+      scales: F_hat is the mean of G's maps at these scales (`mfif_tf.scales`).
     """
 
-    def __init__(self, generator: Generator, min_size_fraction: float = PAPER_MIN_SIZE_FRACTION):
+    def __init__(self, generator: Generator, min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
+                 scales: tuple[float, ...] = scales_lib.DEFAULT_SCALES):
         super().__init__(name="mfif_serving")
         if not 0.0 <= float(min_size_fraction) <= 1.0:
             raise ValueError(f"min_size_fraction must lie in [0, 1], got {min_size_fraction}")
+        self.scales = scales_lib.parse_scales(scales)
         self.generator = GeneratorHolder(generator)
         self.generator_variables = model_variables(generator)
         self.min_size_fraction = float(min_size_fraction)
@@ -268,7 +280,8 @@ class ServingModule(tf.Module):
         shape = tf.shape(image_a)
         fractions = _fractions_per_pair(min_size_fraction, shape[0])
         min_sizes = min_size_from_fraction(fractions, shape[1], shape[2])
-        f_hat = predict_focus(self.generator, image_a / scale, image_b / scale)
+        f_hat = predict_focus(self.generator, image_a / scale, image_b / scale,
+                              self.scales)
         f_final = remove_small_regions_per_pair(f_hat, min_sizes)
         return fuse(image_a, image_b, f_final), f_final, f_hat
 
@@ -333,7 +346,7 @@ class ServingModule(tf.Module):
         with tf.control_dependencies(checks):
             a = tf.cast(a, tf.float32)[tf.newaxis]
             b = tf.cast(b, tf.float32)[tf.newaxis]
-        f_hat = predict_focus(self.generator, a / 255.0, b / 255.0)
+        f_hat = predict_focus(self.generator, a / 255.0, b / 255.0, self.scales)
         n = min_size_from_fraction(fraction, shape_a[0], shape_a[1])
         f_final = small_region_removal(f_hat, min_size=n)
         fused = tf.saturate_cast(tf.round(fuse(a, b, f_final)), tf.uint8)
@@ -345,8 +358,9 @@ class ServingModule(tf.Module):
 
 
 def save_serving_model(generator: Generator, directory: str,
-                       min_size_fraction: float = PAPER_MIN_SIZE_FRACTION) -> str:
+                       min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
+                       scales: tuple[float, ...] = scales_lib.DEFAULT_SCALES) -> str:
     """Writes the SavedModel with all serving signatures to `directory` (must not exist)."""
-    module = ServingModule(generator, min_size_fraction)
+    module = ServingModule(generator, min_size_fraction, scales)
     tf.saved_model.save(module, directory, signatures=module.signatures())
     return directory

@@ -27,6 +27,7 @@ from export.serving import (
     predict_focus,
 )
 from mfif_tf.networks import Generator
+from mfif_tf.scales import DEFAULT_SCALES, parse_scales
 from mfif_tf.srr import default_min_size, small_region_removal
 
 QUANTIZATIONS = ("float32", "float16", "int8")
@@ -43,14 +44,17 @@ class TFLiteConfig:
       variants: subset of ("dynamic", "fixed").
       quantizations: subset of ("float32", "float16", "int8").
       min_size_fraction: N / (W * H) of SRR (0.001, section 3.3).
+      scales: F_hat is the mean of G's maps at these scales (`mfif_tf.scales`).
     """
 
     fixed_size: int = 512
     variants: tuple[str, ...] = VARIANTS
     quantizations: tuple[str, ...] = QUANTIZATIONS
     min_size_fraction: float = PAPER_MIN_SIZE_FRACTION
+    scales: tuple[float, ...] | str = DEFAULT_SCALES
 
     def validate(self) -> None:
+        self.scales = parse_scales(self.scales)
         if self.fixed_size < 2:
             raise ValueError(f"fixed_size must be at least 2, got {self.fixed_size}")
         for v in self.variants:
@@ -73,15 +77,17 @@ class TFLiteModule(tf.Module):
     concrete function to convert."""
 
     def __init__(self, generator: Generator, fixed_size: int = 512,
-                 min_size_fraction: float = PAPER_MIN_SIZE_FRACTION):
+                 min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
+                 scales: tuple[float, ...] = DEFAULT_SCALES):
         super().__init__(name="mfif_tflite")
+        self.scales = parse_scales(scales)
         self.generator = GeneratorHolder(generator)
         self.generator_variables = model_variables(generator)
         self.fixed_size = int(fixed_size)
         self.min_size_fraction = float(min_size_fraction)
 
     def _fuse(self, image_a: tf.Tensor, image_b: tf.Tensor) -> dict[str, tf.Tensor]:
-        f_hat = predict_focus(self.generator, image_a, image_b)
+        f_hat = predict_focus(self.generator, image_a, image_b, self.scales)
         height, width = image_a.shape[1], image_a.shape[2]
         if height is None or width is None:
             height, width = tf.shape(image_a)[1], tf.shape(image_a)[2]
@@ -127,7 +133,8 @@ def export_tflite(generator: Generator, directory: str,
     config = config or TFLiteConfig()
     config.validate()
     os.makedirs(directory, exist_ok=True)
-    module = TFLiteModule(generator, config.fixed_size, config.min_size_fraction)
+    module = TFLiteModule(generator, config.fixed_size, config.min_size_fraction,
+                          config.scales)
     paths = {}
     for variant in config.variants:
         for quantization in config.quantizations:

@@ -17,6 +17,7 @@ from absl import app, flags
 
 from mfif_tf import evaluate_lib
 from mfif_tf import metrics as metrics_lib
+from mfif_tf.scales import parse_scales
 
 FLAGS = flags.FLAGS
 
@@ -27,6 +28,8 @@ flags.DEFINE_string("model", None, "Fuse the dataset first with our model: a pat
 flags.DEFINE_bool("srr", True, "With --model: apply small region removal (section 3.3).")
 flags.DEFINE_bool("flips", False, "With --model: average F_hat over the inputs mirrored "
                   "left-right and top-bottom (test-time augmentation, 3x network time).")
+flags.DEFINE_string("scales", "1,0.5", "With --model: F_hat is the mean of the network's maps "
+                    "at these scales (1/k for integer k); 1 is the paper's single pass.")
 flags.DEFINE_string("focus_map_dir", None,
                     "Binary F_final maps by stem: run the diffusion/contraction study (Fig. 6).")
 flags.DEFINE_integer("max_diffusion", 10, "Diffusion study: k runs from -N to N pixels.")
@@ -77,7 +80,12 @@ def main(argv: list[str]) -> int:
             print(text)
             return 0
         if FLAGS.model:
-            fuse_fn = evaluate_lib.model_fuse_fn(FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips)
+            try:
+                scales = parse_scales(FLAGS.scales)
+            except ValueError as err:
+                raise evaluate_lib.EvaluationError(f"--scales: {err}") from None
+            fuse_fn = evaluate_lib.model_fuse_fn(FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips,
+                                                   scales=scales)
             results = [evaluate_lib.evaluate_fn(config, fuse_fn, name="model")]
         else:
             results = evaluate_lib.evaluate_dirs(config, FLAGS.fused_dir, FLAGS.name or None)

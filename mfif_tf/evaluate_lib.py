@@ -25,6 +25,7 @@ from PIL import Image
 from mfif_tf import edge_morphology
 from mfif_tf import metrics as metrics_lib
 from mfif_tf.metrics import report
+from mfif_tf.scales import DEFAULT_SCALES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIMING_KEYS = ("network", "srr", "fusion", "total")
@@ -217,16 +218,17 @@ def fused_from_fn(
     return source
 
 
-def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False) -> FuseFn:
+def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
+                  scales: Sequence[float] | str = DEFAULT_SCALES) -> FuseFn:
     """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called); ``flips``
-    averages F_hat over mirrored inputs (`fusion.fuse_arrays`)."""
+    averages F_hat over mirrored inputs, ``scales`` over scales (`fusion.fuse_arrays`)."""
     try:
         from mfif_tf import fusion  # pylint: disable=import-outside-toplevel
     except ImportError as err:
         raise EvaluationError(f"--model needs the fusion module mfif_tf.fusion ({err})") from None
     generator = fusion.resolve_generator(None if model == "default" else model)
     return lambda sources: fusion.fuse_arrays(sources, generator=generator, srr=srr,
-                                              flips=flips)
+                                              flips=flips, scales=scales)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -34,6 +34,9 @@ flags.DEFINE_integer("edge_pixels", 0, "Grow (> 0) or shrink (< 0) the foregroun
                      "by this many pixels.")
 flags.DEFINE_bool("flips", False, "Average F_hat over the sources mirrored left-right and "
                   "top-bottom (test-time augmentation: 3x network time, slightly better maps).")
+flags.DEFINE_string("scales", "1,0.5", "F_hat is the mean of the network's maps at these scales "
+                    "(1/k for integer k): full and half resolution by default (1.25x the network "
+                    "time of one pass); 1 is the paper's single pass.")
 flags.DEFINE_bool("align", False, "Register the frames to the first one (hand-held stacks).")
 flags.DEFINE_enum("align_model", "similarity", ["translation", "similarity", "affine",
                                                 "homography"], "Motion model of --align.")
@@ -90,7 +93,7 @@ def main(argv: list[str]) -> None:
     options = fuse_lib.FuseOptions(
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
         edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
-        tile_size=FLAGS.tile_size, flips=FLAGS.flips, overwrite=FLAGS.overwrite,
+        tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, overwrite=FLAGS.overwrite,
         jpeg_quality=FLAGS.jpeg_quality)
     try:
         if FLAGS.input_dir is not None:

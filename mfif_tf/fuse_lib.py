@@ -25,6 +25,7 @@ from mfif_tf.align import MODELS as ALIGN_MODELS
 from mfif_tf.image_io import InputError
 from mfif_tf.model_io import ModelNotFoundError
 from mfif_tf.networks import Generator
+from mfif_tf.scales import DEFAULT_SCALES, parse_scales
 
 MAP_FORMATS = ("png", "tiff")
 
@@ -41,6 +42,7 @@ class FuseOptions:
     align_model: str = "similarity"
     tile_size: int | None = None
     flips: bool = False
+    scales: tuple[float, ...] | str = DEFAULT_SCALES
     overwrite: bool = False
     jpeg_quality: int = 95
     progress: bool | None = None  # None: progress bars only on a terminal
@@ -55,6 +57,10 @@ class FuseOptions:
             raise InputError(f"--tile_size must be >= 0, got {self.tile_size}")
         if not 1 <= self.jpeg_quality <= 100:
             raise InputError(f"--jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        try:
+            self.scales = parse_scales(self.scales)
+        except ValueError as err:
+            raise InputError(f"--scales: {err}") from None
         if self.align_model not in ALIGN_MODELS:
             raise InputError(f"--align_model must be one of {ALIGN_MODELS}, got "
                              f"{self.align_model!r}")
@@ -107,7 +113,8 @@ def fuse_files(sources: Sequence[str], output: str, generator: Generator | str |
         frames, generator, srr=options.srr, min_size=options.min_size,
         min_size_fraction=options.min_size_fraction, edge_pixels=options.edge_pixels,
         tile_size=options.tile_size, align=options.align, align_model=options.align_model,
-        names=list(sources), progress=options.progress, flips=options.flips)
+        names=list(sources), progress=options.progress, flips=options.flips,
+        scales=options.scales)
     with image_io.OutputSet(options.overwrite) as out:
         out.add(output, result.fused, first.exif, options.jpeg_quality)
         if focus_map:

@@ -28,6 +28,7 @@ from mfif_tf import model_io, tiling
 from mfif_tf.align import AlignmentError, StackAligner
 from mfif_tf.image_io import InputError
 from mfif_tf.networks import Generator
+from mfif_tf.scales import DEFAULT_SCALES, parse_scales
 from mfif_tf.srr import small_region_removal
 
 PAPER_MIN_SIZE_FRACTION = 0.001  # N = 0.001 W H (section 3.3)
@@ -192,7 +193,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                min_size_fraction: float = PAPER_MIN_SIZE_FRACTION, edge_pixels: int = 0,
                tile_size: int | None = None, align: bool = False,
                align_model: str = "similarity", names: Sequence[str] | None = None,
-               progress: bool | None = False, flips: bool = False) -> FusionResult:
+               progress: bool | None = False, flips: bool = False,
+               scales: Sequence[float] | str = DEFAULT_SCALES) -> FusionResult:
     """Fuses a pair or a stack read one frame at a time (see `fuse_arrays` for the arguments;
     `frames` may be any iterable, e.g. lazily loaded files).
 
@@ -205,6 +207,10 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
         raise InputError(f"edge_pixels must be an integer, got {edge_pixels!r}")
     if min_size is not None and (isinstance(min_size, bool) or min_size < 0):
         raise InputError(f"min_size must be a non-negative number of pixels, got {min_size!r}")
+    try:
+        scales = parse_scales(scales)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     names = list(names) if names is not None else []
     name = lambda k: names[k] if k < len(names) else f"source {k}"  # noqa: E731
     model = None
@@ -243,7 +249,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
             start = time.perf_counter()
             f_hat = tiling.predict_focus_map(model, running, frame, tile_size,
                                              progress=bar.update, progress_total=add_total,
-                                             flips=flips)
+                                             flips=flips, scales=scales)
             timings["network"] += time.perf_counter() - start
             f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction,
                                          edge_pixels, timings)
@@ -271,7 +277,8 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                 tile_size: int | None = None, *,
                 min_size_fraction: float = PAPER_MIN_SIZE_FRACTION, align: bool = False,
                 align_model: str = "similarity", names: Sequence[str] | None = None,
-                progress: bool | None = False, flips: bool = False) -> FusionResult:
+                progress: bool | None = False, flips: bool = False,
+                scales: Sequence[float] | str = DEFAULT_SCALES) -> FusionResult:
     """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
 
     Args:
@@ -294,6 +301,9 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
       progress: show a progress bar over tiles (None: only on a terminal).
       flips: test-time augmentation, F_hat averaged over the sources as given and mirrored
         left-right and top-bottom (3x the network time; `tiling.predict_focus_map`).
+      scales: F_hat is the mean of G's maps at these scales, 1/k for integer k (default: full
+        and half resolution, 1.25x the network time of one pass; (1,) is the paper's single
+        pass; `mfif_tf.scales`).
 
     Returns:
       `FusionResult`.
@@ -305,4 +315,4 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
     return fuse_stack(iter(sources), generator, srr=srr, min_size=min_size,
                       min_size_fraction=min_size_fraction, edge_pixels=edge_pixels,
                       tile_size=tile_size, align=align, align_model=align_model, names=names,
-                      progress=progress, flips=flips)
+                      progress=progress, flips=flips, scales=scales)

@@ -41,11 +41,12 @@ activations (about 0.4 GB at the default T), independent of the image size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from mfif_tf import scales as scales_lib
 from mfif_tf.networks import SIZE_MULTIPLE, Generator
 
 # G pads by mirroring to a multiple of 4, which needs at least 2 pixels a side (checked:
@@ -136,7 +137,7 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
                       tile_size: int | None = None,
                       progress: Callable[[int], None] | None = None,
                       progress_total: Callable[[int], None] | None = None,
-                      flips: bool = False) -> np.ndarray:
+                      flips: bool = False, scales: Sequence[float] = (1.0,)) -> np.ndarray:
     """F_hat (H, W) float32 in [0, 1] for two same-sized sources.
 
     Args:
@@ -148,15 +149,33 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
       progress_total: called with the number of tile steps to come (once per network pass).
       flips: test-time augmentation: the mean of F_hat for the sources as given, mirrored
         left-right and mirrored top-bottom (each mirrored back); three network passes.
+      scales: F_hat is the mean of G's maps at these scales (1/k, integer k; `mfif_tf.scales`),
+        each brought back to (H, W); one network pass per scale (and per flip).
     """
+    scales = scales_lib.parse_scales(scales)
     if flips:
         views = [(slice(None), slice(None)), (slice(None), slice(None, None, -1)),
                  (slice(None, None, -1), slice(None))]
         total = np.zeros(image_a.shape[:2], np.float32)
         for view in views:
             total += predict_focus_map(generator, image_a[view], image_b[view], tile_size,
-                                       progress, progress_total)[view]
+                                       progress, progress_total, scales=scales)[view]
         return total / np.float32(len(views))
+    if scales != (1.0,):
+        height, width = image_a.shape[:2]
+        total = np.zeros((height, width), np.float32)
+        for scale in scales:
+            k = scales_lib.factor(scale)
+            if k == 1:
+                total += predict_focus_map(generator, image_a, image_b, tile_size, progress,
+                                           progress_total)
+                continue
+            small = predict_focus_map(generator, _downscaled(image_a, k),
+                                      _downscaled(image_b, k), tile_size, progress,
+                                      progress_total)
+            total += scales_lib.upscale(tf.constant(small[None, :, :, None]), k, height,
+                                        width).numpy()[0, :, :, 0]
+        return total / np.float32(len(scales))
     height, width = image_a.shape[:2]
     tile = plan_tile_size(generator, height, width, tile_size)
     if tile == 0 or (tile >= height and tile >= width):
@@ -168,6 +187,19 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
             progress(1)
         return np.asarray(out[0, :, :, 0], np.float32)
     return _tiled_focus_map(generator, image_a, image_b, tile, progress, progress_total)
+
+
+def _downscaled(pixels: np.ndarray, k: int) -> np.ndarray:
+    """A source as float32 in [0, 1], downscaled by k as `scales.downscale` does."""
+    if pixels.dtype == np.uint8:
+        unit = pixels.astype(np.float32) / np.float32(255.0)
+    elif pixels.dtype == np.uint16:
+        unit = pixels.astype(np.float32) / np.float32(65535.0)
+    else:
+        unit = pixels.astype(np.float32)
+    x = unit[None, :, :, None] if unit.ndim == 2 else unit[None]
+    small = scales_lib.downscale(tf.constant(x), k).numpy()[0]
+    return small[:, :, 0] if unit.ndim == 2 else small
 
 
 def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndarray,

@@ -30,10 +30,11 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from export import compare, export_lib, serving
-from mfif_tf import srr
+from mfif_tf import srr, tiling
 from mfif_tf.config import model_config
 from mfif_tf.model_io import save_generator
 from mfif_tf.networks import build_generator
+from mfif_tf.scales import DEFAULT_SCALES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs", "serving.md")
@@ -95,15 +96,22 @@ def pairs():
 
 
 def eager_reference(generator, image_a: np.ndarray, image_b: np.ndarray,
-                    fraction: float = 0.001):
-    """G, SRR and eq. 14 written directly: uint8 (H, W, C) -> (fused, F_final, F_hat)."""
-    a = image_a.astype(np.float32) / 255.0
-    b = image_b.astype(np.float32) / 255.0
-    if a.shape[-1] == 1:
-        a, b = np.repeat(a, 3, -1), np.repeat(b, 3, -1)
-    x = np.concatenate([a, b], axis=-1)[None] * 2.0 - 1.0
-    f_hat = generator(x, training=False).numpy()[0]
-    n = srr.default_min_size(a.shape[0], a.shape[1], fraction)
+                    fraction: float = 0.001, scales=DEFAULT_SCALES):
+    """G (at the exporter's default scales), SRR and eq. 14 written directly: uint8
+    (H, W, C) -> (fused, F_final, F_hat)."""
+    if scales == (1.0,):
+        a = image_a.astype(np.float32) / 255.0
+        b = image_b.astype(np.float32) / 255.0
+        if a.shape[-1] == 1:
+            a, b = np.repeat(a, 3, -1), np.repeat(b, 3, -1)
+        x = np.concatenate([a, b], axis=-1)[None] * 2.0 - 1.0
+        f_hat = generator(x, training=False).numpy()[0]
+    else:  # the NumPy-side implementation of `mfif_tf.fuse`
+        grey = image_a.shape[-1] == 1
+        f_hat = tiling.predict_focus_map(generator, image_a[..., 0] if grey else image_a,
+                                         image_b[..., 0] if grey else image_b,
+                                         scales=scales)[..., None]
+    n = srr.default_min_size(image_a.shape[0], image_a.shape[1], fraction)
     f_final = srr.small_region_removal(f_hat, min_size=n).numpy()
     fused = np.where(f_final > 0.5, image_a, image_b)
     return fused, f_final, f_hat

@@ -65,7 +65,11 @@ def test_pair_is_eq14_on_the_original_pixels(generator, dtype, grey):
     result = fusion.fuse_arrays([a, b], generator)
     assert result.fused.shape == a.shape and result.fused.dtype == a.dtype
     assert result.f_hat.shape == result.f_final.shape == (37, 53)
-    np.testing.assert_allclose(result.f_hat, tiling.predict_focus_map(generator, a, b, 0),
+    # The default F_hat: the mean of full- and half-resolution passes (`mfif_tf.scales`).
+    want = tiling.predict_focus_map(generator, a, b, 0, scales=(1.0, 0.5))
+    np.testing.assert_allclose(result.f_hat, want, atol=1e-6)
+    single = fusion.fuse_arrays([a, b], generator, scales=(1,))
+    np.testing.assert_allclose(single.f_hat, tiling.predict_focus_map(generator, a, b, 0),
                                atol=1e-6)
     expected = small_region_removal(result.f_hat).numpy()
     np.testing.assert_array_equal(result.f_final, expected)
@@ -114,9 +118,16 @@ def test_tiled_fusion_agrees_with_whole_image(generator):
 def test_flips_average_mirrored_maps_and_fuse_by_eq14(generator):
     a, b = pair(64, 96, seed=5)
     result = fusion.fuse_arrays([a, b], generator, flips=True)
-    want = tiling.predict_focus_map(generator, a, b, flips=True)
+    want = tiling.predict_focus_map(generator, a, b, flips=True, scales=(1, 0.5))
     np.testing.assert_allclose(result.f_hat, want, atol=1e-6)
     check_eq14(result, a, b)
+
+
+@pytest.mark.parametrize("scales", ["1,0.3", (0.5, 0.5), (), (2,), "half"])
+def test_bad_scales_name_the_problem(generator, scales):
+    a, b = pair(seed=6)
+    with pytest.raises(InputError, match="scale"):
+        fusion.fuse_arrays([a, b], generator, scales=scales)
 
 
 def test_timings(generator):
