@@ -93,8 +93,8 @@ def main(argv: list[str]) -> None:
     options = fuse_lib.FuseOptions(
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
         edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
-        tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, overwrite=FLAGS.overwrite,
-        jpeg_quality=FLAGS.jpeg_quality)
+        tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales,
+        overwrite=FLAGS.overwrite, jpeg_quality=FLAGS.jpeg_quality)
     try:
         if FLAGS.input_dir is not None:
             if sources or FLAGS.output:

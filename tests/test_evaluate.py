@@ -254,7 +254,8 @@ def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
     assert "Traceback" not in out.stderr
     out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--scales=1,2")
     assert out.returncode == 1
-    assert out.stderr.strip() == "error: --scales: scale '2' must be in (0, 1] (1 is full resolution)"
+    assert out.stderr.strip() == ("error: --scales: scale '2' must be in (0, 1] "
+                                  "(1 is full resolution)")
 
 
 def test_fuse_fn_returning_a_fusion_result_keeps_its_timings(dataset, tmp_path):
