@@ -266,7 +266,9 @@ def quality_table(results: dict[str, Any]) -> str:
             ratio = _f(ours["median_wall_s"] / row["median_wall_s"])
             if ours.get("median_cpu_s") and row.get("median_cpu_s"):
                 cpu_ratio = _f(ours["median_cpu_s"] / row["median_cpu_s"])
-        name = row["method"] if row["method"] != "model" else "MFIF-GAN (ours)"
+        name = {"model": "MFIF-GAN (ours, default scales 1 + 1/2)",
+                "model_one_scale": "MFIF-GAN (ours, one scale, --scales=1)"}.get(
+                    row["method"], row["method"])
         lines.append([name, _f(row["median_wall_s"]), _f(row.get("median_cpu_s")), ratio,
                       cpu_ratio,
                       *[_f(row["metrics"].get(m), 4) for m in LYTRO_METRICS]])

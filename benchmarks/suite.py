@@ -194,9 +194,10 @@ def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
         if not config.lytro_dir:
             notes.append("skipped: give --lytro_dir (a folder with A/ and B/)")
             return [], notes
-        methods = ["model", "classical"] + (["enfuse"] if config.enfuse else [])
+        methods = (["model", "model_one_scale", "classical"]
+                   + (["enfuse"] if config.enfuse else []))
         if not config.model and not packaged_model_available():
-            methods.remove("model")
+            methods = [m for m in methods if not m.startswith("model")]
             notes.append("our model left out: no packaged model and no --model")
         for method in methods:
             tasks.append(Task(f"quality/{method}", f"{method} on the Lytro pairs",

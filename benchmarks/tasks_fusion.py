@@ -44,8 +44,13 @@ def model_identity(path: str) -> dict[str, Any] | None:
     with open(weights, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return {"preset": meta.get("model", {}).get("preset"),
-            "step": meta.get("info", {}).get("step"), "hash": digest.hexdigest()[:12]}
+    info = meta.get("info", {})
+    # A training export records its step; the packaged model its steps per stage.
+    steps = info.get("steps")
+    step = info.get("step") if not isinstance(steps, dict) else " + ".join(
+        str(n) for n in steps.values())
+    return {"preset": meta.get("model", {}).get("preset"), "step": step,
+            "hash": digest.hexdigest()[:12]}
 
 
 def get_generator(preset: str, model: str, seed: int):
@@ -264,7 +269,7 @@ def format_task(spec: dict[str, Any]) -> dict[str, Any]:
 
 def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
     """The paper's first eight metrics (Table 1) averaged over the Lytro pairs, and the
-    time per pair, for "model", "classical" or "enfuse"."""
+    time per pair, for "model", "model_one_scale", "classical" or "enfuse"."""
     from mfif_tf import evaluate_lib
 
     method = spec["method"]
@@ -306,10 +311,15 @@ def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             from mfif_tf.fusion import fuse_arrays, resolve_generator
             from mfif_tf.model_io import PACKAGED_MODEL_DIR
+            from mfif_tf.scales import DEFAULT_SCALES
 
             generator = resolve_generator(spec.get("model") or None)
             row["weights"] = model_identity(spec.get("model") or PACKAGED_MODEL_DIR)
-            fuse = lambda fs: fuse_arrays(fs, generator=generator)  # noqa: E731
+            # "model": the default scales (full + half resolution); "model_one_scale": the
+            # paper's single pass, the baseline of the multi-scale cost.
+            scales = (1.0,) if method == "model_one_scale" else DEFAULT_SCALES
+            row["scales"] = list(scales)
+            fuse = lambda fs: fuse_arrays(fs, generator=generator, scales=scales)  # noqa: E731
 
         def timed(sources):
             start = time.process_time()

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
+from mfif_tf.scales import DEFAULT_SCALES
+
 
 def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A float32 RGB texture in [0, 1], (H, W, 3): noise smoothed at several scales, so it
@@ -111,12 +113,13 @@ class BenchmarkRow:
 def benchmark_export(generator, image_a: np.ndarray, image_b: np.ndarray, workdir: str,
                      repeats: int = 5, threads: int | None = None, fixed_size: int = 512,
                      quantizations: tuple[str, ...] = ("float32", "float16", "int8"),
-                     ) -> list[BenchmarkRow]:
+                     scales: tuple[float, ...] | str = DEFAULT_SCALES) -> list[BenchmarkRow]:
     """Exports G to `workdir`, then times the SavedModel (`serving_default`, uint8) and every
     TFLite model on the pair and compares their F_final with the SavedModel's.
 
     `image_a`, `image_b`: uint8 RGB (H, W, 3). The fixed-size models run on the pair resized
     to `fixed_size` (bilinear), compared with the SavedModel on that same resized pair.
+    `scales`: the F_hat passes built into every graph (`mfif_tf.scales`).
     """
     import tensorflow as tf
 
@@ -124,8 +127,9 @@ def benchmark_export(generator, image_a: np.ndarray, image_b: np.ndarray, workdi
     from export.tflite import TFLiteConfig, TFLiteFuser
 
     config = export_lib.ExportConfig(
-        export_dir=workdir, version=1, tflite=True,
-        tflite_config=TFLiteConfig(fixed_size=fixed_size, quantizations=quantizations))
+        export_dir=workdir, version=1, tflite=True, scales=scales,
+        tflite_config=TFLiteConfig(fixed_size=fixed_size, quantizations=quantizations,
+                                   scales=scales))
     result = export_lib.export_model(generator, config)
     loaded = tf.saved_model.load(result.saved_model_dir)
     signature = loaded.signatures["serving_default"]

@@ -28,6 +28,8 @@ flags.DEFINE_string("workdir", "", "Where the export is written (default: a temp
 flags.DEFINE_integer("repeats", 5, "Timed runs per model (after one warm-up run).")
 flags.DEFINE_integer("threads", 1, "TF intra-op threads and LiteRT threads (0: defaults).")
 flags.DEFINE_integer("fixed_size", 512, "Side of the fixed-size TFLite models.")
+flags.DEFINE_string("scales", "1,0.5", "F_hat passes built into the graphs (1/k scales; 1 is "
+                    "the paper's single pass).")
 flags.DEFINE_string("json_out", "", "Also write the rows as JSON to this file.")
 
 
@@ -51,6 +53,12 @@ def main(argv) -> None:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.image_a) != bool(FLAGS.image_b):
         fail("give both --image_a and --image_b, or neither (synthetic pair)")
+    from mfif_tf.scales import parse_scales
+
+    try:
+        scales = parse_scales(FLAGS.scales)
+    except ValueError as e:
+        fail(f"--scales: {e}")
     import tensorflow as tf
 
     if FLAGS.threads > 0:
@@ -76,7 +84,8 @@ def main(argv) -> None:
         try:
             rows = compare.benchmark_export(
                 generator, image_a, image_b, FLAGS.workdir or tmp, repeats=FLAGS.repeats,
-                threads=FLAGS.threads or None, fixed_size=FLAGS.fixed_size)
+                threads=FLAGS.threads or None, fixed_size=FLAGS.fixed_size,
+                scales=scales)
         except FileExistsError as e:
             fail(f"{e} (give a new --workdir)")
     print(compare.format_rows(rows))

@@ -1,7 +1,8 @@
 """The TF Serving graphs of MFIF-GAN: decoding, scaling, G, SRR and eq. 14 in one SavedModel.
 
 Symbols: `image_a`, `image_b` are the sources I_A and I_B; `focus_map_raw` is
-F_hat = G(I_A, I_B) in [0, 1] (section 3.1); `focus_map` is F_final, F_hat binarised at 0.5
+F_hat = G(I_A, I_B) in [0, 1] (section 3.1; the mean of G's passes at the export's scales,
+`mfif_tf.scales`); `focus_map` is F_final, F_hat binarised at 0.5
 with regions of fewer than N = `min_size_fraction` * W * H pixels removed (SRR, section 3.3,
 0.001 in the paper); `fused` is I_fused = I_A * F_final + I_B * (1 - F_final) (eq. 14).
 

@@ -3,7 +3,7 @@
 Every model takes two float32 RGB images in [0, 1], `image_a` (I_A) and `image_b` (I_B), of
 shape (1, H, W, 3), and returns `fused` (I_fused of eq. 14, float32 in [0, 1], (1, H, W, 3)),
 `focus_map` (F_final, float32 0/1, (1, H, W, 1)) and `focus_map_raw` (F_hat = G(I_A, I_B),
-float32 in [0, 1]). SRR uses the paper's N = ceil(0.001 * W * H) (section 3.3).
+float32 in [0, 1]; the mean of G's passes at the export's scales, `mfif_tf.scales`). SRR uses the paper's N = ceil(0.001 * W * H) (section 3.3).
 
 Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) and "fixed"
 (1 x S x S x 3, for delegates that want static shapes), each as "float32", "float16" (weights
