@@ -68,7 +68,10 @@ class ExportConfig:
             raise ValueError(f"version must be a positive integer, got {self.version!r}")
         if not 0.0 <= self.min_size_fraction <= 1.0:
             raise ValueError(f"min_size_fraction must lie in [0, 1], got {self.min_size_fraction}")
-        self.scales = parse_scales(self.scales)
+        try:
+            self.scales = parse_scales(self.scales)
+        except ValueError as err:
+            raise ValueError(f"scales: {err}") from None
         if self.tflite:
             self.tflite_config.validate()
 
@@ -183,7 +186,7 @@ def export_model(generator: Generator, config: ExportConfig) -> ExportResult:
     saved_model_dir = write_version_dir(
         config.saved_model_dir,
         lambda d: serving.save_serving_model(generator, d, config.min_size_fraction,
-                                                     config.scales),
+                                             config.scales),
         config.overwrite)
     sizes = {"saved_model": directory_size(saved_model_dir)}
     tflite_models: dict[str, str] = {}

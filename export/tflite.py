@@ -3,7 +3,8 @@
 Every model takes two float32 RGB images in [0, 1], `image_a` (I_A) and `image_b` (I_B), of
 shape (1, H, W, 3), and returns `fused` (I_fused of eq. 14, float32 in [0, 1], (1, H, W, 3)),
 `focus_map` (F_final, float32 0/1, (1, H, W, 1)) and `focus_map_raw` (F_hat = G(I_A, I_B),
-float32 in [0, 1]; the mean of G's passes at the export's scales, `mfif_tf.scales`). SRR uses the paper's N = ceil(0.001 * W * H) (section 3.3).
+float32 in [0, 1]; the mean of G's passes at the export's scales, `mfif_tf.scales`). SRR uses
+the paper's N = ceil(0.001 * W * H) (section 3.3).
 
 Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) and "fixed"
 (1 x S x S x 3, for delegates that want static shapes), each as "float32", "float16" (weights
@@ -54,7 +55,10 @@ class TFLiteConfig:
     scales: tuple[float, ...] | str = DEFAULT_SCALES
 
     def validate(self) -> None:
-        self.scales = parse_scales(self.scales)
+        try:
+            self.scales = parse_scales(self.scales)
+        except ValueError as err:
+            raise ValueError(f"scales: {err}") from None
         if self.fixed_size < 2:
             raise ValueError(f"fixed_size must be at least 2, got {self.fixed_size}")
         for v in self.variants:
