@@ -86,7 +86,10 @@ def main(argv: list[str]) -> int:
                 raise evaluate_lib.EvaluationError(f"--scales: {err}") from None
             fuse_fn = evaluate_lib.model_fuse_fn(FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips,
                                                    scales=scales)
-            results = [evaluate_lib.evaluate_fn(config, fuse_fn, name="model")]
+            settings = (f"model {FLAGS.model}, scales {','.join(f'{x:g}' for x in scales)}, "
+                        f"flips {'on' if FLAGS.flips else 'off'}, "
+                        f"SRR {'on' if FLAGS.srr else 'off'}")
+            results = [evaluate_lib.evaluate_fn(config, fuse_fn, name="model", source=settings)]
         else:
             results = evaluate_lib.evaluate_dirs(config, FLAGS.fused_dir, FLAGS.name or None)
         text = evaluate_lib.results_markdown(results, config.convention, FLAGS.per_image)

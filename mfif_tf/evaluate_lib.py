@@ -328,14 +328,16 @@ def evaluate_dirs(
     return evaluate(config, sources)
 
 
-def evaluate_fn(config: EvalConfig, fuse_fn: FuseFn, name: str = "model") -> MethodResult:
-    """Table 1 and Table 2 for a fusion function (fused PNGs saved under output_dir/fused)."""
+def evaluate_fn(config: EvalConfig, fuse_fn: FuseFn, name: str = "model",
+                source: str = "fuse_fn") -> MethodResult:
+    """Table 1 and Table 2 for a fusion function (fused PNGs saved under output_dir/fused);
+    `source` describes it in results.json (for a model: weights and settings)."""
     _check_outputs(config, [name])
     save_dir = pathlib.Path(config.output_dir) / "fused" if config.output_dir else None
     occupied = save_dir is not None and save_dir.exists() and any(save_dir.iterdir())
     if occupied and not config.overwrite:
         raise EvaluationError(f"{save_dir} already holds files; pass overwrite to replace them")
-    return evaluate(config, {name: (fused_from_fn(fuse_fn, save_dir), "fuse_fn")})[0]
+    return evaluate(config, {name: (fused_from_fn(fuse_fn, save_dir), source)})[0]
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -130,7 +130,8 @@ def test_fuse_fn_source_with_timing(dataset, tmp_path):
         return fused, {"network": 0.5, "srr": 0.25, "fusion": 0.125 * (len(calls) - 1)}
 
     config = _config(dataset, tmp_path / "model_out")
-    res = evaluate_lib.evaluate_fn(config, fuse_fn, name="model")
+    res = evaluate_lib.evaluate_fn(config, fuse_fn, name="model", source="a test function")
+    assert res.source == "a test function"
     assert res.mean["PSNR"] == float("inf")  # floats in [0, 1] were scaled back exactly
     assert res.timing["network"] == pytest.approx(0.5)
     assert res.timing["fusion"] == pytest.approx(0.125 * 2)  # mean of 1, 2, 3 eighths
@@ -245,6 +246,16 @@ def test_cli_compares_folders(dataset, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "| metric | perfect | copyA |" in out.stdout
     assert (tmp_path / "cli" / "results.json").exists()
+
+
+def test_cli_fuses_with_the_shipped_model_and_records_its_settings(dataset, tmp_path):
+    out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--scales=1,0.5,0.25",
+                   "--flips", "--metrics=MI,Q_CB", f"--output_dir={tmp_path / 'm'}")
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "m" / "results.json").read_text())["methods"]["model"]
+    assert saved["source"] == "model default, scales 1,0.5,0.25, flips on, SRR on"
+    assert sorted(saved["per_image"]) == list(STEMS)
+    assert saved["timing_seconds"]["network"] > 0
 
 
 def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
