@@ -67,8 +67,6 @@ def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor,
         x = tf.concat([to_rgb(a), to_rgb(b)], axis=-1) * 2.0 - 1.0
         return tf.cast(generator(x), tf.float32)
 
-    if tuple(scales) == (1.0,):
-        return one_pass(image_a, image_b)
     return scales_lib.multiscale(one_pass, image_a, image_b, scales)
 
 

@@ -103,7 +103,7 @@ def upscale(focus: tf.Tensor, k: int, height, width) -> tf.Tensor:
 def multiscale(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.Tensor,
                image_b: tf.Tensor, scales: Sequence[float] = DEFAULT_SCALES) -> tf.Tensor:
     """The mean over `scales` of F_hat = `predict`(I_A, I_B) for (N, H, W, C) float sources,
-    each pass brought back to (N, H, W, 1)."""
+    each pass brought back to (N, H, W, 1); scales (1,) is `predict` alone, no extra ops."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     shape = tf.shape(image_a)
     total = None
@@ -112,4 +112,4 @@ def multiscale(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf
         f_hat = upscale(predict(downscale(image_a, k), downscale(image_b, k)), k,
                         shape[1], shape[2])
         total = f_hat if total is None else total + f_hat
-    return total / float(len(scales))
+    return total if len(scales) == 1 else total / float(len(scales))

@@ -61,14 +61,20 @@ WHOLE_IMAGE_BUDGET = 2 << 30  # bytes of activations allowed for one whole-image
 TILE_BUDGET = 448 << 20  # bytes of activations of one stem or decoder tile
 
 
+def unit_scale(dtype: np.dtype) -> float:
+    """The factor that maps a source's values to [0, 1]: 1/255 (uint8), 1/65535 (uint16),
+    1 (float, already in [0, 1])."""
+    if dtype == np.uint8:
+        return 1.0 / 255.0
+    if dtype == np.uint16:
+        return 1.0 / 65535.0
+    return 1.0
+
+
 def to_network_range(pixels: np.ndarray) -> np.ndarray:
     """uint8 / 255, uint16 / 65535, float as is, mapped to [-1, 1]; grey to 3 channels."""
-    if pixels.dtype == np.uint8:
-        x = pixels.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
-    elif pixels.dtype == np.uint16:
-        x = pixels.astype(np.float32) * np.float32(2.0 / 65535.0) - np.float32(1.0)
-    else:
-        x = pixels.astype(np.float32) * np.float32(2.0) - np.float32(1.0)
+    x = (pixels.astype(np.float32) * np.float32(2.0 * unit_scale(pixels.dtype))
+         - np.float32(1.0))
     if x.ndim == 2:
         x = np.repeat(x[:, :, None], 3, axis=2)
     return x
@@ -191,12 +197,7 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
 
 def _downscaled(pixels: np.ndarray, k: int) -> np.ndarray:
     """A source as float32 in [0, 1], downscaled by k as `scales.downscale` does."""
-    if pixels.dtype == np.uint8:
-        unit = pixels.astype(np.float32) / np.float32(255.0)
-    elif pixels.dtype == np.uint16:
-        unit = pixels.astype(np.float32) / np.float32(65535.0)
-    else:
-        unit = pixels.astype(np.float32)
+    unit = pixels.astype(np.float32) * np.float32(unit_scale(pixels.dtype))
     x = unit[None, :, :, None] if unit.ndim == 2 else unit[None]
     small = scales_lib.downscale(tf.constant(x), k).numpy()[0]
     return small[:, :, 0] if unit.ndim == 2 else small
