@@ -11,13 +11,12 @@ and writing the LZW-compressed TIFF result. Its CPU time and peak memory are the
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
-import time
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+
+from benchmarks.timing import ProcessError, run_timed
 
 FOCUS_STACKING_OPTIONS = ("--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1",
                           "--hard-mask")
@@ -27,26 +26,29 @@ class EnfuseError(RuntimeError):
     pass
 
 
+def enfuse_command(binary: str, inputs: Sequence[str], output: str) -> list[str]:
+    """The focus-stacking command line (8-bit output to `output`, TIFF or PNG by its
+    extension)."""
+    return [binary, *FOCUS_STACKING_OPTIONS, "--depth=8", f"--output={output}", *inputs]
+
+
+def enfuse_env(threads: int | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
 def run_enfuse(binary: str, inputs: Sequence[str], output: str,
                threads: int | None = None) -> tuple[float, float, float]:
     """Runs enfuse on files; returns (wall seconds, CPU seconds (all threads), peak RSS of
     the process in MB)."""
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    command = [binary, *FOCUS_STACKING_OPTIONS, "--depth=8", f"--output={output}", *inputs]
-    with tempfile.TemporaryFile() as log:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            log.seek(0)
-            lines = [l for l in log.read().decode(errors="replace").splitlines() if l.strip()]
-            detail = lines[-1] if lines else f"exit code {process.returncode}"
-            raise EnfuseError(f"enfuse failed: {detail}")
-    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+    try:
+        seconds, cpu_seconds, peak, _ = run_timed(enfuse_command(binary, inputs, output),
+                                                  env=enfuse_env(threads), name="enfuse")
+    except ProcessError as err:
+        raise EnfuseError(str(err)) from None
+    return seconds, cpu_seconds, peak
 
 
 def read_result(path: str) -> np.ndarray:

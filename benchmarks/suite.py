@@ -1,10 +1,13 @@
 """The benchmark suite: which configurations each section measures, running them one per
 fresh process, and keeping the results in one JSON file that later runs resume.
 
-Resuming: every configuration has a key ("fusion/compact/1728x1152"). A rerun with the same
---out keeps the rows already measured and runs only the missing (or failed) ones; --force
-measures the selected sections again. The file records the machine; a file measured on
-another CPU is refused rather than mixed.
+Resuming: every configuration has a key ("fusion/coarse_to_fine/1728x1152"). A rerun with
+the same --out keeps the rows already measured and runs only the missing (or failed) ones;
+--force measures the selected sections again. Rows of the fusion, whole-process, stack and
+quality sections also carry a signature (method, mode, working side, scales, hashes of the
+weights); a row whose signature differs from the planned one (other weights, a row from
+before the coarse-to-fine default) is measured again. The file records the machine; a file
+measured on another CPU is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -21,13 +24,21 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import inputs, machine
-from benchmarks.processes import ROOT, run_srr_bench, run_worker
+from benchmarks import methods as methods_lib
+from benchmarks.processes import run_srr_bench, run_worker
 
-SECTIONS = ("flops", "srr", "fusion", "stack", "formats", "quality", "pipeline", "training")
+SECTIONS = ("flops", "srr", "fusion", "whole_process", "stack", "formats", "quality",
+            "pipeline", "training")
 FORMAT = "mfif-tf-benchmarks/1"
 QUICK_SIZES = ("0.27MP", "2MP")
 FULL_SIZES = ("0.27MP", "2MP", "12MP", "24MP")
-STACK_SIZE = "0.27MP"
+# A 6-frame stack of about 1.7 MP is the case users care about.
+STACK_SIZE = "1600x1066"
+PROCESS_SIZE = "0.27MP"
+PROCESS_REPEATS = 3  # whole-process runs: the median of 3 (fewer only with --repeats)
+# The paper modes above this many pixels run G tiled for minutes: one timed run (after the
+# warm-up on a 2 MP crop), whatever --repeats and --budget allow.
+PAPER_ONE_RUN_MIN_PIXELS = 2_100_000
 FORMATS = ("keras_fuse", "keras_eager_network", "tf_function_network", "tf_function_xla_network",
            "savedmodel") + tuple(f"tflite/{v}/{q}" for v in ("dynamic", "fixed")
                                  for q in ("float32", "float16", "int8"))
@@ -51,15 +62,24 @@ class SuiteConfig:
     Attributes:
       out: the results JSON (read to resume, rewritten after every configuration).
       sections: which of `SECTIONS` to run.
-      quick: sizes up to 2 MP, no paper-size stacks or training, fewer pipeline batches.
+      quick: fusion sizes up to 2 MP, no stacks in the paper modes, no paper-size
+        training, fewer pipeline batches.
       force: measure the selected sections again even if their rows exist.
       sizes: fusion sizes (names of `inputs.SIZES` or WIDTHxHEIGHT); empty for the default.
-      presets: generator presets to time.
+      presets: generator presets of the flops and training sections.
+      methods: fusion methods of the fusion, stack and quality sections
+        (`benchmarks.methods.METHODS`); the whole-process section runs those of
+        `benchmarks.methods.PROCESS_METHODS` among them.
+      refiner: R for coarse_to_fine (a folder with refiner.weights.h5); empty for the default
+        (beside --model, else the packaged one).
+      working_side: coarse_to_fine's working side; 0 for fuse_arrays' default.
+      stack_size: the frame size of the stack section (a name of `inputs.SIZES` or WxH).
       stack_depths: N of the stack section.
       repeats: timed runs per configuration at most (the median is reported).
       budget_s: no new run starts when it would end beyond this many seconds of timed runs.
-      threads: CPU threads for TF, LiteRT and enfuse (0: all cores).
-      model: a trained G (model dir or training work dir) for quality and formats.
+      threads: CPU threads for TF, LiteRT, mfif_tf.fuse and enfuse (0: all cores).
+      model: a trained G (model dir or training work dir) for every section that fuses;
+        empty for the packaged model.
       lytro_dir: the Lytro pairs (A/, B/); empty skips the quality section.
       train_dir: an images/ + masks/ folder for the pipeline section (besides embedded).
       enfuse: include enfuse when it is installed.
@@ -75,7 +95,11 @@ class SuiteConfig:
     force: bool = False
     sizes: tuple[str, ...] = ()
     presets: tuple[str, ...] = ("compact", "paper")
-    stack_depths: tuple[int, ...] = (3, 5, 10)
+    methods: tuple[str, ...] = methods_lib.METHODS
+    refiner: str = ""
+    working_side: int = 0
+    stack_size: str = STACK_SIZE
+    stack_depths: tuple[int, ...] = (3, 6, 10)
     repeats: int = 5
     budget_s: float = 120.0
     threads: int = 0
@@ -96,11 +120,21 @@ class SuiteConfig:
         for p in self.presets:
             if p not in ("compact", "paper"):
                 raise SuiteError(f"unknown preset {p!r}; choose compact or paper")
-        for text in self.sizes:
+        for m in self.methods:
+            if m not in methods_lib.METHODS:
+                raise SuiteError(f"unknown method {m!r}; choose from "
+                                 f"{', '.join(methods_lib.METHODS)}")
+        for text in (*self.sizes, self.stack_size):
             try:
                 inputs.parse_size(text)
             except ValueError as err:
                 raise SuiteError(str(err)) from None
+        if self.working_side and self.working_side < 16:
+            raise SuiteError(f"working_side must be 0 (default) or at least 16, got "
+                             f"{self.working_side}")
+        if self.refiner and not os.path.isfile(
+                os.path.join(self.refiner, methods_lib.REFINER_WEIGHTS)):
+            raise SuiteError(f"--refiner {self.refiner}: no {methods_lib.REFINER_WEIGHTS} there")
         if self.repeats < 1:
             raise SuiteError(f"repeats must be at least 1, got {self.repeats}")
         if any(n < 2 for n in self.stack_depths):
@@ -145,16 +179,53 @@ def fusion_sizes(config: SuiteConfig) -> list[tuple[int, int]]:
     return [inputs.parse_size(n) for n in names]
 
 
-def _methods(config: SuiteConfig, with_paper: bool = True) -> list[str]:
-    methods = [p for p in config.presets if with_paper or p != "paper"]
-    methods.append("classical")
-    if config.enfuse:
-        methods.append("enfuse")
+def _methods(config: SuiteConfig, notes: list[str], with_paper: bool = True,
+             among: tuple[str, ...] = methods_lib.METHODS) -> list[str]:
+    """The selected methods in their fixed order, minus those that cannot run (with a note
+    on why)."""
+    methods = [m for m in among if m in config.methods]
+    if not config.enfuse and "enfuse" in methods:
+        methods.remove("enfuse")
+    if not with_paper and any(methods_lib.is_paper_mode(m) for m in methods):
+        methods = [m for m in methods if not methods_lib.is_paper_mode(m)]
+        notes.append("paper and paper_two_scales left out (--quick)")
+    if any(methods_lib.uses_model(m) for m in methods) and not packaged_model_available() \
+            and not config.model:
+        methods = [m for m in methods if not methods_lib.uses_model(m)]
+        notes.append("our model left out: no packaged model and no --model")
+    if "coarse_to_fine" in methods and methods_lib.refiner_dir(config.model,
+                                                               config.refiner) is None:
+        methods.remove("coarse_to_fine")
+        notes.append("coarse_to_fine left out: no refinement head (give --refiner, or install "
+                     "mfif_tf/pretrained/refiner.weights.h5)")
     return methods
 
 
 def packaged_model_available() -> bool:
-    return os.path.isfile(os.path.join(ROOT, "mfif_tf", "pretrained", "generator.weights.h5"))
+    return methods_lib.generator_dir("") is not None
+
+
+def _method_spec(method: str, config: SuiteConfig) -> dict[str, Any]:
+    """The worker spec of a method (its fuse_arrays arguments), and its signature."""
+    spec: dict[str, Any] = {"method": method, "model": config.model}
+    signature: dict[str, Any] = {"method": method}
+    if methods_lib.uses_model(method):
+        settings = dict(methods_lib.MODEL_METHODS[method])
+        if method == "coarse_to_fine":
+            settings["working_side"] = config.working_side or None
+            spec["refiner"] = config.refiner
+        spec.update(settings)
+        signature.update(settings)
+        signature.update(methods_lib.weights_signature(method, config.model, config.refiner))
+    spec["signature"] = signature
+    return spec
+
+
+def _sign(spec: dict[str, Any], **what: Any) -> dict[str, Any]:
+    """Adds the configuration's size or depth to the signature, in its JSON form (so that
+    it compares equal after a round trip through the results file)."""
+    spec["signature"] = json.loads(json.dumps({**spec["signature"], **what}))
+    return spec
 
 
 def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
@@ -171,21 +242,32 @@ def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
                           {"kind": "srr_bench", "sizes": sizes, "tflite_size": 0 if config.quick
                            else 512, **common}))
     elif section == "fusion":
+        methods = _methods(config, notes)
         for h, w in fusion_sizes(config):
-            for method in _methods(config):
-                tasks.append(Task(f"fusion/{method}/{w}x{h}", f"{method} pair {w}x{h}",
-                                  {"kind": "fusion", "method": method, "height": h, "width": w,
-                                   "depth": 2, "model": config.model, **common}))
+            for method in methods:
+                spec = _sign({**_method_spec(method, config), "kind": "fusion", "height": h,
+                              "width": w, "depth": 2, **common}, size=[w, h])
+                if methods_lib.is_paper_mode(method) and h * w > PAPER_ONE_RUN_MIN_PIXELS:
+                    spec["repeats"] = 1
+                    spec["repeats_note"] = (f"one timed run: paper mode above "
+                                            f"{PAPER_ONE_RUN_MIN_PIXELS / 1e6:.1f} MP")
+                tasks.append(Task(f"fusion/{method}/{w}x{h}", f"{method} pair {w}x{h}", spec))
+    elif section == "whole_process":
+        h, w = inputs.parse_size(PROCESS_SIZE)
+        for method in _methods(config, notes, among=methods_lib.PROCESS_METHODS):
+            spec = _sign({**_method_spec(method, config), "kind": "process", "height": h,
+                          "width": w, **common,
+                          "repeats": min(PROCESS_REPEATS, config.repeats)}, size=[w, h])
+            tasks.append(Task(f"whole_process/{method}/{w}x{h}",
+                              f"{method} as a process on a {w}x{h} pair", spec))
     elif section == "stack":
-        h, w = inputs.parse_size(STACK_SIZE)
-        if config.quick and "paper" in config.presets:
-            notes.append("paper-size stacks left out (--quick)")
-        for method in _methods(config, with_paper=not config.quick):
+        h, w = inputs.parse_size(config.stack_size)
+        for method in _methods(config, notes, with_paper=not config.quick):
             for depth in config.stack_depths:
-                tasks.append(Task(f"stack/{method}/N{depth}",
-                                  f"{method} stack of {depth} at {w}x{h}",
-                                  {"kind": "stack", "method": method, "height": h, "width": w,
-                                   "depth": depth, "model": config.model, **common}))
+                spec = _sign({**_method_spec(method, config), "kind": "stack", "height": h,
+                              "width": w, "depth": depth, **common}, size=[w, h], depth=depth)
+                tasks.append(Task(f"stack/{method}/{w}x{h}/N{depth}",
+                                  f"{method} stack of {depth} at {w}x{h}", spec))
     elif section == "formats":
         for fmt in FORMATS:
             tasks.append(Task(f"formats/{fmt}", f"compact model as {fmt}",
@@ -194,15 +276,11 @@ def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
         if not config.lytro_dir:
             notes.append("skipped: give --lytro_dir (a folder with A/ and B/)")
             return [], notes
-        methods = (["model", "model_one_scale", "classical"]
-                   + (["enfuse"] if config.enfuse else []))
-        if not config.model and not packaged_model_available():
-            methods = [m for m in methods if not m.startswith("model")]
-            notes.append("our model left out: no packaged model and no --model")
-        for method in methods:
-            tasks.append(Task(f"quality/{method}", f"{method} on the Lytro pairs",
-                              {"kind": "quality", "method": method, "lytro_dir": config.lytro_dir,
-                               "model": config.model, **common}))
+        for method in _methods(config, notes):
+            spec = _sign({**_method_spec(method, config), "kind": "quality",
+                          "lytro_dir": config.lytro_dir, **common},
+                         lytro_dir=os.path.realpath(config.lytro_dir))
+            tasks.append(Task(f"quality/{method}", f"{method} on the Lytro pairs", spec))
     elif section == "pipeline":
         sources = [("embedded", "")] + ([("folder", config.train_dir)] if config.train_dir else [])
         if not config.train_dir:
@@ -300,10 +378,13 @@ def _resolve_format_spec(spec: dict[str, Any], export_row: dict[str, Any]) -> di
     return spec
 
 
-def _done(row: dict[str, Any] | None) -> bool:
-    """Measured: present, without an error, and not "unavailable" (enfuse may be installed
-    since)."""
-    return row is not None and "error" not in row and "unavailable" not in row
+def _done(row: dict[str, Any] | None, task: Task | None = None) -> bool:
+    """Measured: present, without an error, not "unavailable" (enfuse may be installed
+    since) and, when the task has a signature, measured with the same one."""
+    if row is None or "error" in row or "unavailable" in row:
+        return False
+    signature = task.spec.get("signature") if task is not None else None
+    return signature is None or row.get("signature") == signature
 
 
 def _summary(row: dict[str, Any]) -> str:
@@ -328,6 +409,10 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] | None = None) -> 
     results["runs"].append({"started": _now(), "quick": config.quick,
                             "sections": list(config.sections), "repeats": config.repeats,
                             "budget_s": config.budget_s, "threads": config.threads,
+                            "methods": list(config.methods), "model": config.model or None,
+                            "refiner": config.refiner or None,
+                            "working_side": config.working_side or None,
+                            "stack_size": config.stack_size,
                             "load_average_start": os.getloadavg()[0]})
     workdir = tempfile.mkdtemp(prefix="mfif-bench-")
     try:
@@ -338,7 +423,8 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] | None = None) -> 
             store["order"] = [t.key for t in tasks]
             for note in notes:
                 log(f"[{section}] {note}")
-            todo = [t for t in tasks if config.force or not _done(store["rows"].get(t.key))]
+            todo = [t for t in tasks
+                    if config.force or not _done(store["rows"].get(t.key), t)]
             if not todo:
                 log(f"[{section}] all {len(tasks)} configurations already in {config.out} "
                     "(--force to measure again)")
@@ -361,7 +447,7 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] | None = None) -> 
                             break
                         export_row = exported["row"]
                         store["export"] = {k: v for k, v in export_row.items()
-                                           if k in ("weights", "export_s", "sizes")}
+                                           if k in ("weights", "mode", "export_s", "sizes")}
                     try:
                         spec = _resolve_format_spec(spec, export_row)
                     except SuiteError as err:
@@ -381,6 +467,10 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] | None = None) -> 
                     row["measured"] = _now()
                     row["elapsed_s"] = elapsed
                     row["threads"] = spec.get("threads", 0)
+                    if "signature" in spec:
+                        row["signature"] = spec["signature"]
+                    if "repeats_note" in spec:
+                        row["repeats_note"] = spec["repeats_note"]
                     store["rows"][task.key] = row
                     log(f"  {_summary(row)} ({elapsed:.0f} s)")
                 save_results(results, config.out)

@@ -4,9 +4,15 @@ Every task takes a spec dict and returns a JSON-able row. Memory: `setup_rss_mb`
 resident memory once TensorFlow, the model and the input images are loaded; `peak_rss_mb`
 the largest resident memory of the process (for enfuse: of the enfuse process).
 
-Models: "compact" and "paper" use random weights (seeded), unless `spec["model"]` names a
-trained model of that preset; speed does not depend on the weights, only SRR's share a
-little (a trained F_hat has fewer, larger regions).
+Methods (`benchmarks.methods`): "coarse_to_fine", "paper" and "paper_two_scales" call
+`mfif_tf.fusion.fuse_arrays` with the trained G (`spec["model"]`, else the packaged one) and,
+for coarse_to_fine, the refinement head R (`spec["refiner"]`, else the one beside the model,
+else the packaged one): trained weights, because coarse_to_fine's cost depends on them (R
+runs only in the band where G's map is uncertain). "classical" is
+`mfif_tf.classical.fuse_classical`, "enfuse" the enfuse program on files.
+
+The export formats section still times the compact preset with random weights (seeded)
+unless `spec["model"]` is a trained compact model: speed does not depend on the weights there.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import statistics
+import sys
 import tempfile
 import time
 from typing import Any
@@ -22,7 +31,8 @@ import numpy as np
 
 from benchmarks import enfuse as enfuse_lib
 from benchmarks import inputs, machine
-from benchmarks.timing import median_of, set_tf_threads, timed_runs
+from benchmarks import methods as methods_lib
+from benchmarks.timing import median_of, run_timed, set_tf_threads, timed_runs
 
 # Above this many pixels the warm-up runs on a 2-megapixel crop: the same tiled code path and
 # tile shapes, without doubling a run of many minutes.
@@ -53,6 +63,62 @@ def model_identity(path: str) -> dict[str, Any] | None:
             "hash": digest.hexdigest()[:12]}
 
 
+def refiner_identity(model: str, refiner: str) -> dict[str, Any] | None:
+    """Where R comes from (packaged, --refiner or beside --model), its training steps and a
+    short hash of its weights (no paths)."""
+    path = methods_lib.refiner_dir(model or "", refiner or "")
+    if path is None:
+        return None
+    source = ("--refiner" if refiner else "packaged"
+              if os.path.realpath(path) == os.path.realpath(methods_lib.PACKAGED_DIR)
+              else "beside --model")
+    steps = None
+    config = os.path.join(path, "refiner.json")
+    if os.path.isfile(config):
+        with open(config) as f:
+            steps = json.load(f).get("info", {}).get("steps")
+    return {"source": source, "steps": steps,
+            "hash": methods_lib.file_hash(os.path.join(path, methods_lib.REFINER_WEIGHTS))}
+
+
+def model_fuse(spec: dict[str, Any]):
+    """(fuse(frames) -> FusionResult, generator, row fields) for a model method: the
+    `fuse_arrays` call of spec["method"] with G and R loaded once."""
+    from mfif_tf import inference
+    from mfif_tf.fusion import fuse_arrays, resolve_generator, resolve_refiner
+    from mfif_tf.model_io import PACKAGED_MODEL_DIR
+
+    model = spec.get("model") or None
+    generator = resolve_generator(model)
+    kwargs: dict[str, Any] = {"mode": spec["mode"]}
+    info: dict[str, Any] = {"mode": spec["mode"], "preset": generator.config.preset,
+                            "weights": model_identity(model or PACKAGED_MODEL_DIR)}
+    if spec["mode"] == "coarse_to_fine":
+        if spec.get("working_side"):
+            kwargs["working_side"] = int(spec["working_side"])
+        kwargs["refiner"] = resolve_refiner(spec.get("refiner") or None, model)
+        info.update(working_side=kwargs.get("working_side", inference.DEFAULT_WORKING_SIDE),
+                    scales=None, refiner=refiner_identity(model or "", spec.get("refiner", "")))
+    else:
+        if spec.get("scales"):
+            kwargs["scales"] = tuple(spec["scales"])
+        info.update(working_side=None, scales=list(kwargs.get("scales", (1.0,))))
+    return (lambda frames: fuse_arrays(frames, generator=generator, **kwargs)), generator, info
+
+
+def _network_plan(generator, info: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+    """Where G runs for this size: its input size, whole image or tiles, R's levels."""
+    from mfif_tf import inference, tiling
+
+    if info["mode"] == "coarse_to_fine":
+        work_h, work_w = inference.working_shape(height, width, info["working_side"])
+        return {"network_input": [work_w, work_h],
+                "tile_size": tiling.plan_tile_size(generator, work_h, work_w),
+                "refiner_levels": inference.level_count(height, width, work_h, work_w)}
+    return {"network_input": [width, height],
+            "tile_size": tiling.plan_tile_size(generator, height, width)}
+
+
 def get_generator(preset: str, model: str, seed: int):
     """(G, description): the trained model when `model` is of this preset, else random."""
     import keras
@@ -77,21 +143,24 @@ def _frames(spec: dict[str, Any]) -> list[np.ndarray]:
     return inputs.synthetic_stack(h, w, depth, spec.get("seed", 0))
 
 
-def _warmup_frames(frames: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+def _warmup_frames(frames: list[np.ndarray], method: str) -> tuple[list[np.ndarray], str]:
+    """The paper modes above 2.1 MP warm up on a 2 MP crop (same tiled path, no doubled
+    minutes-long run); everything else on the frames themselves."""
     h, w = frames[0].shape[:2]
-    if h * w <= WARMUP_FULL_MAX_PIXELS:
+    if h * w <= WARMUP_FULL_MAX_PIXELS or not methods_lib.is_paper_mode(method):
         return frames, "full size"
     ch, cw = inputs.SIZES["2MP"]
     return [np.ascontiguousarray(f[:min(h, ch), :min(w, cw)]) for f in frames], "2 MP crop"
 
 
 def fusion_task(spec: dict[str, Any]) -> dict[str, Any]:
-    """A pair or stack fused by "compact", "paper", "classical" or "enfuse"."""
+    """A pair or stack fused by one of `benchmarks.methods.METHODS`."""
     method = spec["method"]
     frames = _frames(spec)
     h, w = frames[0].shape[:2]
     row: dict[str, Any] = {"method": method, "height": h, "width": w,
-                           "megapixels": h * w / 1e6, "depth": len(frames)}
+                           "megapixels": h * w / 1e6, "depth": len(frames),
+                           "mode": None, "working_side": None, "scales": None}
     if method == "enfuse":
         return {**row, **_enfuse_runs(spec, frames)}
     set_tf_threads(spec.get("threads", 0))
@@ -100,16 +169,14 @@ def fusion_task(spec: dict[str, Any]) -> dict[str, Any]:
 
         fuse = lambda fs: fuse_classical(fs)  # noqa: E731
         row["weights"] = "none"
+    elif methods_lib.uses_model(method):
+        fuse, generator, info = model_fuse(spec)
+        row.update(info)
+        row.update(_network_plan(generator, info, h, w))
     else:
-        from mfif_tf import tiling
-        from mfif_tf.fusion import fuse_arrays
-
-        generator, row["weights"] = get_generator(method, spec.get("model", ""),
-                                                  spec.get("seed", 0))
-        row["tile_size"] = tiling.plan_tile_size(generator, h, w)
-        fuse = lambda fs: fuse_arrays(fs, generator=generator)  # noqa: E731
+        raise ValueError(f"unknown method {method!r}")
     row["setup_rss_mb"] = machine.rss_mb()
-    warm, row["warmup"] = _warmup_frames(frames)
+    warm, row["warmup"] = _warmup_frames(frames, method)
     fuse(warm)
     del warm
     peak_before = machine.peak_rss_mb()
@@ -158,9 +225,14 @@ def _enfuse_runs(spec: dict[str, Any], frames: list[np.ndarray]) -> dict[str, An
 # --------------------------------------------------------------------- export formats
 
 
+# The formats section compares runtimes of G; it runs every format in mode "paper" (G at full
+# resolution, one pass), so that each one's F_hat is G's own map.
+FORMATS_MODE = "paper"
+
+
 def export_task(spec: dict[str, Any]) -> dict[str, Any]:
-    """Writes the compact G (trained or random), its SavedModel and TFLite models and the
-    Keras reference maps on the synthetic pair into `spec["workdir"]`."""
+    """Writes the compact G (trained or random), its SavedModel and TFLite models (mode
+    paper) and the Keras reference maps on the synthetic pair into `spec["workdir"]`."""
     set_tf_threads(spec.get("threads", 0))
     from export import export_lib
     from export.tflite import TFLiteConfig
@@ -173,15 +245,15 @@ def export_task(spec: dict[str, Any]) -> dict[str, Any]:
     a, b = inputs.synthetic_pair(spec["height"], spec["width"], spec.get("seed", 0))
     np.save(os.path.join(workdir, "image_a.npy"), a)
     np.save(os.path.join(workdir, "image_b.npy"), b)
-    reference = fuse_arrays([a, b], generator=generator)
+    reference = fuse_arrays([a, b], generator=generator, mode=FORMATS_MODE)
     np.save(os.path.join(workdir, "f_hat.npy"), reference.f_hat)
     np.save(os.path.join(workdir, "f_final.npy"), reference.f_final)
     start = time.perf_counter()
     config = export_lib.ExportConfig(
-        export_dir=os.path.join(workdir, "export"), tflite=True,
-        tflite_config=TFLiteConfig(fixed_size=spec["height"]))
+        export_dir=os.path.join(workdir, "export"), tflite=True, mode=FORMATS_MODE,
+        tflite_config=TFLiteConfig(fixed_size=spec["height"], mode=FORMATS_MODE))
     result = export_lib.export_model(generator, config)
-    return {"weights": weights, "export_s": time.perf_counter() - start,
+    return {"weights": weights, "mode": FORMATS_MODE, "export_s": time.perf_counter() - start,
             "saved_model_dir": result.saved_model_dir, "tflite": result.tflite_models,
             "sizes": result.sizes}
 
@@ -210,7 +282,7 @@ def format_task(spec: dict[str, Any]) -> dict[str, Any]:
             row["runs_what"] = "G (eager) + SRR + eq. 14"
 
             def call():
-                result = fuse_arrays([a, b], generator=generator)
+                result = fuse_arrays([a, b], generator=generator, mode=FORMATS_MODE)
                 return result.f_hat, result.f_final
         else:
             row["runs_what"] = "G only"
@@ -269,7 +341,7 @@ def format_task(spec: dict[str, Any]) -> dict[str, Any]:
 
 def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
     """The paper's first eight metrics (Table 1) averaged over the Lytro pairs, and the
-    time per pair, for "model", "model_one_scale", "classical" or "enfuse"."""
+    time per pair, for one of `benchmarks.methods.METHODS`."""
     from mfif_tf import evaluate_lib
 
     method = spec["method"]
@@ -278,7 +350,8 @@ def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
     pairs = evaluate_lib.find_pairs(config.dataset_dir)
     times: list[float] = []
     cpu: list[float] = []
-    row: dict[str, Any] = {"method": method, "pairs": len(pairs)}
+    row: dict[str, Any] = {"method": method, "pairs": len(pairs), "mode": None,
+                           "working_side": None, "scales": None}
     tmp = tempfile.TemporaryDirectory()
     if method == "enfuse":
         binary = machine.enfuse_binary()
@@ -308,18 +381,11 @@ def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
 
             fuse = fuse_classical
             row["weights"] = "none"
+        elif methods_lib.uses_model(method):
+            fuse, _, info = model_fuse(spec)
+            row.update(info)
         else:
-            from mfif_tf.fusion import fuse_arrays, resolve_generator
-            from mfif_tf.model_io import PACKAGED_MODEL_DIR
-            from mfif_tf.scales import DEFAULT_SCALES
-
-            generator = resolve_generator(spec.get("model") or None)
-            row["weights"] = model_identity(spec.get("model") or PACKAGED_MODEL_DIR)
-            # "model": the default scales (full + half resolution); "model_one_scale": the
-            # paper's single pass, the baseline of the multi-scale cost.
-            scales = (1.0,) if method == "model_one_scale" else DEFAULT_SCALES
-            row["scales"] = list(scales)
-            fuse = lambda fs: fuse_arrays(fs, generator=generator, scales=scales)  # noqa: E731
+            raise ValueError(f"unknown method {method!r}")
 
         def timed(sources):
             start = time.process_time()
@@ -338,4 +404,87 @@ def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
     row["median_cpu_s"] = float(np.median(cpu))
     row["mean_wall_s"] = float(np.mean(times))
     row["timing_split_s"] = result.timing
+    return row
+
+
+# ---------------------------------------------------------------------- whole process
+
+_FUSED_IN = re.compile(r"fused in ([0-9.]+) s \(network ([0-9.]+) s")
+
+
+def process_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """One pair fused by a command-line tool as its own process, from PNG files to a PNG
+    file: `python -m mfif_tf.fuse A.png B.png -o fused.png` (the default mode, start-up of
+    Python and TensorFlow included) or enfuse. One untimed run first (page cache), then
+    spec["repeats"] runs; the median is reported. CPU time and peak RSS are the child's."""
+    from PIL import Image
+
+    method = spec["method"]
+    h, w = spec["height"], spec["width"]
+    row: dict[str, Any] = {"method": method, "height": h, "width": w, "megapixels": h * w / 1e6,
+                           "depth": 2, "mode": None, "working_side": None, "scales": None}
+    threads = spec.get("threads", 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name, pixels in zip(("A.png", "B.png"), inputs.synthetic_pair(h, w,
+                                                                         spec.get("seed", 0))):
+            paths.append(os.path.join(tmp, name))
+            Image.fromarray(pixels).save(paths[-1])
+        out = os.path.join(tmp, "fused.png")
+        if method == "enfuse":
+            binary = machine.enfuse_binary()
+            if binary is None:
+                return {**row, "unavailable": "enfuse is not installed (Debian package enfuse)"}
+            command = enfuse_lib.enfuse_command(binary, paths, out)
+            env, cwd = enfuse_lib.enfuse_env(threads or None), None
+            shown = ["enfuse", *command[1:]]
+            row["weights"] = "none"
+        elif method == "coarse_to_fine":
+            command = [sys.executable, "-m", "mfif_tf.fuse", *paths, "-o", out]
+            if spec.get("model"):
+                command.append(f"--model={spec['model']}")
+            if spec.get("refiner"):
+                command.append(f"--refiner={spec['refiner']}")
+            if spec.get("working_side"):
+                command.append(f"--working_side={int(spec['working_side'])}")
+            if threads:
+                command.append(f"--threads={threads}")
+            env, cwd = dict(os.environ), methods_lib.ROOT
+            shown = ["python", *command[1:]]
+            from mfif_tf import inference
+
+            row.update(mode="coarse_to_fine",
+                       working_side=spec.get("working_side") or inference.DEFAULT_WORKING_SIDE,
+                       weights=model_identity(spec.get("model") or methods_lib.PACKAGED_DIR),
+                       refiner=refiner_identity(spec.get("model") or "",
+                                                spec.get("refiner", "")))
+        else:
+            raise ValueError(f"whole-process timing has no command for {method!r}")
+        row["command"] = " ".join(shown).replace(tmp + os.sep, "")
+
+        def once():
+            if os.path.exists(out):
+                os.remove(out)
+            result = run_timed(command, env=env, cwd=cwd, name=method)
+            if not os.path.exists(out):
+                raise RuntimeError(f"{method} wrote no output")
+            return result
+
+        row["first_run_s"] = once()[0]  # untimed: fills the page cache
+        wall, cpu, peaks, inside, network = [], [], [], [], []
+        for _ in range(spec["repeats"]):
+            seconds, cpu_seconds, peak, stdout = once()
+            wall.append(seconds)
+            cpu.append(cpu_seconds)
+            peaks.append(peak)
+            found = _FUSED_IN.search(stdout)
+            if found:
+                inside.append(float(found.group(1)))
+                network.append(float(found.group(2)))
+    row.update({"runs": len(wall), "wall_s": wall, "cpu_s": cpu,
+                "median_wall_s": statistics.median(wall), "median_cpu_s": statistics.median(cpu),
+                "peak_rss_mb": max(peaks)})
+    if inside:
+        row["median_in_process_s"] = statistics.median(inside)
+        row["median_network_s"] = statistics.median(network)
     return row

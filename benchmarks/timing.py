@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -49,6 +51,34 @@ def timed_runs(fn: Callable[[], Any], repeats: int, budget_s: float) -> Runs:
         elapsed = time.perf_counter() - start_all
         if len(runs.wall) >= repeats or elapsed + statistics.median(runs.wall) > budget_s:
             return runs
+
+
+class ProcessError(RuntimeError):
+    """A timed child process exited with an error."""
+
+
+def run_timed(command: Sequence[str], env: dict[str, str] | None = None,
+              cwd: str | None = None, name: str = "") -> tuple[float, float, float, str]:
+    """Runs a command as a child process and waits for it.
+
+    Returns (wall seconds, CPU seconds of the child (user + system, all threads), the child's
+    peak RSS in MB (`os.wait4` resource usage), its standard output). Raises `ProcessError`
+    with the last line of its standard error when it fails.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(list(command), stdout=out, stderr=err, env=env, cwd=cwd)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            err.seek(0)
+            lines = [l for l in err.read().decode(errors="replace").splitlines() if l.strip()]
+            detail = lines[-1] if lines else f"exit code {process.returncode}"
+            raise ProcessError(f"{name or command[0]} failed: {detail}")
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, text
 
 
 def median_of(dicts: list[dict[str, float]]) -> dict[str, float]:

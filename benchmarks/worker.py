@@ -28,6 +28,10 @@ def _task(kind: str):
         from benchmarks.tasks_fusion import format_task
 
         return format_task
+    if kind == "process":
+        from benchmarks.tasks_fusion import process_task
+
+        return process_task
     if kind == "quality":
         from benchmarks.tasks_fusion import quality_task
 

@@ -4,7 +4,7 @@ Modules: `synthesis` (eqs. 7-13 as TF ops), `readers` (file layouts, masks, test
 `random_masks`, `embedded` (scikit-image photos), `pipeline` (`make_training_dataset`,
 `make_eval_dataset`), `tfds` (the `mfif_alpha_matte` and `mfif_benchmark` builders).
 Entry points: `python -m data_pipeline.preview`, `.benchmark`, `.blur_estimate`,
-`data_pipeline.tfds.build`. This package imports nothing else of the project.
+`.ground_truth` (validation sets with I and the true focus map), `data_pipeline.tfds.build`. This package imports nothing else of the project.
 """
 
 # Names of the synthesis models of `synthesis.synthesize_pair`, here so that flag and config

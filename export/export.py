@@ -1,6 +1,7 @@
 """Exports MFIF-GAN for TF Serving (and TFLite):
 
   python -m export.export --weights=default --export_dir=exports --model_name=mfif --version=1
+      [--mode=coarse_to_fine|paper] [--working_side=448] [--refiner=DIR] [--scales=1]
       [--overwrite] [--tflite] [--tflite_fixed_size=512]
 
 writes exports/mfif/1/ (SavedModel), exports/models.config and, with --tflite,
@@ -24,8 +25,16 @@ flags.DEFINE_integer("version", None, "TF Serving version number (integer folder
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
 flags.DEFINE_float("min_size_fraction", 0.001,
                    "SRR: regions below this fraction of W * H are removed (section 3.3).")
-flags.DEFINE_string("scales", "1,0.5", "F_hat is the mean of the network's maps at these scales "
-                    "(1/k for integer k) in every exported graph; 1 is the paper's single pass.")
+flags.DEFINE_enum("mode", "coarse_to_fine", ["coarse_to_fine", "paper"],
+                  "Fusion mode of every exported graph: coarse_to_fine (G at the working "
+                  "resolution, the refinement head to full resolution) or paper (one "
+                  "full-resolution pass).")
+flags.DEFINE_integer("working_side", 448, "coarse_to_fine: shorter side of G's working "
+                     "resolution in pixels.")
+flags.DEFINE_string("refiner", None, "coarse_to_fine: folder of the refinement head (default: "
+                    "the one beside --weights, else the packaged one).")
+flags.DEFINE_string("scales", "1", "--mode=paper: F_hat is the mean of the network's maps at "
+                    "these scales (1/k for integer k); 1 is the paper's single pass.")
 flags.DEFINE_bool("tflite", False, "Also write TFLite models.")
 flags.DEFINE_integer("tflite_fixed_size", 512, "Side of the fixed-size TFLite model.")
 flags.DEFINE_list("tflite_variants", ["dynamic", "fixed"], "TFLite variants: dynamic, fixed.")
@@ -46,13 +55,17 @@ def config_from_flags():
         overwrite=FLAGS.overwrite,
         min_size_fraction=FLAGS.min_size_fraction,
         scales=FLAGS.scales,
+        mode=FLAGS.mode,
+        working_side=FLAGS.working_side,
         tflite=FLAGS.tflite,
         tflite_config=TFLiteConfig(
             fixed_size=FLAGS.tflite_fixed_size,
             variants=tuple(FLAGS.tflite_variants),
             quantizations=tuple(FLAGS.tflite_quantizations),
             min_size_fraction=FLAGS.min_size_fraction,
-            scales=FLAGS.scales),
+            scales=FLAGS.scales,
+            mode=FLAGS.mode,
+            working_side=FLAGS.working_side),
     )
 
 
@@ -76,8 +89,17 @@ def main(argv) -> None:
         generator = load_generator(FLAGS.weights)
     except ModelNotFoundError as e:
         fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
+    refiner = None
+    if config.mode != "paper":
+        from mfif_tf import fusion
+        from mfif_tf.image_io import InputError
+
+        try:
+            refiner = fusion.resolve_refiner(FLAGS.refiner, FLAGS.weights)
+        except (ModelNotFoundError, InputError) as e:
+            fail(f"--refiner: {e}")
     try:
-        result = export_lib.export_model(generator, config)
+        result = export_lib.export_model(generator, config, refiner)
     except FileExistsError as e:
         fail(str(e))
     print(f"SavedModel: {result.saved_model_dir} "

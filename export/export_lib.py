@@ -24,7 +24,9 @@ from collections.abc import Callable
 from export import serving
 from export import tflite as tflite_lib
 from mfif_tf.networks import Generator
-from mfif_tf.scales import DEFAULT_SCALES, parse_scales
+from mfif_tf import inference
+from mfif_tf.refiner import Refiner
+from mfif_tf.scales import parse_scales
 
 MODELS_CONFIG = "models.config"
 TFLITE_DIR = "tflite"
@@ -42,8 +44,11 @@ class ExportConfig:
       overwrite: replace existing version folders instead of refusing.
       min_size_fraction: N / (W * H) of SRR in the signatures without that input (0.001,
         section 3.3).
-      scales: F_hat is the mean of G's maps at these scales, in every graph
+      scales: mode "paper": F_hat is the mean of G's maps at these scales, in every graph
         (`mfif_tf.scales`; (1,) for the paper's single pass).
+      mode: "coarse_to_fine" (G at `working_side`, the refinement head R to full
+        resolution) or "paper" (`mfif_tf.inference`), in every graph.
+      working_side: coarse-to-fine: shorter side of G's working resolution.
       tflite: also write the TFLite models.
       tflite_config: which TFLite models.
     """
@@ -53,7 +58,9 @@ class ExportConfig:
     version: int = 1
     overwrite: bool = False
     min_size_fraction: float = serving.PAPER_MIN_SIZE_FRACTION
-    scales: tuple[float, ...] | str = DEFAULT_SCALES
+    scales: tuple[float, ...] | str = (1.0,)
+    mode: str = inference.DEFAULT_MODE
+    working_side: int = inference.DEFAULT_WORKING_SIDE
     tflite: bool = False
     tflite_config: tflite_lib.TFLiteConfig = dataclasses.field(
         default_factory=tflite_lib.TFLiteConfig)
@@ -72,6 +79,10 @@ class ExportConfig:
             self.scales = parse_scales(self.scales)
         except ValueError as err:
             raise ValueError(f"scales: {err}") from None
+        inference.check_mode(self.mode)
+        inference.check_working_side(self.working_side)
+        if self.mode != "paper" and self.scales != (1.0,):
+            raise ValueError("scales apply to mode 'paper'")
         if self.tflite:
             self.tflite_config.validate()
 
@@ -179,21 +190,24 @@ def directory_size(root: str) -> int:
     return sum(_file_sizes(root).values())
 
 
-def export_model(generator: Generator, config: ExportConfig) -> ExportResult:
-    """Writes the SavedModel, the models.config example and (optionally) the TFLite models."""
+def export_model(generator: Generator, config: ExportConfig,
+                 refiner: Refiner | None = None) -> ExportResult:
+    """Writes the SavedModel, the models.config example and (optionally) the TFLite models;
+    coarse-to-fine mode needs the refinement head `refiner`."""
     config.validate()
     check_targets(config)
     saved_model_dir = write_version_dir(
         config.saved_model_dir,
         lambda d: serving.save_serving_model(generator, d, config.min_size_fraction,
-                                             config.scales),
+                                             config.scales, config.mode, refiner,
+                                             config.working_side),
         config.overwrite)
     sizes = {"saved_model": directory_size(saved_model_dir)}
     tflite_models: dict[str, str] = {}
     if config.tflite:
         write_version_dir(
             config.tflite_dir,
-            lambda d: tflite_lib.export_tflite(generator, d, config.tflite_config),
+            lambda d: tflite_lib.export_tflite(generator, d, config.tflite_config, refiner),
             config.overwrite)
         for name in sorted(os.listdir(config.tflite_dir)):
             path = os.path.join(config.tflite_dir, name)

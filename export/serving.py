@@ -1,10 +1,12 @@
-"""The TF Serving graphs of MFIF-GAN: decoding, scaling, G, SRR and eq. 14 in one SavedModel.
+"""The TF Serving graphs of MFIF-GAN: decoding, scaling, F_hat, SRR and eq. 14 in one SavedModel.
 
-Symbols: `image_a`, `image_b` are the sources I_A and I_B; `focus_map_raw` is
-F_hat = G(I_A, I_B) in [0, 1] (section 3.1; the mean of G's passes at the export's scales,
-`mfif_tf.scales`); `focus_map` is F_final, F_hat binarised at 0.5
-with regions of fewer than N = `min_size_fraction` * W * H pixels removed (SRR, section 3.3,
-0.001 in the paper); `fused` is I_fused = I_A * F_final + I_B * (1 - F_final) (eq. 14).
+Symbols: `image_a`, `image_b` are the sources I_A and I_B; `focus_map_raw` is F_hat in
+[0, 1], built by `mfif_tf.inference` in the export's mode (coarse-to-fine by default: G at
+a working resolution and the refinement head R up to full resolution; or the paper's
+full-resolution pass, optionally averaged over `scales`), the same graph `mfif_tf.fuse`
+runs; `focus_map` is F_final, F_hat binarised at 0.5 with regions of fewer than
+N = `min_size_fraction` * W * H pixels removed (SRR, section 3.3, 0.001 in the paper);
+`fused` is I_fused = I_A * F_final + I_B * (1 - F_final) (eq. 14).
 
 Signatures (one `tf.function` per input kind, see docs/serving.md):
 
@@ -28,80 +30,42 @@ from typing import Any
 
 import tensorflow as tf
 
+from mfif_tf import inference
 from mfif_tf import scales as scales_lib
+from mfif_tf.inference import (  # noqa: F401 (re-exported for users of this module)
+    MIN_IMAGE_SIDE,
+    PAPER_MIN_SIZE_FRACTION,
+    fuse,
+    min_size_from_fraction,
+    to_rgb,
+)
 from mfif_tf.networks import Generator
+from mfif_tf.refiner import Refiner
 from mfif_tf.srr import small_region_removal
 
-# N = 0.001 * W * H (section 3.3).
-PAPER_MIN_SIZE_FRACTION = 0.001
-# G pads its input to a multiple of 4 by mirroring, which needs at least 2 pixels a side.
-MIN_IMAGE_SIDE = 2
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_INT32_MAX = 2**31 - 1
 
 
 # ---------------------------------------------------------------- the fusion itself
 
 
-def to_rgb(image: tf.Tensor) -> tf.Tensor:
-    """Grey sources (1 channel) are tripled to 3 channels, as the paper does for its
-    grayscale set (section 4.1.2); RGB sources pass through."""
-    if image.shape[-1] == 3:
-        return image
-    channels = tf.shape(image)[-1]
-    return tf.gather(image, tf.minimum(tf.range(3), channels - 1), axis=-1)
-
-
 def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor,
-                  scales: tuple[float, ...] = (1.0,)) -> tf.Tensor:
-    """F_hat = G(I_A, I_B) for float sources in [0, 1] of shape (N, H, W, 1 or 3).
+                  scales: tuple[float, ...] = (1.0,), mode: str = "paper",
+                  refiner: Any = None,
+                  working_side: int = inference.DEFAULT_WORKING_SIDE) -> tf.Tensor:
+    """F_hat for float sources in [0, 1] of shape (N, H, W, 1 or 3), by `mfif_tf.inference`.
 
-    G (a `Generator` or a `GeneratorHolder`) sees the sources concatenated on channels and
-    scaled to [-1, 1]; with several `scales` F_hat is the mean of its maps at those scales
-    (`mfif_tf.scales`). Returns float32 (N, H, W, 1) in [0, 1].
+    G (a `Generator` or a `ModelHolder`) sees the sources concatenated on channels and
+    scaled to [-1, 1]. Mode "paper": one full-resolution pass, or the mean over `scales`;
+    "coarse_to_fine": G at `working_side`, then R (a `Refiner` or a `ModelHolder`).
+    Returns float32 (N, H, W, 1) in [0, 1].
     """
     if isinstance(generator, Generator):
-        generator = GeneratorHolder(generator)
-
-    def one_pass(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-        x = tf.concat([to_rgb(a), to_rgb(b)], axis=-1) * 2.0 - 1.0
-        return tf.cast(generator(x), tf.float32)
-
-    return scales_lib.multiscale(one_pass, image_a, image_b, scales)
-
-
-def fuse(image_a: tf.Tensor, image_b: tf.Tensor, focus_map: tf.Tensor) -> tf.Tensor:
-    """Eq. 14: I_A * F_final + I_B * (1 - F_final), in the sources' float value range."""
-    return image_a * focus_map + image_b * (1.0 - focus_map)
-
-
-def min_size_from_fraction(fraction: Any, height: Any, width: Any) -> tf.Tensor:
-    """N = ceil(fraction * W * H) (section 3.3) for float32 fractions, as int32 (same shape
-    as `fraction`).
-
-    A float32 fraction is read as the shortest decimal with up to 9 places that it stands
-    for (0.001, not 0.0010000000475), and N is computed from that decimal in integer
-    arithmetic: 0.001 * 6000 * 4000 gives 24000, where the float product would give 24001.
-    This is the same N as `mfif_tf.srr.default_min_size` computes from a Python float.
-    Fractions with no such decimal fall back to the float64 product.
-    """
-    f32 = tf.cast(fraction, tf.float32)
-    flat = tf.reshape(f32, [-1])
-    f64 = tf.cast(flat, tf.float64)
-    places = 10
-    scales = tf.constant([10.0**k for k in range(places)], tf.float64)
-    digits = tf.round(f64[:, tf.newaxis] * scales)
-    exact = tf.equal(tf.cast(digits / scales, tf.float32), flat[:, tf.newaxis])
-    k = tf.argmax(tf.cast(exact, tf.int32), axis=1, output_type=tf.int32)  # fewest places
-    p = tf.cast(tf.gather(digits, k, batch_dims=1), tf.int64)
-    q = tf.gather(tf.constant([10**j for j in range(places)], tf.int64), k)
-    area = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
-    # ceil(p * area / q) without overflow (p <= q <= 1e9 for fractions in [0, 1]).
-    n_exact = (area // q) * p + ((area % q) * p + q - 1) // q
-    n_float = tf.cast(tf.math.ceil(f64 * tf.cast(area, tf.float64)), tf.int64)
-    n = tf.where(tf.reduce_any(exact, axis=1), n_exact, n_float)
-    n = tf.clip_by_value(n, 0, _INT32_MAX)
-    return tf.reshape(tf.cast(n, tf.int32), tf.shape(f32))
+        generator = ModelHolder(generator)
+    if isinstance(refiner, Refiner):
+        refiner = ModelHolder(refiner)
+    return inference.focus_map(inference.generator_predict(generator), image_a, image_b, mode,
+                               refiner=refiner, working_side=working_side, scales=scales)
 
 
 def remove_small_regions_per_pair(focus_map_raw: tf.Tensor, min_sizes: tf.Tensor) -> tf.Tensor:
@@ -177,8 +141,8 @@ def _check_encoded(data: tf.Tensor, name: str, index: tf.Tensor) -> tf.Operation
 # ---------------------------------------------------------------- the module
 
 
-class GeneratorHolder:
-    """Calls G without making it a child of a `tf.Module`.
+class ModelHolder:
+    """Calls G (or R) without making it a child of a `tf.Module`.
 
     Saving a `tf.Module` that holds the Keras 3 model itself writes a SavedModel whose
     TF1-style restore op (what TF Serving's C++ loader and the TFLite converter run) misses
@@ -187,17 +151,27 @@ class GeneratorHolder:
     plain `tf.Variable`s underneath its Keras variables (`model_variables(generator)`).
     """
 
-    def __init__(self, generator: Generator):
-        self.generator = generator
+    def __init__(self, model: Generator | Refiner):
+        self.model = model
+
+    @property
+    def halo(self) -> int:
+        """R's halo (`Refiner.halo`)."""
+        return self.model.halo
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return self.generator(x, training=False)
+        return self.model(x, training=False)
 
 
-def model_variables(generator: Generator) -> list[tf.Variable]:
-    """The `tf.Variable`s under G's Keras variables, for a module to track."""
+GeneratorHolder = ModelHolder
+
+
+def model_variables(model: Generator | Refiner | None) -> list[tf.Variable]:
+    """The `tf.Variable`s under G's (or R's) Keras variables, for a module to track."""
+    if model is None:
+        return []
     return [v.value if hasattr(v, "value") and isinstance(v.value, tf.Variable) else v
-            for v in generator.variables]
+            for v in model.variables]
 
 
 class ServingModule(tf.Module):
@@ -207,17 +181,28 @@ class ServingModule(tf.Module):
       generator: the trained G.
       min_size_fraction: the N / (W * H) of the signatures without a `min_size_fraction`
         input (0.001, section 3.3).
-      scales: F_hat is the mean of G's maps at these scales (`mfif_tf.scales`).
+      scales: mode "paper": F_hat is the mean of G's maps at these scales (`mfif_tf.scales`).
+      mode: "coarse_to_fine" (G at `working_side`, then R) or "paper" (`mfif_tf.inference`).
+      refiner: R (coarse-to-fine mode).
+      working_side: the working resolution's shorter side (coarse-to-fine mode).
     """
 
     def __init__(self, generator: Generator, min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
-                 scales: tuple[float, ...] = scales_lib.DEFAULT_SCALES):
+                 scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
+                 refiner: Refiner | None = None,
+                 working_side: int = inference.DEFAULT_WORKING_SIDE):
         super().__init__(name="mfif_serving")
         if not 0.0 <= float(min_size_fraction) <= 1.0:
             raise ValueError(f"min_size_fraction must lie in [0, 1], got {min_size_fraction}")
         self.scales = scales_lib.parse_scales(scales)
-        self.generator = GeneratorHolder(generator)
+        self.mode = inference.check_mode(mode)
+        self.working_side = inference.check_working_side(working_side)
+        if self.mode != "paper" and refiner is None:
+            raise ValueError("coarse_to_fine mode needs the refinement head (refiner)")
+        self.generator = ModelHolder(generator)
         self.generator_variables = model_variables(generator)
+        self.refiner = ModelHolder(refiner) if self.mode != "paper" else None
+        self.refiner_variables = model_variables(refiner if self.mode != "paper" else None)
         self.min_size_fraction = float(min_size_fraction)
         image = lambda dtype: tf.TensorSpec([None, None, None, None], dtype)  # noqa: E731
         encoded = tf.TensorSpec([None], tf.string)
@@ -272,6 +257,11 @@ class ServingModule(tf.Module):
             "fuse_bytes_srr": self.fuse_bytes_srr,
         }
 
+    def predict_focus(self, image_a: tf.Tensor, image_b: tf.Tensor) -> tf.Tensor:
+        """F_hat of the module's mode for float sources in [0, 1]."""
+        return predict_focus(self.generator, image_a, image_b, self.scales, self.mode,
+                             self.refiner, self.working_side)
+
     # -------------------------------------------------------- tensors
 
     def _fuse_tensors(self, image_a, image_b, min_size_fraction, scale: float):
@@ -279,8 +269,7 @@ class ServingModule(tf.Module):
         shape = tf.shape(image_a)
         fractions = _fractions_per_pair(min_size_fraction, shape[0])
         min_sizes = min_size_from_fraction(fractions, shape[1], shape[2])
-        f_hat = predict_focus(self.generator, image_a / scale, image_b / scale,
-                              self.scales)
+        f_hat = self.predict_focus(image_a / scale, image_b / scale)
         f_final = remove_small_regions_per_pair(f_hat, min_sizes)
         return fuse(image_a, image_b, f_final), f_final, f_hat
 
@@ -345,7 +334,7 @@ class ServingModule(tf.Module):
         with tf.control_dependencies(checks):
             a = tf.cast(a, tf.float32)[tf.newaxis]
             b = tf.cast(b, tf.float32)[tf.newaxis]
-        f_hat = predict_focus(self.generator, a / 255.0, b / 255.0, self.scales)
+        f_hat = self.predict_focus(a / 255.0, b / 255.0)
         n = min_size_from_fraction(fraction, shape_a[0], shape_a[1])
         f_final = small_region_removal(f_hat, min_size=n)
         fused = tf.saturate_cast(tf.round(fuse(a, b, f_final)), tf.uint8)
@@ -358,8 +347,10 @@ class ServingModule(tf.Module):
 
 def save_serving_model(generator: Generator, directory: str,
                        min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
-                       scales: tuple[float, ...] = scales_lib.DEFAULT_SCALES) -> str:
+                       scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
+                       refiner: Refiner | None = None,
+                       working_side: int = inference.DEFAULT_WORKING_SIDE) -> str:
     """Writes the SavedModel with all serving signatures to `directory` (must not exist)."""
-    module = ServingModule(generator, min_size_fraction, scales)
+    module = ServingModule(generator, min_size_fraction, scales, mode, refiner, working_side)
     tf.saved_model.save(module, directory, signatures=module.signatures())
     return directory

@@ -2,9 +2,10 @@
 
 Every model takes two float32 RGB images in [0, 1], `image_a` (I_A) and `image_b` (I_B), of
 shape (1, H, W, 3), and returns `fused` (I_fused of eq. 14, float32 in [0, 1], (1, H, W, 3)),
-`focus_map` (F_final, float32 0/1, (1, H, W, 1)) and `focus_map_raw` (F_hat = G(I_A, I_B),
-float32 in [0, 1]; the mean of G's passes at the export's scales, `mfif_tf.scales`). SRR uses
-the paper's N = ceil(0.001 * W * H) (section 3.3).
+`focus_map` (F_final, float32 0/1, (1, H, W, 1)) and `focus_map_raw` (F_hat, float32 in
+[0, 1], built by `mfif_tf.inference` in the export's mode: coarse-to-fine by default, G at a
+working resolution and the refinement head R to full resolution). SRR uses the paper's
+N = ceil(0.001 * W * H) (section 3.3).
 
 Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) and "fixed"
 (1 x S x S x 3, for delegates that want static shapes), each as "float32", "float16" (weights
@@ -20,15 +21,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from export.serving import (
-    PAPER_MIN_SIZE_FRACTION,
-    GeneratorHolder,
-    fuse,
-    model_variables,
-    predict_focus,
-)
+from export.serving import ModelHolder, model_variables, predict_focus
+from mfif_tf import inference
+from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION, fuse
 from mfif_tf.networks import Generator
-from mfif_tf.scales import DEFAULT_SCALES, parse_scales
+from mfif_tf.refiner import Refiner
+from mfif_tf.scales import parse_scales
 from mfif_tf.srr import default_min_size, small_region_removal
 
 QUANTIZATIONS = ("float32", "float16", "int8")
@@ -45,20 +43,27 @@ class TFLiteConfig:
       variants: subset of ("dynamic", "fixed").
       quantizations: subset of ("float32", "float16", "int8").
       min_size_fraction: N / (W * H) of SRR (0.001, section 3.3).
-      scales: F_hat is the mean of G's maps at these scales (`mfif_tf.scales`).
+      scales: mode "paper": F_hat is the mean of G's maps at these scales
+        (`mfif_tf.scales`).
+      mode: "coarse_to_fine" or "paper" (`mfif_tf.inference`).
+      working_side: coarse-to-fine: shorter side of G's working resolution.
     """
 
     fixed_size: int = 512
     variants: tuple[str, ...] = VARIANTS
     quantizations: tuple[str, ...] = QUANTIZATIONS
     min_size_fraction: float = PAPER_MIN_SIZE_FRACTION
-    scales: tuple[float, ...] | str = DEFAULT_SCALES
+    scales: tuple[float, ...] | str = (1.0,)
+    mode: str = inference.DEFAULT_MODE
+    working_side: int = inference.DEFAULT_WORKING_SIDE
 
     def validate(self) -> None:
         try:
             self.scales = parse_scales(self.scales)
+            inference.check_mode(self.mode)
+            inference.check_working_side(self.working_side)
         except ValueError as err:
-            raise ValueError(f"scales: {err}") from None
+            raise ValueError(f"scales: {err}" if "scale" in str(err) else str(err)) from None
         if self.fixed_size < 2:
             raise ValueError(f"fixed_size must be at least 2, got {self.fixed_size}")
         for v in self.variants:
@@ -82,16 +87,25 @@ class TFLiteModule(tf.Module):
 
     def __init__(self, generator: Generator, fixed_size: int = 512,
                  min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
-                 scales: tuple[float, ...] = DEFAULT_SCALES):
+                 scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
+                 refiner: Refiner | None = None,
+                 working_side: int = inference.DEFAULT_WORKING_SIDE):
         super().__init__(name="mfif_tflite")
         self.scales = parse_scales(scales)
-        self.generator = GeneratorHolder(generator)
+        self.mode = inference.check_mode(mode)
+        self.working_side = inference.check_working_side(working_side)
+        if self.mode != "paper" and refiner is None:
+            raise ValueError("coarse_to_fine mode needs the refinement head (refiner)")
+        self.generator = ModelHolder(generator)
         self.generator_variables = model_variables(generator)
+        self.refiner = ModelHolder(refiner) if self.mode != "paper" else None
+        self.refiner_variables = model_variables(refiner if self.mode != "paper" else None)
         self.fixed_size = int(fixed_size)
         self.min_size_fraction = float(min_size_fraction)
 
     def _fuse(self, image_a: tf.Tensor, image_b: tf.Tensor) -> dict[str, tf.Tensor]:
-        f_hat = predict_focus(self.generator, image_a, image_b, self.scales)
+        f_hat = predict_focus(self.generator, image_a, image_b, self.scales, self.mode,
+                              self.refiner, self.working_side)
         height, width = image_a.shape[1], image_a.shape[2]
         if height is None or width is None:
             height, width = tf.shape(image_a)[1], tf.shape(image_a)[2]
@@ -132,13 +146,15 @@ def convert(module: TFLiteModule, variant: str, quantization: str) -> bytes:
 
 
 def export_tflite(generator: Generator, directory: str,
-                  config: TFLiteConfig | None = None) -> dict[str, str]:
-    """Writes every (variant, quantization) model to `directory`; returns name -> path."""
+                  config: TFLiteConfig | None = None,
+                  refiner: Refiner | None = None) -> dict[str, str]:
+    """Writes every (variant, quantization) model to `directory`; returns name -> path.
+    Coarse-to-fine mode needs the refinement head `refiner`."""
     config = config or TFLiteConfig()
     config.validate()
     os.makedirs(directory, exist_ok=True)
     module = TFLiteModule(generator, config.fixed_size, config.min_size_fraction,
-                          config.scales)
+                          config.scales, config.mode, refiner, config.working_side)
     paths = {}
     for variant in config.variants:
         for quantization in config.quantizations:

@@ -25,13 +25,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from mfif_tf.fusion import FusionResult, check_source, final_map, fuse_with_map
+from mfif_tf.fusion import FusionResult, check_source, final_map
 from mfif_tf.image_io import InputError
+from mfif_tf.inference import BT601, PAPER_MIN_SIZE_FRACTION, fuse_with_map
 
 DEFAULT_WINDOW = 15
 DEFAULT_STEP = 1
-PAPER_MIN_SIZE_FRACTION = 0.001  # N = 0.001 W H (section 3.3)
-_BT601 = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103], np.float32)
+_BT601 = np.array(BT601, np.float32)
 _ROWS_PER_BAND = 1024
 
 

@@ -89,9 +89,9 @@ def fuse_with_map(image_a: np.ndarray, image_b: np.ndarray, focus_map: np.ndarra
     fg = _as_binary(focus_map)
     if fg.shape != image_a.shape[:2]:
         raise ValueError(f"focus_map shape {fg.shape} does not match images {image_a.shape[:2]}")
-    if image_a.ndim == 3:
-        fg = fg[:, :, None]
-    return np.where(fg, image_a, image_b)
+    from mfif_tf.inference import fuse_with_map as eq14  # TensorFlow only when fusing
+
+    return eq14(image_a, image_b, fg, binary=True)
 
 
 def diffusion_metrics(

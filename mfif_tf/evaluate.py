@@ -1,12 +1,15 @@
 """Evaluates fused images with the twelve metrics of Table 1 (and Table 2 timings, Fig. 6).
 
-  python -m mfif_tf.evaluate --dataset_dir DIR --fused_dir F1 [--fused_dir F2 ...]
-  python -m mfif_tf.evaluate --dataset_dir DIR --model default
+  python -m mfif_tf.evaluate --dataset_dir DIR --fused_dir F1 [--fused_map_dir M1] \
+      [--fused_dir F2 [--fused_map_dir M2] ...]
+  python -m mfif_tf.evaluate --dataset_dir DIR --model default [--classical] [--fused_dir F1]
   python -m mfif_tf.evaluate --dataset_dir DIR --focus_map_dir MAPS --output_dir OUT
 
-DIR holds A/ and B/ (and optionally GT/) paired by file stem; fused images and focus maps
-are matched by stem. Prints a Table-1-style markdown table; with --output_dir also writes
-results.json, table.md, means.csv and per_image_<method>.csv (or the diffusion.* files).
+DIR holds A/ and B/ (and optionally GT/, the all-in-focus image, and MAP/, the true focus
+map) paired by file stem; fused images and focus maps are matched by stem. --model, --classical
+and --fused_dir can be combined into one table. Prints a Table-1-style markdown table; with
+--output_dir also writes results.json, table.md, means.csv and per_image_<method>.csv (or the
+diffusion.* files).
 """
 
 from __future__ import annotations
@@ -21,15 +24,31 @@ from mfif_tf.scales import parse_scales
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("dataset_dir", None, "Folder with A/, B/ and optionally GT/.")
+flags.DEFINE_string("dataset_dir", None, "Folder with A/, B/ and optionally GT/ (all-in-focus "
+                    "image) and MAP/ (true focus map, white where A is in focus).")
 flags.DEFINE_multi_string("fused_dir", [], "Folder of fused images; repeat to compare methods.")
 flags.DEFINE_multi_string("name", [], "Names of the --fused_dir methods (default: folder names).")
+flags.DEFINE_multi_string("fused_map_dir", [],
+                          "Focus maps F_final of the --fused_dir methods by stem, one per "
+                          "--fused_dir in order ('' for none); scored against DIR/MAP/.")
 flags.DEFINE_string("model", None, "Fuse the dataset first with our model: a path or 'default'.")
-flags.DEFINE_bool("srr", True, "With --model: apply small region removal (section 3.3).")
+flags.DEFINE_bool("classical", False, "Also fuse the dataset with the classical baseline "
+                  "(sum-modified-Laplacian, SRR, eq. 14; mfif_tf.classical), method 'classical'.")
+flags.DEFINE_bool("srr", True, "With --model or --classical: apply small region removal "
+                  "(section 3.3).")
 flags.DEFINE_bool("flips", False, "With --model: average F_hat over the inputs mirrored "
                   "left-right and top-bottom (test-time augmentation, 3x network time).")
-flags.DEFINE_string("scales", "1,0.5", "With --model: F_hat is the mean of the network's maps "
-                    "at these scales (1/k for integer k); 1 is the paper's single pass.")
+flags.DEFINE_enum("mode", "coarse_to_fine", ["coarse_to_fine", "paper"],
+                  "With --model: coarse_to_fine (default: G at the working resolution, the "
+                  "outline redrawn at full resolution by the refinement head) or paper (G at "
+                  "full resolution, one pass).")
+flags.DEFINE_integer("working_side", 448, "With --model, coarse_to_fine: shorter side of G's "
+                     "working resolution in pixels (never enlarged).")
+flags.DEFINE_string("refiner", None, "With --model, coarse_to_fine: folder of the refinement "
+                    "head (default: the one beside --model, else the packaged one).")
+flags.DEFINE_string("scales", None, "With --model --mode=paper: F_hat is the mean of the "
+                    "network's maps at these scales (1/k for integer k); default 1, the paper's "
+                    "single pass.")
 flags.DEFINE_string("focus_map_dir", None,
                     "Binary F_final maps by stem: run the diffusion/contraction study (Fig. 6).")
 flags.DEFINE_integer("max_diffusion", 10, "Diffusion study: k runs from -N to N pixels.")
@@ -38,15 +57,16 @@ flags.DEFINE_enum("convention", "paper", list(metrics_lib.CONVENTIONS),
                   "paper: as the paper ran the MATLAB toolbox (compare with Table 1); "
                   "luminance: every metric on the luminance.")
 flags.DEFINE_list("metrics", [], "Subset of metrics (default: all). Known: "
-                  + ",".join(metrics_lib.METRIC_NAMES + metrics_lib.REFERENCE_METRIC_NAMES))
-flags.DEFINE_string("output_dir", "", "Where to write JSON/CSV/markdown (fused PNGs with --model).")
+                  + ",".join(metrics_lib.ALL_METRIC_NAMES))
+flags.DEFINE_string("output_dir", "", "Where to write JSON/CSV/markdown (fused PNGs with --model "
+                    "in fused/, with --classical in fused_classical/).")
 flags.DEFINE_bool("overwrite", False, "Replace existing result files in --output_dir.")
 flags.DEFINE_bool("per_image", True, "Print the per-image tables too.")
 flags.DEFINE_bool("progress", True, "Progress bar on stderr.")
 
 
 def _config() -> evaluate_lib.EvalConfig:
-    known = metrics_lib.METRIC_NAMES + metrics_lib.REFERENCE_METRIC_NAMES
+    known = metrics_lib.ALL_METRIC_NAMES
     unknown = [m for m in FLAGS.metrics if m not in known]
     if unknown:
         raise evaluate_lib.EvaluationError(
@@ -65,10 +85,11 @@ def _config() -> evaluate_lib.EvalConfig:
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    modes = sum(bool(x) for x in (FLAGS.fused_dir, FLAGS.model, FLAGS.focus_map_dir))
-    if not FLAGS.dataset_dir or modes != 1:
+    methods = bool(FLAGS.fused_dir or FLAGS.model or FLAGS.classical)
+    if not FLAGS.dataset_dir or methods == bool(FLAGS.focus_map_dir):
         raise app.UsageError(
-            "give --dataset_dir and exactly one of --fused_dir, --model, --focus_map_dir"
+            "give --dataset_dir and either --focus_map_dir or any of --fused_dir, --model, "
+            "--classical"
         )
     try:
         config = _config()
@@ -79,19 +100,33 @@ def main(argv: list[str]) -> int:
             _, text = evaluate_lib.diffusion_study(config, maps, ks, FLAGS.element)
             print(text)
             return 0
+        if FLAGS.fused_map_dir and len(FLAGS.fused_map_dir) != len(FLAGS.fused_dir):
+            raise evaluate_lib.EvaluationError(
+                f"{len(FLAGS.fused_map_dir)} --fused_map_dir given for "
+                f"{len(FLAGS.fused_dir)} --fused_dir; give one per --fused_dir ('' for none)")
+        functions = []
         if FLAGS.model:
-            try:
-                scales = parse_scales(FLAGS.scales)
-            except ValueError as err:
-                raise evaluate_lib.EvaluationError(f"--scales: {err}") from None
-            fuse_fn = evaluate_lib.model_fuse_fn(FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips,
-                                                   scales=scales)
-            settings = (f"model {FLAGS.model}, scales {','.join(f'{x:g}' for x in scales)}, "
+            fuse_fn = evaluate_lib.model_fuse_fn(
+                FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips, scales=FLAGS.scales,
+                mode=FLAGS.mode, working_side=FLAGS.working_side, refiner=FLAGS.refiner)
+            if FLAGS.mode == "paper":
+                scales = parse_scales(FLAGS.scales or "1")
+                detail = f"scales {','.join(f'{x:g}' for x in scales)}"
+            else:
+                detail = (f"working side {FLAGS.working_side}, refiner "
+                          f"{FLAGS.refiner or 'default'}")
+            settings = (f"model {FLAGS.model}, mode {FLAGS.mode}, {detail}, "
                         f"flips {'on' if FLAGS.flips else 'off'}, "
                         f"SRR {'on' if FLAGS.srr else 'off'}")
-            results = [evaluate_lib.evaluate_fn(config, fuse_fn, name="model", source=settings)]
-        else:
-            results = evaluate_lib.evaluate_dirs(config, FLAGS.fused_dir, FLAGS.name or None)
+            functions.append(evaluate_lib.FnMethod("model", fuse_fn, settings, "fused"))
+        if FLAGS.classical:
+            fuse_fn = evaluate_lib.classical_fuse_fn(srr=FLAGS.srr)
+            settings = (f"classical sum-modified-Laplacian (mfif_tf.classical defaults), "
+                        f"SRR {'on' if FLAGS.srr else 'off'}")
+            functions.append(
+                evaluate_lib.FnMethod("classical", fuse_fn, settings, "fused_classical"))
+        results = evaluate_lib.evaluate_all(config, functions, FLAGS.fused_dir,
+                                            FLAGS.name or None, FLAGS.fused_map_dir or None)
         text = evaluate_lib.results_markdown(results, config.convention, FLAGS.per_image)
         print(text)
         if config.output_dir:

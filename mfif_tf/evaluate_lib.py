@@ -1,10 +1,15 @@
 """Evaluation library: Table 1 (metrics), Table 2 (timing) and Fig. 6 (edge diffusion study).
 
 A dataset folder holds ``A/`` and ``B/`` (the sources I_A, I_B) and optionally ``GT/`` (an
-all-in-focus ground truth), paired by file stem. Fused images come from a *fused source*:
-a callable ``(pair, image_a, image_b) -> FusedOutput``. Two are provided:
-``fused_from_dir`` (a folder of fused images, matched by stem) and ``fused_from_fn`` (any
-``fuse_fn(list_of_arrays)`` such as the model's fusion function, timed per pair).
+all-in-focus ground truth) and ``MAP/`` (the true focus map, white where I_A is in focus),
+paired by file stem. Fused images come from a *fused source*: a callable
+``(pair, image_a, image_b) -> FusedOutput``. Two are provided: ``fused_from_dir`` (a folder of
+fused images, and optionally one of focus maps, matched by stem) and ``fused_from_fn`` (any
+``fuse_fn(list_of_arrays)`` such as the model's or the classical baseline's fusion function,
+timed per pair; a `FusionResult` brings its F_final along).
+
+With GT/ the fused image is also scored by PSNR and SSIM; with MAP/ a method's F_final (when
+it has one) by the boundary F-scores BF1, BF3 and the pixel accuracy MAP_ACC.
 
 Everything here is importable without flags; ``mfif_tf/evaluate.py`` is the entry point.
 """
@@ -25,7 +30,6 @@ from PIL import Image
 from mfif_tf import edge_morphology
 from mfif_tf import metrics as metrics_lib
 from mfif_tf.metrics import report
-from mfif_tf.scales import DEFAULT_SCALES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIMING_KEYS = ("network", "srr", "fusion", "total")
@@ -37,20 +41,24 @@ class EvaluationError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-    """One source pair of the dataset: I_A, I_B and the optional ground truth."""
+    """One source pair of the dataset: I_A, I_B, the optional ground truth I and true focus
+    map (white where I_A is in focus)."""
 
     stem: str
     path_a: pathlib.Path
     path_b: pathlib.Path
     path_gt: pathlib.Path | None = None
+    path_map: pathlib.Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class FusedOutput:
-    """A fused image and, when the producer measured them, its timings in seconds."""
+    """A fused image, its timings in seconds when the producer measured them, and the focus
+    map F_final it fused with (H x W, values > 0.5 or > 127 mean "from I_A") when it has one."""
 
     image: np.ndarray
     timing: Mapping[str, float] | None = None
+    focus_map: np.ndarray | None = None
 
 
 FusedSource = Callable[[Pair, np.ndarray, np.ndarray], FusedOutput]
@@ -73,9 +81,10 @@ class EvalConfig:
     """What to evaluate and where to write it.
 
     Attributes:
-      dataset_dir: folder with A/, B/ and optionally GT/.
+      dataset_dir: folder with A/, B/ and optionally GT/ and MAP/.
       convention: "paper" (comparable with Table 1) or "luminance" (see metrics).
-      metrics: metric names to compute (default all twelve, plus PSNR/SSIM with GT/).
+      metrics: metric names to compute (default all twelve, plus PSNR/SSIM with GT/ and
+        BF1/BF3/MAP_ACC with MAP/ for methods that give a focus map).
       output_dir: where results are written ('' = nowhere).
       overwrite: allow replacing existing result files in output_dir.
       progress: show a progress bar on stderr.
@@ -83,7 +92,7 @@ class EvalConfig:
 
     dataset_dir: str
     convention: str = "paper"
-    metrics: tuple[str, ...] = metrics_lib.METRIC_NAMES + metrics_lib.REFERENCE_METRIC_NAMES
+    metrics: tuple[str, ...] = metrics_lib.ALL_METRIC_NAMES
     output_dir: str = ""
     overwrite: bool = False
     progress: bool = True
@@ -103,22 +112,29 @@ def _index_images(folder: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def find_pairs(dataset_dir: str | pathlib.Path) -> list[Pair]:
-    """Pairs of A/ and B/ by stem (GT/ attached when present); raises if none match."""
+    """Pairs of A/ and B/ by stem, with GT/ and MAP/ attached when present (then they must
+    hold every stem of A/); raises if none match."""
     root = pathlib.Path(dataset_dir)
     for sub in ("A", "B"):
         if not (root / sub).is_dir():
             raise EvaluationError(f"{root}: missing the folder {sub}/ of source images")
     a, b = _index_images(root / "A"), _index_images(root / "B")
-    gt = _index_images(root / "GT") if (root / "GT").is_dir() else {}
     unmatched = sorted(set(a) ^ set(b))
     if unmatched:
         raise EvaluationError(f"{root}: A/ and B/ differ in the stems {unmatched[:10]}")
     if not a:
         raise EvaluationError(f"{root}: no images in A/ ({', '.join(IMAGE_SUFFIXES)})")
-    if gt and sorted(gt) != sorted(a):
-        missing = sorted(set(a) - set(gt))[:10]
-        raise EvaluationError(f"{root}: GT/ lacks the stems {missing}")
-    return [Pair(s, a[s], b[s], gt.get(s)) for s in sorted(a)]
+    extra: dict[str, dict[str, pathlib.Path]] = {}
+    for sub in ("GT", "MAP"):
+        index = _index_images(root / sub) if (root / sub).is_dir() else {}
+        if index and sorted(index) != sorted(a):
+            missing = sorted(set(a) - set(index))[:10]
+            if missing:
+                raise EvaluationError(f"{root}: {sub}/ lacks the stems {missing}")
+            surplus = sorted(set(index) - set(a))[:10]
+            raise EvaluationError(f"{root}: {sub}/ has stems that A/ lacks: {surplus}")
+        extra[sub] = index
+    return [Pair(s, a[s], b[s], extra["GT"].get(s), extra["MAP"].get(s)) for s in sorted(a)]
 
 
 def load_image(path: pathlib.Path, grey: bool = False) -> np.ndarray:
@@ -128,6 +144,22 @@ def load_image(path: pathlib.Path, grey: bool = False) -> np.ndarray:
             return np.asarray(im.convert("L" if grey else "RGB"))
     except (OSError, ValueError) as err:
         raise EvaluationError(f"{path}: cannot read image ({err})") from None
+
+
+def load_focus_map(path: pathlib.Path) -> np.ndarray:
+    """A binary focus map file as bool (H, W): values above half the range are True (0/1 and
+    0/255 PNGs, 16-bit maps at 32767.5; colour maps through their luminance)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("1", "L", "I", "I;16", "F"):
+                im = im.convert("L")
+            values = np.asarray(im)
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"{path}: cannot read focus map ({err})") from None
+    if values.dtype == bool:
+        return values
+    peak = float(values.max(initial=0))
+    return values > (0.5 if peak <= 1 else 127.5 if peak <= 255 else 32767.5)
 
 
 def _is_grey(path: pathlib.Path) -> bool:
@@ -165,24 +197,28 @@ def _index_by_stem(folder: str | pathlib.Path, pairs: Sequence[Pair], what: str,
     return index
 
 
-def fused_from_dir(fused_dir: str | pathlib.Path, pairs: Sequence[Pair]) -> FusedSource:
-    """Fused images of a folder, matched to the pairs by stem (all must be present)."""
+def fused_from_dir(fused_dir: str | pathlib.Path, pairs: Sequence[Pair],
+                   map_dir: str | pathlib.Path | None = None) -> FusedSource:
+    """Fused images of a folder, matched to the pairs by stem (all must be present); with
+    ``map_dir`` also the method's focus maps F_final (by stem, binarised at half range)."""
     index = _index_by_stem(fused_dir, pairs, "fused folder", "fused image")
+    maps = _index_by_stem(map_dir, pairs, "focus map folder", "focus map") if map_dir else {}
 
     def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray) -> FusedOutput:
-        return FusedOutput(load_image(index[pair.stem], grey=image_a.ndim == 2))
+        fmap = load_focus_map(maps[pair.stem]) if maps else None
+        return FusedOutput(load_image(index[pair.stem], grey=image_a.ndim == 2), None, fmap)
 
     return source
 
 
-def _split_output(out: Any) -> tuple[np.ndarray, Mapping[str, float] | None]:
+def _split_output(out: Any) -> tuple[np.ndarray, Mapping[str, float] | None, np.ndarray | None]:
     """fuse_fn may return an array, (array, timing dict) or an object with .fused/.timings
-    (a `fusion.FusionResult`)."""
+    and .f_final (a `fusion.FusionResult`; F_final is None for stacks)."""
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
-        return np.asarray(out[0]), out[1]
+        return np.asarray(out[0]), out[1], None
     if hasattr(out, "fused"):
-        return np.asarray(out.fused), getattr(out, "timings", None)
-    return np.asarray(out), None
+        return np.asarray(out.fused), getattr(out, "timings", None), getattr(out, "f_final", None)
+    return np.asarray(out), None, None
 
 
 def fused_from_fn(
@@ -206,29 +242,50 @@ def fused_from_fn(
         start = time.perf_counter()
         out = fuse_fn([image_a, image_b])
         elapsed = time.perf_counter() - start
-        image, timing = _split_output(out)
+        image, timing, focus_map = _split_output(out)
         image = to_uint8(image, f"fused image of {pair.stem}")
         timing = dict(timing or {})
         timing.setdefault("total", elapsed)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(folder / f"{pair.stem}.png")
-        return FusedOutput(image, timing)
+        return FusedOutput(image, timing, focus_map)
 
     return source
 
 
 def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
-                  scales: Sequence[float] | str = DEFAULT_SCALES) -> FuseFn:
-    """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called); ``flips``
-    averages F_hat over mirrored inputs, ``scales`` over scales (`fusion.fuse_arrays`)."""
+                  scales: Sequence[float] | str | None = None, mode: str = "coarse_to_fine",
+                  working_side: int | None = None, refiner: str | None = None) -> FuseFn:
+    """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called), with the
+    settings of `fusion.fuse_arrays`: ``mode`` ("coarse_to_fine" or "paper"),
+    ``working_side``, ``refiner``, ``flips``, ``scales`` (paper mode)."""
     try:
-        from mfif_tf import fusion  # pylint: disable=import-outside-toplevel
+        from mfif_tf import fusion, inference  # pylint: disable=import-outside-toplevel
     except ImportError as err:
         raise EvaluationError(f"--model needs the fusion module mfif_tf.fusion ({err})") from None
+    side = inference.DEFAULT_WORKING_SIDE if working_side is None else working_side
+    try:
+        fusion.check_fusion_mode(mode, side, scales)
+    except fusion.InputError as err:
+        raise EvaluationError(str(err)) from None
     generator = fusion.resolve_generator(None if model == "default" else model)
+    model_refiner = None
+    if mode != "paper":
+        model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model)
     return lambda sources: fusion.fuse_arrays(sources, generator=generator, srr=srr,
-                                              flips=flips, scales=scales)
+                                              flips=flips, scales=scales, mode=mode,
+                                              working_side=side, refiner=model_refiner)
+
+
+def classical_fuse_fn(srr: bool = True) -> FuseFn:
+    """``fuse_fn`` of the classical baseline `classical.fuse_classical` (sum-modified-
+    Laplacian focus measure, SRR, eq. 14); returns a `FusionResult` with F_final."""
+    try:
+        from mfif_tf import classical  # pylint: disable=import-outside-toplevel
+    except ImportError as err:
+        raise EvaluationError(f"--classical needs mfif_tf.classical ({err})") from None
+    return lambda sources: classical.fuse_classical(sources, srr=srr)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -278,13 +335,22 @@ def evaluate_method(
         if fused.shape != a.shape:
             raise EvaluationError(f"{name}/{pair.stem}: fused is {fused.shape}, sources {a.shape}")
         gt = load_image(pair.path_gt, grey) if pair.path_gt is not None else None
-        wanted = tuple(m for m in config.metrics if gt is not None or m in metrics_lib.METRIC_NAMES)
+        wanted = tuple(m for m in config.metrics if m in metrics_lib.METRIC_NAMES
+                       or (gt is not None and m in metrics_lib.REFERENCE_METRIC_NAMES))
+        map_wanted = tuple(m for m in config.metrics if m in metrics_lib.FOCUS_MAP_METRIC_NAMES)
         try:
-            per_image[pair.stem] = metrics_lib.compute_all(
+            scores = metrics_lib.compute_all(
                 a, b, fused, config.convention, ground_truth=gt, metrics=wanted
             )
+            if map_wanted and pair.path_map is not None and out.focus_map is not None:
+                true_map = load_focus_map(pair.path_map)
+                if true_map.shape != a.shape[:2]:
+                    raise EvaluationError(f"{pair.stem}: MAP is {true_map.shape}, sources "
+                                          f"{a.shape[:2]}")
+                scores.update(metrics_lib.focus_map_metrics(out.focus_map, true_map, map_wanted))
         except metrics_lib.MetricInputError as err:
             raise EvaluationError(f"{name}/{pair.stem}: {err}") from None
+        per_image[pair.stem] = scores
         if out.timing:
             timings.append(out.timing)
     names = [m for m in config.metrics if any(m in r for r in per_image.values())]
@@ -292,13 +358,14 @@ def evaluate_method(
     return MethodResult(name, per_image, mean, mean_timing(timings), source_label)
 
 
-def unique_names(labels: Sequence[str]) -> list[str]:
-    """Method names from folder names, made unique with a numeric suffix."""
+def unique_names(labels: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
+    """Method names from folder names, made unique with a numeric suffix (also against the
+    names in ``taken``, such as "model")."""
     names: list[str] = []
     for label in labels:
         base = pathlib.Path(label).name or str(label)
         name, i = base, 2
-        while name in names:
+        while name in names or name in taken:
             name, i = f"{base}_{i}", i + 1
         names.append(name)
     return names
@@ -315,29 +382,79 @@ def evaluate(
     ]
 
 
-def evaluate_dirs(
-    config: EvalConfig, fused_dirs: Sequence[str], names: Sequence[str] | None = None
+@dataclasses.dataclass(frozen=True)
+class FnMethod:
+    """A fusion function to evaluate: its name, ``fuse_fn``, its description for results.json
+    and the folder of output_dir its fused PNGs go to."""
+
+    name: str
+    fuse_fn: FuseFn
+    source: str = "fuse_fn"
+    save_subdir: str = "fused"
+
+
+def evaluate_all(
+    config: EvalConfig,
+    functions: Sequence[FnMethod] = (),
+    fused_dirs: Sequence[str] = (),
+    names: Sequence[str] | None = None,
+    map_dirs: Sequence[str | None] | None = None,
 ) -> list[MethodResult]:
-    """Table 1 for one or several folders of fused images."""
+    """Table 1 (and Table 2) for fusion functions and folders of fused images in one table.
+
+    Args:
+      config: dataset, metrics and outputs.
+      functions: fusion functions (our model, the classical baseline, ...), evaluated first;
+        their fused PNGs are saved under ``output_dir/<save_subdir>``.
+      fused_dirs: folders of fused images, matched by stem.
+      names: names of the fused folders (default: the folder names, made unique).
+      map_dirs: one focus-map folder (F_final by stem) or None per fused folder.
+    """
     pairs = find_pairs(config.dataset_dir)
-    names = list(names) if names else unique_names(fused_dirs)
-    if len(names) != len(fused_dirs):
-        raise EvaluationError(f"{len(names)} names given for {len(fused_dirs)} fused folders")
-    _check_outputs(config, names)
-    sources = {n: (fused_from_dir(d, pairs), str(d)) for n, d in zip(names, fused_dirs)}
-    return evaluate(config, sources)
+    fn_names = [f.name for f in functions]
+    dir_names = list(names) if names else unique_names(fused_dirs, taken=fn_names)
+    if len(dir_names) != len(fused_dirs):
+        raise EvaluationError(f"{len(dir_names)} names given for {len(fused_dirs)} fused folders")
+    map_dirs = list(map_dirs) if map_dirs else [None] * len(fused_dirs)
+    if len(map_dirs) != len(fused_dirs):
+        raise EvaluationError(f"{len(map_dirs)} focus map folders given for {len(fused_dirs)} "
+                              f"fused folders; give one per fused folder ('' for none)")
+    all_names = fn_names + dir_names
+    repeated = sorted({n for n in all_names if all_names.count(n) > 1})
+    if repeated:
+        raise EvaluationError(f"two methods are named {repeated[0]!r}; give other --name values")
+    _check_outputs(config, all_names)
+    sources: dict[str, tuple[FusedSource, str]] = {}
+    for f in functions:
+        save_dir = pathlib.Path(config.output_dir) / f.save_subdir if config.output_dir else None
+        occupied = save_dir is not None and save_dir.exists() and any(save_dir.iterdir())
+        if occupied and not config.overwrite:
+            raise EvaluationError(f"{save_dir} already holds files; pass overwrite to replace "
+                                  f"them")
+        sources[f.name] = (fused_from_fn(f.fuse_fn, save_dir), f.source)
+    for n, d, m in zip(dir_names, fused_dirs, map_dirs):
+        label = f"{d} (focus maps {m})" if m else str(d)
+        sources[n] = (fused_from_dir(d, pairs, m or None), label)
+    return [
+        evaluate_method(name, pairs, source, config, label)
+        for name, (source, label) in sources.items()
+    ]
+
+
+def evaluate_dirs(
+    config: EvalConfig, fused_dirs: Sequence[str], names: Sequence[str] | None = None,
+    map_dirs: Sequence[str | None] | None = None,
+) -> list[MethodResult]:
+    """Table 1 for one or several folders of fused images (and their focus maps)."""
+    return evaluate_all(config, (), fused_dirs, names, map_dirs)
 
 
 def evaluate_fn(config: EvalConfig, fuse_fn: FuseFn, name: str = "model",
-                source: str = "fuse_fn") -> MethodResult:
-    """Table 1 and Table 2 for a fusion function (fused PNGs saved under output_dir/fused);
-    `source` describes it in results.json (for a model: weights and settings)."""
-    _check_outputs(config, [name])
-    save_dir = pathlib.Path(config.output_dir) / "fused" if config.output_dir else None
-    occupied = save_dir is not None and save_dir.exists() and any(save_dir.iterdir())
-    if occupied and not config.overwrite:
-        raise EvaluationError(f"{save_dir} already holds files; pass overwrite to replace them")
-    return evaluate(config, {name: (fused_from_fn(fuse_fn, save_dir), source)})[0]
+                source: str = "fuse_fn", save_subdir: str = "fused") -> MethodResult:
+    """Table 1 and Table 2 for a fusion function (fused PNGs saved under
+    output_dir/<save_subdir>); `source` describes it in results.json (for a model: weights
+    and settings)."""
+    return evaluate_all(config, [FnMethod(name, fuse_fn, source, save_subdir)])[0]
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -1,8 +1,10 @@
 r"""Fuses multi-focus photos with MFIF-GAN (console script `mfif-fuse`).
 
   python -m mfif_tf.fuse A.jpg B.jpg [C.jpg ...] -o fused.png [--focus_map map.png]
-      [--index_map idx.png] [--model PATH] [--no_srr] [--min_size N] [--edge_pixels K]
-      [--align] [--tile_size T] [--overwrite] [--jpeg_quality Q]
+      [--index_map idx.png] [--model PATH] [--mode coarse_to_fine|paper]
+      [--working_side S] [--refiner DIR] [--scales 1,0.5] [--flips] [--no_srr] [--min_size N]
+      [--edge_pixels K] [--align] [--align_model M] [--tile_size T] [--overwrite]
+      [--jpeg_quality Q] [--threads N]
   python -m mfif_tf.fuse --input_dir DIR --output_dir OUT [--output_format png] ...
 
 In batch mode DIR holds subfolders A/, B/ (C/, ...) matched by file stem; --focus_map and
@@ -34,9 +36,18 @@ flags.DEFINE_integer("edge_pixels", 0, "Grow (> 0) or shrink (< 0) the foregroun
                      "by this many pixels.")
 flags.DEFINE_bool("flips", False, "Average F_hat over the sources mirrored left-right and "
                   "top-bottom (test-time augmentation: 3x network time, slightly better maps).")
-flags.DEFINE_string("scales", "1,0.5", "F_hat is the mean of the network's maps at these scales "
-                    "(1/k for integer k): full and half resolution by default (1.25x the network "
-                    "time of one pass); 1 is the paper's single pass.")
+flags.DEFINE_enum("mode", "coarse_to_fine", ["coarse_to_fine", "paper"],
+                  "coarse_to_fine (default): the network decides at a working resolution near "
+                  "the scale it learned and a refinement head redraws the outline on the "
+                  "full-resolution pixels; paper: one network pass at full resolution.")
+flags.DEFINE_integer("working_side", 448, "coarse_to_fine: shorter side of the network's "
+                     "working resolution in pixels (sources are area-downscaled to it, never "
+                     "enlarged).")
+flags.DEFINE_string("refiner", None, "coarse_to_fine: folder of the refinement head (default: "
+                    "the one beside --model, else the packaged one).")
+flags.DEFINE_string("scales", None, "--mode=paper: F_hat is the mean of the network's maps at "
+                    "these scales (1/k for integer k, e.g. 1,0.5); default 1, the paper's "
+                    "single pass.")
 flags.DEFINE_bool("align", False, "Register the frames to the first one (hand-held stacks).")
 flags.DEFINE_enum("align_model", "similarity", ["translation", "similarity", "affine",
                                                 "homography"], "Motion model of --align.")
@@ -93,8 +104,8 @@ def main(argv: list[str]) -> None:
     options = fuse_lib.FuseOptions(
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
         edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
-        tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales,
-        overwrite=FLAGS.overwrite, jpeg_quality=FLAGS.jpeg_quality)
+        tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, mode=FLAGS.mode,
+        working_side=FLAGS.working_side, refiner=FLAGS.refiner, overwrite=FLAGS.overwrite, jpeg_quality=FLAGS.jpeg_quality)
     try:
         if FLAGS.input_dir is not None:
             if sources or FLAGS.output:

@@ -25,7 +25,7 @@ from mfif_tf.align import MODELS as ALIGN_MODELS
 from mfif_tf.image_io import InputError
 from mfif_tf.model_io import ModelNotFoundError
 from mfif_tf.networks import Generator
-from mfif_tf.scales import DEFAULT_SCALES, parse_scales
+from mfif_tf import inference
 
 MAP_FORMATS = ("png", "tiff")
 
@@ -36,13 +36,16 @@ class FuseOptions:
 
     srr: bool = True
     min_size: int | None = None
-    min_size_fraction: float = fusion.PAPER_MIN_SIZE_FRACTION
+    min_size_fraction: float = inference.PAPER_MIN_SIZE_FRACTION
     edge_pixels: int = 0
     align: bool = False
     align_model: str = "similarity"
     tile_size: int | None = None
     flips: bool = False
-    scales: tuple[float, ...] | str = DEFAULT_SCALES
+    scales: tuple[float, ...] | str | None = None
+    mode: str = inference.DEFAULT_MODE
+    working_side: int = inference.DEFAULT_WORKING_SIDE
+    refiner: str | None = None
     overwrite: bool = False
     jpeg_quality: int = 95
     progress: bool | None = None  # None: progress bars only on a terminal
@@ -58,9 +61,11 @@ class FuseOptions:
         if not 1 <= self.jpeg_quality <= 100:
             raise InputError(f"--jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         try:
-            self.scales = parse_scales(self.scales)
-        except ValueError as err:
-            raise InputError(f"--scales: {err}") from None
+            self.scales = fusion.check_fusion_mode(self.mode, self.working_side, self.scales)
+        except InputError as err:
+            raise InputError(f"--mode/--working_side/--scales: {err}") from None
+        if self.refiner is not None and not os.path.isdir(self.refiner):
+            raise InputError(f"--refiner {self.refiner}: no such folder")
         if self.align_model not in ALIGN_MODELS:
             raise InputError(f"--align_model must be one of {ALIGN_MODELS}, got "
                              f"{self.align_model!r}")
@@ -114,7 +119,8 @@ def fuse_files(sources: Sequence[str], output: str, generator: Generator | str |
         min_size_fraction=options.min_size_fraction, edge_pixels=options.edge_pixels,
         tile_size=options.tile_size, align=options.align, align_model=options.align_model,
         names=list(sources), progress=options.progress, flips=options.flips,
-        scales=options.scales)
+        scales=options.scales, mode=options.mode, working_side=options.working_side,
+        refiner=options.refiner)
     with image_io.OutputSet(options.overwrite) as out:
         out.add(output, result.fused, first.exif, options.jpeg_quality)
         if focus_map:

@@ -6,6 +6,10 @@ edge diffusion/contraction (section 4.2.4); the fused image is eq. 14,
 I_fused = I_A * F_final + I_B * (1 - F_final), computed on the ORIGINAL pixels, so the output
 keeps the sources' dtype (uint8, uint16 or float in [0, 1]) and colour (grey in, grey out).
 
+F_hat comes from `mfif_tf.inference`: by default coarse-to-fine (G at a working resolution
+near the scale it learned, the refinement head R redrawing the outline on the full-resolution
+pixels), or the paper's single full-resolution pass (`mode="paper"`).
+
 Stacks of N > 2 frames are fused sequentially: R_1 = frame 0, R_k = fuse(R_{k-1}, frame k),
 so each step is the pair fusion G was trained for, with the running result as I_A. With a
 binary F_final every output pixel is a pixel of one frame; the index map records which one.
@@ -24,17 +28,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from mfif_tf import model_io, tiling
+from mfif_tf import inference, model_io, tiling
+from mfif_tf import refiner as refiner_lib
 from mfif_tf.align import AlignmentError, StackAligner
 from mfif_tf.image_io import InputError
+from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION, fuse_with_map
 from mfif_tf.networks import Generator
-from mfif_tf.scales import DEFAULT_SCALES, parse_scales
+from mfif_tf.refiner import Refiner
+from mfif_tf.scales import parse_scales
 from mfif_tf.srr import small_region_removal
 
-PAPER_MIN_SIZE_FRACTION = 0.001  # N = 0.001 W H (section 3.3)
 TIMING_KEYS = ("network", "srr", "edge", "align", "fusion", "total")
-_ROWS_PER_CHUNK = 512
 _GENERATOR_CACHE: dict[tuple, Generator] = {}
+_REFINER_CACHE: dict[tuple, Refiner] = {}
 
 
 @dataclasses.dataclass
@@ -94,9 +100,79 @@ def resolve_generator(generator: Generator | str | os.PathLike | None) -> Genera
     return loaded
 
 
+def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
+                    generator: Generator | str | os.PathLike | None = None) -> Refiner:
+    """R for coarse-to-fine mode: a `Refiner` as is; a directory holding
+    `refiner.weights.h5` loaded (and cached); None for the one beside a model directory given
+    as `generator`, else the packaged one (`ModelNotFoundError` when there is none)."""
+    if isinstance(refiner, Refiner):
+        return refiner
+    if refiner is None:
+        candidates = [model_io.PACKAGED_MODEL_DIR]
+        if isinstance(generator, (str, os.PathLike)) and os.fspath(generator) not in (
+                "", "default"):
+            model_dir = os.fspath(generator)
+            candidates.insert(0, os.path.join(model_dir, "refiner"))
+            candidates.insert(0, model_dir)
+        path = next((p for p in candidates if refiner_lib.has_refiner(p)), None)
+        if path is None:
+            raise model_io.ModelNotFoundError(
+                "no refinement head is installed for coarse-to-fine fusion; pass a refiner "
+                "directory or use mode 'paper'")
+    else:
+        path = os.fspath(refiner)
+        if not refiner_lib.has_refiner(path):
+            raise InputError(f"{path}: no {refiner_lib.REFINER_WEIGHTS_FILE} there")
+    key = (os.path.realpath(path),
+           os.stat(os.path.join(path, refiner_lib.REFINER_WEIGHTS_FILE)).st_mtime_ns)
+    if key not in _REFINER_CACHE:
+        try:
+            loaded = refiner_lib.load_refiner(path)
+        except Exception as err:  # a damaged weights file
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(f"{path}: cannot load the refinement head ({detail})") from None
+        _REFINER_CACHE.clear()
+        _REFINER_CACHE[key] = loaded
+    return _REFINER_CACHE[key]
+
+
+def check_fusion_mode(mode: str, working_side: Any, scales: Any) -> tuple[float, ...]:
+    """Checks `mode`, `working_side` and `scales` together; returns the parsed scales
+    ((1,) unless given; only the paper mode takes other scales). InputError otherwise."""
+    try:
+        inference.check_mode(mode)
+        inference.check_working_side(working_side)
+        parsed = parse_scales(scales if scales is not None else (1.0,))
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if mode != "paper" and parsed != (1.0,):
+        raise InputError("scales apply to mode 'paper' (coarse-to-fine runs G once, at the "
+                         "working resolution)")
+    return parsed
+
+
+def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.ndarray,
+                  image_b: np.ndarray, *, mode: str = inference.DEFAULT_MODE,
+                  working_side: int = inference.DEFAULT_WORKING_SIDE,
+                  tile_size: int | None = None, flips: bool = False,
+                  scales: Sequence[float] = (1.0,), progress=None,
+                  progress_total=None) -> np.ndarray:
+    """F_hat (H, W) float32 for two checked, same-layout sources, in either mode
+    (`mfif_tf.inference`); `flips` averages G's maps over mirrored sources."""
+
+    def predict(a: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
+        return tiling.predict_focus_map(generator, a, b, tile_size, progress=progress,
+                                        progress_total=progress_total, flips=flips, **kwargs)
+
+    if mode == "paper":
+        return predict(image_a, image_b, scales=scales)
+    return inference.coarse_to_fine_arrays(predict, refiner, image_a, image_b, working_side,
+                                           progress=progress, progress_total=progress_total)
+
+
 def check_source(pixels: Any, name: str) -> np.ndarray:
     """Validates one source: uint8, uint16 or float in [0, 1]; (H, W), (H, W, 1) or (H, W, 3);
-    at least `tiling.MIN_IMAGE_SIDE` pixels a side. Returns (H, W) or (H, W, 3)."""
+    at least `inference.MIN_IMAGE_SIDE` pixels a side. Returns (H, W) or (H, W, 3)."""
     if not isinstance(pixels, np.ndarray):
         raise InputError(f"{name}: expected a NumPy array, got {type(pixels).__name__}")
     if pixels.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
@@ -107,7 +183,7 @@ def check_source(pixels: Any, name: str) -> np.ndarray:
     if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
         raise InputError(f"{name}: expected an (H, W) grey or (H, W, 3) RGB image, got shape "
                          f"{pixels.shape}")
-    side = tiling.MIN_IMAGE_SIDE
+    side = inference.MIN_IMAGE_SIDE
     if min(pixels.shape[:2]) < side:
         raise InputError(f"{name}: image is {pixels.shape[1]}x{pixels.shape[0]} pixels; the "
                          f"network needs at least {side}x{side}")
@@ -128,31 +204,6 @@ def _same_layout(running: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np
     if running.ndim != frame.ndim:
         return _as_rgb(running), _as_rgb(frame)
     return running, frame
-
-
-def fuse_with_map(image_a: np.ndarray, image_b: np.ndarray, f_final: np.ndarray,
-                  binary: bool) -> np.ndarray:
-    """Eq. 14 on the original pixels, in row chunks to bound memory.
-
-    A binary F_final selects pixels exactly; a soft one blends in float32 and rounds back
-    to integer dtypes.
-    """
-    out = np.empty_like(image_a)
-    for r0 in range(0, image_a.shape[0], _ROWS_PER_CHUNK):
-        rows = slice(r0, r0 + _ROWS_PER_CHUNK)
-        weight = f_final[rows]
-        if image_a.ndim == 3:
-            weight = weight[:, :, None]
-        if binary:
-            out[rows] = np.where(weight > 0.5, image_a[rows], image_b[rows])
-            continue
-        a = image_a[rows].astype(np.float32)
-        b = image_b[rows].astype(np.float32)
-        blend = b + weight * (a - b)
-        if image_a.dtype.kind == "u":
-            blend = np.clip(np.rint(blend), 0, np.iinfo(image_a.dtype).max)
-        out[rows] = blend.astype(image_a.dtype)
-    return out
 
 
 def final_map(f_hat: np.ndarray, srr: bool, min_size: int | None, min_size_fraction: float,
@@ -194,7 +245,10 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                tile_size: int | None = None, align: bool = False,
                align_model: str = "similarity", names: Sequence[str] | None = None,
                progress: bool | None = False, flips: bool = False,
-               scales: Sequence[float] | str = DEFAULT_SCALES) -> FusionResult:
+               scales: Sequence[float] | str | None = None,
+               mode: str = inference.DEFAULT_MODE,
+               working_side: int = inference.DEFAULT_WORKING_SIDE,
+               refiner: Refiner | str | None = None) -> FusionResult:
     """Fuses a pair or a stack read one frame at a time (see `fuse_arrays` for the arguments;
     `frames` may be any iterable, e.g. lazily loaded files).
 
@@ -207,13 +261,10 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
         raise InputError(f"edge_pixels must be an integer, got {edge_pixels!r}")
     if min_size is not None and (isinstance(min_size, bool) or min_size < 0):
         raise InputError(f"min_size must be a non-negative number of pixels, got {min_size!r}")
-    try:
-        scales = parse_scales(scales)
-    except ValueError as err:
-        raise InputError(str(err)) from None
+    scales = check_fusion_mode(mode, working_side, scales)
     names = list(names) if names is not None else []
     name = lambda k: names[k] if k < len(names) else f"source {k}"  # noqa: E731
-    model = None
+    model = model_refiner = None
     aligner = StackAligner(align_model) if align else None
     transforms: list[np.ndarray] | None = [] if align else None
     first = running = index = f_hat = f_final = None
@@ -245,11 +296,13 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
             _check_next(frame, first, k, name)
             if model is None:
                 model = resolve_generator(generator)
+                if mode != "paper":
+                    model_refiner = resolve_refiner(refiner, generator)
             running, frame = _same_layout(running, frame)
             start = time.perf_counter()
-            f_hat = tiling.predict_focus_map(model, running, frame, tile_size,
-                                             progress=bar.update, progress_total=add_total,
-                                             flips=flips, scales=scales)
+            f_hat = predict_f_hat(model, model_refiner, running, frame, mode=mode,
+                                  working_side=working_side, tile_size=tile_size, flips=flips,
+                                  scales=scales, progress=bar.update, progress_total=add_total)
             timings["network"] += time.perf_counter() - start
             f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction,
                                          edge_pixels, timings)
@@ -278,7 +331,10 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                 min_size_fraction: float = PAPER_MIN_SIZE_FRACTION, align: bool = False,
                 align_model: str = "similarity", names: Sequence[str] | None = None,
                 progress: bool | None = False, flips: bool = False,
-                scales: Sequence[float] | str = DEFAULT_SCALES) -> FusionResult:
+                scales: Sequence[float] | str | None = None,
+                mode: str = inference.DEFAULT_MODE,
+                working_side: int = inference.DEFAULT_WORKING_SIDE,
+                refiner: Refiner | str | None = None) -> FusionResult:
     """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
 
     Args:
@@ -299,11 +355,17 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         or "translation".
       names: names of the sources for error messages (file names).
       progress: show a progress bar over tiles (None: only on a terminal).
-      flips: test-time augmentation, F_hat averaged over the sources as given and mirrored
+      flips: test-time augmentation, G's map averaged over the sources as given and mirrored
         left-right and top-bottom (3x the network time; `tiling.predict_focus_map`).
-      scales: F_hat is the mean of G's maps at these scales, 1/k for integer k (default: full
-        and half resolution, 1.25x the network time of one pass; (1,) is the paper's single
-        pass; `mfif_tf.scales`).
+      scales: mode "paper" only: F_hat is the mean of G's maps at these scales, 1/k for
+        integer k (default (1,), the paper's single pass; `mfif_tf.scales`).
+      mode: "coarse_to_fine" (default: G at the working resolution, the outline redrawn at
+        full resolution by the refinement head) or "paper" (G at full resolution, one pass);
+        `mfif_tf.inference`.
+      working_side: coarse-to-fine: the shorter side of G's working resolution in pixels
+        (sources are area-downscaled to it, never enlarged).
+      refiner: coarse-to-fine: R, a directory with its weights, or None (the one beside the
+        model directory, else the packaged one).
 
     Returns:
       `FusionResult`.
@@ -315,4 +377,5 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
     return fuse_stack(iter(sources), generator, srr=srr, min_size=min_size,
                       min_size_fraction=min_size_fraction, edge_pixels=edge_pixels,
                       tile_size=tile_size, align=align, align_model=align_model, names=names,
-                      progress=progress, flips=flips, scales=scales)
+                      progress=progress, flips=flips, scales=scales, mode=mode,
+                      working_side=working_side, refiner=refiner)

@@ -26,6 +26,12 @@ class ModelNotFoundError(FileNotFoundError):
     pass
 
 
+def variables_by_path(model) -> tf.train.Checkpoint:
+    """A model's weights keyed by their Keras paths: the layout of the trainer's
+    checkpoints, so that G alone can be read back from them."""
+    return tf.train.Checkpoint(**{v.path.replace("/", "."): v for v in model.weights})
+
+
 def save_generator(generator: Generator, directory: str, info: dict[str, Any] | None = None) -> str:
     """Writes G's weights and config to `directory` (created if needed) atomically."""
     os.makedirs(directory, exist_ok=True)
@@ -78,9 +84,7 @@ def load_generator(path: str | None = "default") -> Generator:
         latest = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
         if latest is None:
             raise ModelNotFoundError(f"training work dir has no checkpoint yet: {path}")
-        from mfif_tf.trainer import _variables_by_path
-
-        tf.train.Checkpoint(generator=_variables_by_path(generator)).read(latest).expect_partial()
+        tf.train.Checkpoint(generator=variables_by_path(generator)).read(latest).expect_partial()
         return generator
     raise ModelNotFoundError(
         f"{path} holds neither {WEIGHTS_FILE} + {CONFIG_FILE} nor a training work dir")

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import layers
 
 from mfif_tf.config import ModelConfig, model_config, model_config_from_dict
+from mfif_tf.inference import BT601
 from mfif_tf.layers import ConvBNReLU, SEResBlock
 
 # The encoder halves the resolution twice and the decoder doubles it twice.
@@ -30,7 +31,7 @@ def _resolve(config: ModelConfig | dict | None) -> ModelConfig:
 
 def to_grey(rgb: tf.Tensor) -> tf.Tensor:
     """Luminance of [-1, 1] RGB (ITU-R BT.601 weights, as MATLAB's rgb2gray)."""
-    weights = tf.constant([0.298936021293775, 0.587043074451121, 0.114020904255103], rgb.dtype)
+    weights = tf.constant(BT601, rgb.dtype)
     return tf.reduce_sum(rgb * weights, axis=-1, keepdims=True)
 
 

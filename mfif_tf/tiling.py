@@ -47,11 +47,9 @@ import numpy as np
 import tensorflow as tf
 
 from mfif_tf import scales as scales_lib
+from mfif_tf.inference import MIN_IMAGE_SIDE, unit_scale  # noqa: F401 (re-exported)
 from mfif_tf.networks import SIZE_MULTIPLE, Generator
 
-# G pads by mirroring to a multiple of 4, which needs at least 2 pixels a side (checked:
-# 2 x 2 runs, 1 x N fails in G's symmetric padding).
-MIN_IMAGE_SIDE = 2
 # Halos: at least the reach of each stage's padding into the tile (checked by the tests and
 # by shrinking each halo until tiled and whole-image results differ).
 STEM_HALO = 8  # full-resolution pixels, a multiple of 4: the stem reaches 3 before, 6 after
@@ -59,16 +57,6 @@ BLOCK_HALO = 2  # quarter-resolution positions: two 3x3 convs
 DECODE_HALO = 3  # quarter-resolution positions: two 4x4 transposed convs, the 7x7 head
 WHOLE_IMAGE_BUDGET = 2 << 30  # bytes of activations allowed for one whole-image call
 TILE_BUDGET = 448 << 20  # bytes of activations of one stem or decoder tile
-
-
-def unit_scale(dtype: np.dtype) -> float:
-    """The factor that maps a source's values to [0, 1]: 1/255 (uint8), 1/65535 (uint16),
-    1 (float, already in [0, 1])."""
-    if dtype == np.uint8:
-        return 1.0 / 255.0
-    if dtype == np.uint16:
-        return 1.0 / 65535.0
-    return 1.0
 
 
 def to_network_range(pixels: np.ndarray) -> np.ndarray:

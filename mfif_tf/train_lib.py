@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from mfif_tf.cli import check_workdir
+from mfif_tf import inference
 from mfif_tf.config import TrainConfig
 from mfif_tf.model_io import save_generator
 from mfif_tf.trainer import Trainer, make_strategy
@@ -198,7 +199,7 @@ def train_and_evaluate(
 def _write_images(trainer: Trainer, batch: dict, writer, step: int, max_outputs: int = 2) -> None:
     a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
     predicted = trainer.generator(tf.concat([a, b], -1), training=False)
-    fused = predicted * tf.cast(a, tf.float32) + (1 - predicted) * tf.cast(b, tf.float32)  # eq. 14
+    fused = inference.fuse(tf.cast(a, tf.float32), tf.cast(b, tf.float32), predicted)  # eq. 14
     with writer.as_default(step=step):
         tf.summary.image("I_A", _to_uint8(a, True), max_outputs=max_outputs)
         tf.summary.image("I_B", _to_uint8(b, True), max_outputs=max_outputs)

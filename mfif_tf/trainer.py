@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from mfif_tf import losses
+from mfif_tf.model_io import variables_by_path
 from mfif_tf.config import TrainConfig
 from mfif_tf.networks import Critic, Generator, critic_input
 
@@ -185,13 +186,11 @@ class Trainer(tf.Module):
     def checkpoint(self, iterator=None) -> tf.train.Checkpoint:
         # Keras 3 models do not expose layers held in Python lists to tf.train.Checkpoint,
         # so every variable (BatchNorm moving statistics included) is listed by path.
-        items = dict(generator=_variables_by_path(self.generator),
-                     critic=_variables_by_path(self.critic), g_opt=self.g_opt,
+        items = dict(generator=variables_by_path(self.generator),
+                     critic=variables_by_path(self.critic), g_opt=self.g_opt,
                      d_opt=self.d_opt, step=self.step, rng=self.rng)
         if iterator is not None:
             items["data"] = iterator
         return tf.train.Checkpoint(**items)
 
 
-def _variables_by_path(model: keras.Model) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(**{v.path.replace("/", "."): v for v in model.weights})

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from mfif_tf import edge_morphology, evaluate_lib
+from mfif_tf import edge_morphology, evaluate_lib, metrics
+from mfif_tf.metrics import boundary as boundary_metrics
 from mfif_tf.metrics import report
 
 STEMS = ("01", "02", "03")
@@ -248,14 +249,17 @@ def test_cli_compares_folders(dataset, tmp_path):
     assert (tmp_path / "cli" / "results.json").exists()
 
 
-def test_cli_fuses_with_the_shipped_model_and_records_its_settings(dataset, tmp_path):
-    out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--scales=1,0.5,0.25",
-                   "--flips", "--metrics=MI,Q_CB", f"--output_dir={tmp_path / 'm'}")
+def test_cli_fuses_with_the_shipped_model_and_records_its_settings(map_dataset, tmp_path):
+    out = _run_cli(f"--dataset_dir={map_dataset}", "--model=default", "--mode=paper",
+                   "--scales=1,0.5,0.25", "--flips", "--metrics=MI,Q_CB,MAP_ACC",
+                   f"--output_dir={tmp_path / 'm'}")
     assert out.returncode == 0, out.stderr
     saved = json.loads((tmp_path / "m" / "results.json").read_text())["methods"]["model"]
-    assert saved["source"] == "model default, scales 1,0.5,0.25, flips on, SRR on"
+    assert saved["source"] == "model default, mode paper, scales 1,0.5,0.25, flips on, SRR on"
     assert sorted(saved["per_image"]) == list(STEMS)
     assert saved["timing_seconds"]["network"] > 0
+    assert list(saved["mean"]) == ["MI", "Q_CB", "MAP_ACC"]  # F_final against MAP/
+    assert 0.0 <= saved["mean"]["MAP_ACC"] <= 1.0
 
 
 def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
@@ -263,10 +267,13 @@ def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().startswith("error:") and "missing the folder A/" in out.stderr
     assert "Traceback" not in out.stderr
-    out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--scales=1,2")
+    out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--mode=paper",
+                   "--scales=1,2")
     assert out.returncode == 1
-    assert out.stderr.strip() == ("error: --scales: scale '2' must be in (0, 1] "
-                                  "(1 is full resolution)")
+    assert out.stderr.strip() == "error: scale '2' must be in (0, 1] (1 is full resolution)"
+    out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--scales=1,0.5")
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("error: scales apply to mode 'paper'")
 
 
 def test_fuse_fn_returning_a_fusion_result_keeps_its_timings(dataset, tmp_path):
@@ -279,3 +286,152 @@ def test_fuse_fn_returning_a_fusion_result_keeps_its_timings(dataset, tmp_path):
     res = evaluate_lib.evaluate_fn(_config(dataset, tmp_path / "out"), fuse_fn, name="model")
     assert res.timing["network"] == pytest.approx(0.25)
     assert res.timing["srr"] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- focus-map metrics
+
+
+def _square(shift=0, size=40):
+    m = np.zeros((size, size), np.uint8)
+    m[10 + shift:30 + shift, 10:30] = 255
+    return m
+
+
+def test_boundary_pixels_are_both_sides_of_the_edge():
+    m = _square() > 0
+    b = boundary_metrics.boundary(m)
+    assert b[9, 10:30].all() and b[10, 10:30].all()  # outer and inner row
+    assert not b[9, 9] and not b[11, 11]  # diagonal corner and interior
+    assert b.sum() == 4 * 20 + (4 * 20 - 4)  # outer ring (no corners) + inner ring
+    assert not boundary_metrics.boundary(np.ones((5, 5), bool)).any()  # image border: none
+
+
+def test_boundary_f_scores_of_a_shifted_square():
+    true = _square()
+    same = metrics.focus_map_metrics(true, true)
+    assert same == {"BF1": 1.0, "BF3": 1.0, "MAP_ACC": 1.0}
+    shifted = metrics.focus_map_metrics(_square(2), true)
+    assert shifted["BF1"] < 1.0 and shifted["BF3"] == 1.0
+    assert shifted["MAP_ACC"] == pytest.approx(1 - 2 * 2 * 20 / 40**2)
+    assert metrics.boundary_f1(_square(2), true) == shifted["BF1"]
+    assert metrics.boundary_f3(_square(5), true) < 1.0
+    # Precision and recall by hand at d = 1: the rows 2 px away miss, the others hit.
+    pred_b, true_b = boundary_metrics.boundary(_square(2) > 0), boundary_metrics.boundary(true > 0)
+    dist = ndimage.distance_transform_edt(~true_b)
+    p = np.mean(dist[pred_b] <= 1)
+    r = np.mean(ndimage.distance_transform_edt(~pred_b)[true_b] <= 1)
+    assert shifted["BF1"] == pytest.approx(2 * p * r / (p + r))
+
+
+def test_focus_map_metrics_degenerate_cases_and_inputs():
+    ones, zeros, square = np.ones((20, 20)), np.zeros((20, 20)), _square(size=40)[:20, :20]
+    # No boundary in either map: the boundaries agree (1.0), the regions may not (MAP_ACC).
+    assert metrics.focus_map_metrics(ones, zeros) == {"BF1": 1.0, "BF3": 1.0, "MAP_ACC": 0.0}
+    # A boundary in only one of them: 0 (precision or recall is 0).
+    assert metrics.focus_map_metrics(ones, square)["BF3"] == 0.0
+    assert metrics.focus_map_metrics(square, zeros)["BF1"] == 0.0
+    # 0/1, 0/255 and soft maps are binarised at half range.
+    soft = (square > 0) * 0.75 + 0.1
+    assert metrics.focus_map_metrics(soft, square // 255) == {"BF1": 1.0, "BF3": 1.0,
+                                                               "MAP_ACC": 1.0}
+    assert metrics.map_acc(square[:, ::-1], square) == pytest.approx(
+        np.mean((square[:, ::-1] > 0) == (square > 0)))
+    assert list(metrics.focus_map_metrics(square, square, ("MAP_ACC",))) == ["MAP_ACC"]
+    with pytest.raises(metrics.MetricInputError, match="shape mismatch"):
+        metrics.focus_map_metrics(square, _square())
+    assert set(metrics.FOCUS_MAP_METRIC_NAMES) <= set(metrics.BEST_RULE)
+
+
+@pytest.fixture(scope="module")
+def map_dataset(tmp_path_factory):
+    """A/, B/, GT/, MAP/ (the true masks) plus fused folders and focus-map folders."""
+    root = tmp_path_factory.mktemp("mapdata")
+    for sub in ("A", "B", "GT", "MAP", "perfect", "true_maps", "shifted_maps"):
+        (root / sub).mkdir()
+    for i, stem in enumerate(STEMS):
+        a, b, sharp, mask = _scene(i)
+        Image.fromarray(a).save(root / "A" / f"{stem}.png")
+        Image.fromarray(b).save(root / "B" / f"{stem}.png")
+        Image.fromarray(sharp).save(root / "GT" / f"{stem}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(root / "MAP" / f"{stem}.png")  # 0/1 PNG
+        Image.fromarray(edge_morphology.fuse_with_map(a, b, mask)).save(
+            root / "perfect" / f"{stem}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(root / "true_maps" / f"{stem}.png")
+        shifted = np.roll(mask, 2, axis=0)
+        Image.fromarray((shifted * 255).astype(np.uint8)).save(
+            root / "shifted_maps" / f"{stem}.png")
+    return root
+
+
+def test_find_pairs_attaches_map(map_dataset, dataset, tmp_path):
+    pairs = evaluate_lib.find_pairs(map_dataset)
+    assert [p.path_map.name for p in pairs] == [f"{s}.png" for s in STEMS]
+    assert evaluate_lib.load_focus_map(pairs[0].path_map).sum() == _scene(0)[3].sum()
+    assert all(p.path_map is None for p in evaluate_lib.find_pairs(dataset))
+    for sub in ("A", "B", "MAP"):
+        (tmp_path / sub).mkdir()
+        for stem in STEMS[: 2 if sub == "MAP" else 3]:
+            Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / sub / f"{stem}.png")
+    with pytest.raises(evaluate_lib.EvaluationError, match=r"MAP/ lacks the stems \['03'\]"):
+        evaluate_lib.find_pairs(tmp_path)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "MAP" / "03.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "MAP" / "04.png")
+    with pytest.raises(evaluate_lib.EvaluationError, match=r"MAP/ has stems that A/ lacks"):
+        evaluate_lib.find_pairs(tmp_path)
+
+
+def test_fused_map_dirs_score_the_maps(map_dataset):
+    config = _config(map_dataset, metrics=("MI", "BF1", "BF3", "MAP_ACC"))
+    folders = [str(map_dataset / "perfect")] * 3
+    maps = [str(map_dataset / "true_maps"), str(map_dataset / "shifted_maps"), None]
+    true, shifted, nomap = evaluate_lib.evaluate_dirs(config, folders, ["t", "s", "n"], maps)
+    assert true.mean["BF1"] == true.mean["BF3"] == true.mean["MAP_ACC"] == 1.0
+    assert shifted.mean["BF1"] < 1.0 and shifted.mean["BF3"] == 1.0
+    assert shifted.mean["MAP_ACC"] < 1.0
+    assert list(nomap.mean) == ["MI"]  # no map: no map metrics
+    text = evaluate_lib.results_markdown([true, shifted, nomap], config.convention, False)
+    assert "| BF1 ↑ | **1.00000** |" in text and "| MAP_ACC ↑ |" in text
+    assert text.count("n/a") == 3
+    with pytest.raises(evaluate_lib.EvaluationError, match="2 focus map folders given for 3"):
+        evaluate_lib.evaluate_dirs(config, folders, None, maps[:2])
+
+
+def test_fuse_fn_focus_map_is_scored(map_dataset, tmp_path):
+    from types import SimpleNamespace
+
+    def fuse_fn(sources):
+        a, b = sources
+        fmap = np.zeros(a.shape[:2], np.float32)
+        fmap[6:28, 8:26] = 1.0  # the true mask of every scene
+        return SimpleNamespace(fused=a, timings={}, f_final=fmap)
+
+    res = evaluate_lib.evaluate_fn(_config(map_dataset, metrics=("MAP_ACC", "BF1")), fuse_fn)
+    assert res.mean == {"MAP_ACC": 1.0, "BF1": 1.0}
+
+
+def test_cli_classical_with_ground_truth_and_maps(map_dataset, tmp_path):
+    out_dir = tmp_path / "cli"
+    out = _run_cli(f"--dataset_dir={map_dataset}", "--classical",
+                   f"--fused_dir={map_dataset / 'perfect'}",
+                   f"--fused_map_dir={map_dataset / 'shifted_maps'}",
+                   f"--fused_dir={map_dataset / 'perfect'}", "--fused_map_dir=",
+                   "--name=ours", "--name=nomap",
+                   "--metrics=MI,PSNR,BF1,BF3,MAP_ACC", f"--output_dir={out_dir}")
+    assert out.returncode == 0, out.stderr
+    assert "| metric | classical | ours | nomap |" in out.stdout
+    table = (out_dir / "table.md").read_text()
+    assert "| BF3 ↑ |" in table and "| MAP_ACC ↑ |" in table
+    saved = json.loads((out_dir / "results.json").read_text())["methods"]
+    assert set(saved["classical"]["mean"]) == {"MI", "PSNR", "BF1", "BF3", "MAP_ACC"}
+    assert 0.5 < saved["classical"]["mean"]["MAP_ACC"] <= 1.0
+    assert saved["classical"]["source"].startswith("classical")
+    assert saved["ours"]["mean"]["BF3"] == 1.0 and "BF1" not in saved["nomap"]["mean"]
+    rows = list(csv.reader((out_dir / "per_image_classical.csv").open()))
+    assert rows[0] == ["image", "MI", "PSNR", "BF1", "BF3", "MAP_ACC"]
+    assert sorted(p.name for p in (out_dir / "fused_classical").iterdir()) == [
+        f"{s}.png" for s in STEMS]
+    bad = _run_cli(f"--dataset_dir={map_dataset}", f"--fused_dir={map_dataset / 'perfect'}",
+                   f"--fused_map_dir={map_dataset / 'true_maps'}", "--fused_map_dir=x")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("error: 2 --fused_map_dir given for 1 --fused_dir; give one "
+                                  "per --fused_dir ('' for none)")

@@ -30,15 +30,18 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from export import compare, export_lib, serving
-from mfif_tf import srr, tiling
+from mfif_tf import fusion, srr
 from mfif_tf.config import model_config
 from mfif_tf.model_io import save_generator
 from mfif_tf.networks import build_generator
-from mfif_tf.scales import DEFAULT_SCALES
+from tests.conftest import random_refiner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs", "serving.md")
 SIZE = 64
+# The exports here run coarse-to-fine with a small working side, so that 64-pixel images go
+# through two refinement levels.
+WORKING_SIDE = 24
 
 
 # ---------------------------------------------------------------- fixtures
@@ -53,10 +56,16 @@ def generator():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, generator):
+def refiner():
+    return random_refiner()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, generator, refiner):
     root = str(tmp_path_factory.mktemp("export"))
-    config = export_lib.ExportConfig(export_dir=root, model_name="mfif", version=1)
-    return export_lib.export_model(generator, config)
+    config = export_lib.ExportConfig(export_dir=root, model_name="mfif", version=1,
+                                     working_side=WORKING_SIDE)
+    return export_lib.export_model(generator, config, refiner)
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +105,16 @@ def pairs():
 
 
 def eager_reference(generator, image_a: np.ndarray, image_b: np.ndarray,
-                    fraction: float = 0.001, scales=DEFAULT_SCALES):
-    """G (at the exporter's default scales), SRR and eq. 14 written directly: uint8
-    (H, W, C) -> (fused, F_final, F_hat)."""
-    if scales == (1.0,):
-        a = image_a.astype(np.float32) / 255.0
-        b = image_b.astype(np.float32) / 255.0
-        if a.shape[-1] == 1:
-            a, b = np.repeat(a, 3, -1), np.repeat(b, 3, -1)
-        x = np.concatenate([a, b], axis=-1)[None] * 2.0 - 1.0
-        f_hat = generator(x, training=False).numpy()[0]
-    else:  # the NumPy-side implementation of `mfif_tf.fuse`
-        grey = image_a.shape[-1] == 1
-        f_hat = tiling.predict_focus_map(generator, image_a[..., 0] if grey else image_a,
-                                         image_b[..., 0] if grey else image_b,
-                                         scales=scales)[..., None]
+                    fraction: float = 0.001, mode: str = "coarse_to_fine", refiner=None):
+    """F_hat as `mfif_tf.fuse` computes it (the NumPy strips of `mfif_tf.inference`, or the
+    paper's single pass), then SRR and eq. 14 written directly: uint8 (H, W, C) ->
+    (fused, F_final, F_hat)."""
+    grey = image_a.shape[-1] == 1
+    if mode != "paper" and refiner is None:
+        refiner = random_refiner()
+    f_hat = fusion.predict_f_hat(generator, refiner, image_a[..., 0] if grey else image_a,
+                                 image_b[..., 0] if grey else image_b, mode=mode,
+                                 working_side=WORKING_SIDE)[..., None]
     n = srr.default_min_size(image_a.shape[0], image_a.shape[1], fraction)
     f_final = srr.small_region_removal(f_hat, min_size=n).numpy()
     fused = np.where(f_final > 0.5, image_a, image_b)

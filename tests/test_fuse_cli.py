@@ -196,12 +196,20 @@ def test_bad_jobs_are_refused_before_any_work(tmp_path, generator):
         ([pa, pb], "f.png", {"index_map": "i.jpg"}, "must be lossless"),
         ([pa, small], "f.png", {}, "small.png: size 56x30 differs from"),
         ([pa, pb], "f.png", {"tile_size": -1}, "--tile_size must be >= 0"),
-        ([pa, pb], "f.png", {"scales": "1,0.3"}, "--scales: scale '0.3' must be 1/k"),
+        ([pa, pb], "f.png", {"scales": "1,0.3", "mode": "paper"},
+         "--mode/--working_side/--scales: scale '0.3' must be 1/k"),
+        ([pa, pb], "f.png", {"scales": "1,0.5"}, "scales apply to mode 'paper'"),
+        ([pa, pb], "f.png", {"working_side": 3}, "working_side must be an integer of at least"),
+        ([pa, pb], "f.png", {"mode": "fast"}, "mode must be one of coarse_to_fine, paper"),
+        ([pa, pb], "f.png", {"refiner": "nowhere"}, "--refiner nowhere: no such folder"),
     ]
     for sources, output, kw, message in cases:
         options = fuse_lib.FuseOptions(overwrite=kw.pop("overwrite", False),
                                        tile_size=kw.pop("tile_size", None),
-                                       scales=kw.pop("scales", "1,0.5"))
+                                       scales=kw.pop("scales", None),
+                                       mode=kw.pop("mode", "coarse_to_fine"),
+                                       working_side=kw.pop("working_side", 448),
+                                       refiner=kw.pop("refiner", None))
         kw = {k: str(tmp_path / v) for k, v in kw.items()}
         with pytest.raises(InputError) as err:
             fuse_lib.fuse_files(sources, str(tmp_path / output), generator, options, **kw)
@@ -299,7 +307,7 @@ def test_cli_fuses_a_pair(tmp_path, model_dir):
     save(tmp_path / "b.jpg", b)
     done = run_cli("a.jpg", "b.jpg", "-o", "fused.png", "--focus_map", "map.png",
                    "--index_map", "idx.png", "--model", model_dir, "--edge_pixels", "1", "--flips",
-                   "--scales=1,0.5,0.25", cwd=tmp_path)
+                   "--mode=paper", "--scales=1,0.5,0.25", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "fused.png: 2 frames of 56x40 fused" in done.stdout
     assert listing(tmp_path) == ["a.jpg", "b.jpg", "fused.png", "idx.png", "map.png"]

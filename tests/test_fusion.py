@@ -65,12 +65,16 @@ def test_pair_is_eq14_on_the_original_pixels(generator, dtype, grey):
     result = fusion.fuse_arrays([a, b], generator)
     assert result.fused.shape == a.shape and result.fused.dtype == a.dtype
     assert result.f_hat.shape == result.f_final.shape == (37, 53)
-    # The default F_hat: the mean of full- and half-resolution passes (`mfif_tf.scales`).
-    want = tiling.predict_focus_map(generator, a, b, 0, scales=(1.0, 0.5))
+    # The default F_hat: coarse to fine with the packaged refinement head.
+    want = fusion.predict_f_hat(generator, fusion.resolve_refiner(None), a, b)
     np.testing.assert_allclose(result.f_hat, want, atol=1e-6)
-    single = fusion.fuse_arrays([a, b], generator, scales=(1,))
+    # The paper's mode: one full-resolution pass, or the mean over scales.
+    single = fusion.fuse_arrays([a, b], generator, mode="paper")
     np.testing.assert_allclose(single.f_hat, tiling.predict_focus_map(generator, a, b, 0),
                                atol=1e-6)
+    two = fusion.fuse_arrays([a, b], generator, mode="paper", scales=(1, 0.5))
+    np.testing.assert_allclose(
+        two.f_hat, tiling.predict_focus_map(generator, a, b, 0, scales=(1.0, 0.5)), atol=1e-6)
     expected = small_region_removal(result.f_hat).numpy()
     np.testing.assert_array_equal(result.f_final, expected)
     check_eq14(result, a, b)
@@ -117,9 +121,16 @@ def test_tiled_fusion_agrees_with_whole_image(generator):
 
 def test_flips_average_mirrored_maps_and_fuse_by_eq14(generator):
     a, b = pair(64, 96, seed=5)
-    result = fusion.fuse_arrays([a, b], generator, flips=True)
+    result = fusion.fuse_arrays([a, b], generator, flips=True, mode="paper", scales=(1, 0.5))
     want = tiling.predict_focus_map(generator, a, b, flips=True, scales=(1, 0.5))
     np.testing.assert_allclose(result.f_hat, want, atol=1e-6)
+    check_eq14(result, a, b)
+    # Coarse to fine: G's working-resolution map is the mean of the mirrored passes.
+    refiner = fusion.resolve_refiner(None)
+    result = fusion.fuse_arrays([a, b], generator, flips=True, refiner=refiner)
+    want = fusion.predict_f_hat(generator, refiner, a, b, flips=True)
+    np.testing.assert_allclose(result.f_hat, want, atol=1e-6)
+    assert np.abs(want - fusion.predict_f_hat(generator, refiner, a, b)).max() > 1e-3
     check_eq14(result, a, b)
 
 
@@ -127,7 +138,7 @@ def test_flips_average_mirrored_maps_and_fuse_by_eq14(generator):
 def test_bad_scales_name_the_problem(generator, scales):
     a, b = pair(seed=6)
     with pytest.raises(InputError, match="scale"):
-        fusion.fuse_arrays([a, b], generator, scales=scales)
+        fusion.fuse_arrays([a, b], generator, scales=scales, mode="paper")
 
 
 def test_timings(generator):

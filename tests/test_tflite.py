@@ -23,6 +23,7 @@ from export.tflite import TFLiteConfig, TFLiteFuser, op_names
 from mfif_tf import srr
 from mfif_tf.config import model_config
 from mfif_tf.networks import build_generator
+from tests.conftest import random_refiner
 
 FIXED = 64
 # Least F_final agreement (%) with the SavedModel and largest |F_hat difference| allowed.
@@ -34,10 +35,11 @@ def exported(tmp_path_factory):
     keras.utils.set_random_seed(1)
     generator = build_generator(model_config("compact"))
     generator.head.kernel.assign(generator.head.kernel * 100.0)
+    # Coarse-to-fine with a small working side: 64-pixel images go through two levels.
     config = export_lib.ExportConfig(
         export_dir=str(tmp_path_factory.mktemp("export")), version=4, tflite=True,
-        tflite_config=TFLiteConfig(fixed_size=FIXED))
-    return export_lib.export_model(generator, config)
+        working_side=24, tflite_config=TFLiteConfig(fixed_size=FIXED, working_side=24))
+    return export_lib.export_model(generator, config, random_refiner())
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ Twelve metrics, higher is better except LIF:
   image features       Q_G, Q_M, SF          (``features``)
   structure/perception Q_Y, Q_CB             (``perceptual``)
   edges and contrast   LIF, AG, MSD, GLD     (``enhancement``)
-plus PSNR and SSIM against a ground truth (``reference``).
+plus PSNR and SSIM against a ground truth (``reference``), and for a method's binary focus
+map F_final against a true focus map: the boundary F-scores BF1, BF3 and the pixel accuracy
+MAP_ACC (``boundary``).
 
 Conventions (``convention=``):
   "paper"      as the paper's authors ran the MATLAB toolbox of Liu et al. on colour
@@ -26,8 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mfif_tf.metrics import _common, enhancement, features, information, perceptual, reference
+from mfif_tf.metrics import (_common, boundary, enhancement, features, information, perceptual,
+                             reference)
 from mfif_tf.metrics._common import CONVENTIONS, MetricInputError, rgb2gray, side_by_side
+from mfif_tf.metrics.boundary import (FOCUS_MAP_METRIC_NAMES, boundary_f1, boundary_f3,
+                                      focus_map_metrics, map_acc)
 from mfif_tf.metrics.enhancement import average_gradient, gld, lif, msd
 from mfif_tf.metrics.features import q_g, q_m, spatial_frequency
 from mfif_tf.metrics.information import mutual_information, ncie, tsallis_entropy
@@ -37,26 +42,34 @@ from mfif_tf.metrics.reference import psnr, ssim
 # Table 1 order.
 METRIC_NAMES = ("MI", "TE", "NCIE", "Q_G", "Q_M", "SF", "Q_Y", "Q_CB", "LIF", "AG", "MSD", "GLD")
 REFERENCE_METRIC_NAMES = ("PSNR", "SSIM")
-HIGHER_IS_BETTER = {name: name != "LIF" for name in METRIC_NAMES + REFERENCE_METRIC_NAMES}
+# FOCUS_MAP_METRIC_NAMES = ("BF1", "BF3", "MAP_ACC"): F_final against a true focus map.
+ALL_METRIC_NAMES = METRIC_NAMES + REFERENCE_METRIC_NAMES + FOCUS_MAP_METRIC_NAMES
+HIGHER_IS_BETTER = {name: name != "LIF" for name in ALL_METRIC_NAMES}
 # How the best of several values is picked: SF is a signed relative error (0 = the fused
 # image has the sources' spatial frequency); it is negative in practice, where "closest to 0"
 # and the paper's "larger is better" agree.
 BEST_RULE = {
     name: "min" if name == "LIF" else "zero" if name == "SF" else "max"
-    for name in METRIC_NAMES + REFERENCE_METRIC_NAMES
+    for name in ALL_METRIC_NAMES
 }
 
 __all__ = [
+    "ALL_METRIC_NAMES",
     "BEST_RULE",
     "CONVENTIONS",
+    "FOCUS_MAP_METRIC_NAMES",
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
     "MetricInputError",
     "REFERENCE_METRIC_NAMES",
     "average_gradient",
+    "boundary_f1",
+    "boundary_f3",
     "compute_all",
+    "focus_map_metrics",
     "gld",
     "lif",
+    "map_acc",
     "msd",
     "mutual_information",
     "ncie",

@@ -1,0 +1,99 @@
+"""The fusion methods that the fusion, whole-process, stack and quality sections compare,
+and where their weights come from (no TensorFlow here: the suite process stays light).
+
+  coarse_to_fine    the default `fuse_arrays` call: G on the sources area-downscaled to a
+                    shorter side of `working_side` pixels, then the refinement head R redraws
+                    the map's outline octave by octave up to full resolution
+                    (`mfif_tf.inference`); packaged G and R unless --model / --refiner.
+  paper             `mode="paper"`: the paper's single full-resolution pass of G (tiled
+                    where the image is large).
+  paper_two_scales  `mode="paper", scales=(1, 0.5)`: the mean of a full- and a
+                    half-resolution pass, the default before coarse-to-fine.
+  classical         `mfif_tf.classical.fuse_classical` (sum-modified-Laplacian + SRR + eq. 14).
+  enfuse            Hugin's enfuse with focus-stacking options (`benchmarks.enfuse`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGED_DIR = os.path.join(ROOT, "mfif_tf", "pretrained")
+GENERATOR_WEIGHTS = "generator.weights.h5"  # mfif_tf.model_io.WEIGHTS_FILE
+REFINER_WEIGHTS = "refiner.weights.h5"  # mfif_tf.refiner.REFINER_WEIGHTS_FILE
+
+METHODS = ("coarse_to_fine", "paper", "paper_two_scales", "classical", "enfuse")
+REFERENCE = "coarse_to_fine"  # ratios are given to this row and to enfuse's
+# The keyword arguments of `fuse_arrays` beyond the sources and the models. None: not passed
+# (the function's default). coarse_to_fine adds working_side (when set) and the refiner.
+MODEL_METHODS: dict[str, dict[str, Any]] = {
+    "coarse_to_fine": {"mode": "coarse_to_fine", "scales": None},
+    "paper": {"mode": "paper", "scales": None},
+    "paper_two_scales": {"mode": "paper", "scales": [1.0, 0.5]},
+}
+LABELS = {
+    "coarse_to_fine": "coarse_to_fine (default: G at the working side, R to full size)",
+    "paper": "paper (mode paper, one full-resolution pass)",
+    "paper_two_scales": "paper_two_scales (mode paper, scales 1 + 1/2: the previous default)",
+    "classical": "classical (sum-modified-Laplacian + SRR + eq. 14)",
+    "enfuse": "enfuse (focus-stacking options)",
+}
+# Whole-process section: the command-line tools as a user runs them.
+PROCESS_METHODS = ("coarse_to_fine", "enfuse")
+
+
+def uses_model(method: str) -> bool:
+    return method in MODEL_METHODS
+
+
+def is_paper_mode(method: str) -> bool:
+    return MODEL_METHODS.get(method, {}).get("mode") == "paper"
+
+
+def file_hash(path: str) -> str | None:
+    """The first 12 hex digits of a file's sha256 (None when it does not exist)."""
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def generator_dir(model: str) -> str | None:
+    """The directory G is loaded from: --model, else the packaged model (None if absent)."""
+    if model:
+        return model
+    return PACKAGED_DIR if os.path.isfile(os.path.join(PACKAGED_DIR, GENERATOR_WEIGHTS)) \
+        else None
+
+
+def refiner_dir(model: str, refiner: str) -> str | None:
+    """The directory R is loaded from, searched as `mfif_tf.fusion.resolve_refiner` does:
+    --refiner, else beside --model (the model dir or its refiner/), else the packaged one.
+    None when there is none."""
+    if refiner:
+        return refiner
+    candidates = ([model, os.path.join(model, "refiner")] if model else []) + [PACKAGED_DIR]
+    return next((p for p in candidates if os.path.isfile(os.path.join(p, REFINER_WEIGHTS))),
+                None)
+
+
+def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
+    """What identifies the weights a row was measured with: hashes of G's (and for
+    coarse_to_fine R's) weights files; a training work dir by its path. A results row whose
+    signature differs is measured again."""
+    if not uses_model(method):
+        return {}
+    g_dir = generator_dir(model)
+    signature: dict[str, Any] = {"generator": None}
+    if g_dir:
+        signature["generator"] = (file_hash(os.path.join(g_dir, GENERATOR_WEIGHTS))
+                                  or os.path.realpath(g_dir))
+    if method == "coarse_to_fine":
+        r_dir = refiner_dir(model, refiner)
+        signature["refiner"] = r_dir and file_hash(os.path.join(r_dir, REFINER_WEIGHTS))
+    return signature

@@ -1,0 +1,635 @@
+"""Validation sets with a known answer: synthetic pairs at real photo sizes, with I and F.
+
+  python -m data_pipeline.ground_truth --data_dir=DIR --split=val --output_dir=OUT \
+      [--sizes=0.3,2,12] [--models=alpha_matte,conventional] [--pairs=40,12,4] [--seed=0] \
+      [--sigma_ranges=1:5,2:12,5:25] [--mask_smoothing=0] [--overwrite]
+
+Real test pairs (Lytro, MFFW) have no ground truth, so a fusion can only be scored by the
+no-reference metrics of Table 1. This module makes pairs whose all-in-focus image I and true
+focus map are known, at the sizes fusion is used at (0.3, 2 and 12 megapixels by default), so
+`python -m mfif_tf.evaluate` can also report PSNR/SSIM against I and the boundary F-scores and
+accuracy of the predicted focus map against the true one.
+
+`DIR` is a mask folder (`images/<id>.jpg`, `masks/<id>.png`, `train.txt`/`val.txt`, as
+`readers.list_mask_folder` reads it); by default only its `val` split is used, whose photos are
+never trained on. For every synthesis model and target size there is one folder
+`OUT/<model>_<size>mp/` in the layout `evaluate` reads:
+
+- `GT/<stem>.png`   I, the all-in-focus image;
+- `A/<stem>.png`, `B/<stem>.png`   the sources, 8-bit;
+- `MAP/<stem>.png`  the true focus map: 255 where A is the in-focus source, else 0;
+
+plus `OUT/manifest.json` (settings, and per pair: source image id, size, sigma, model, whether
+A and B were swapped, the film grain and its seed) and `OUT/README.md`.
+
+Per pair, with the randomness drawn from (seed, size, pair index):
+
+1. the photo is resized with Lanczos to about the target size, keeping its aspect ratio (the
+   ECSSD photos, about 400 x 267, are upscaled), so the blur below acts on real pixels of the
+   final size; the mask is resized bilinearly and thresholded at 0.5 (no blocks of
+   nearest-neighbour upscaling; the mask's own one-pixel steps stay, as steps of the scale
+   factor: about 10 px at 12 MP; `--mask_smoothing=1` blurs the mask by 1 source pixel first,
+   which rounds them off, and corners, and drops parts thinner than about 2 source pixels);
+2. a fine film grain, Gaussian noise of std 2/255 per channel, is added, the result clipped to
+   [0, 1] and quantised to 8 bits: this is I. An upscaled photo has no pixel-level detail; the
+   grain gives the in-focus regions pixel-scale texture, as a camera sensor does, which the
+   blur then removes from the defocused regions;
+3. I_A, I_B by eqs. 10-11 (`alpha_matte`) or eqs. 12-13 (`conventional`) with sigma ~ U[lo, hi]
+   of the size's range (`DEFAULT_SIGMA_RANGES`: the defocus blur in pixels grows with the image);
+4. in half of the pairs of each set (a seeded choice) A and B are swapped and the map inverted,
+   so that A is not always the foreground-focused source; A and B are rounded to 8 bits.
+
+The pair of index i uses the same photo, sigma, grain and swap in every model's set of a size
+(the sets differ only in the model), and the first photos of the seeded order in every size.
+
+A long build can be interrupted and resumed: files are written under a temporary name in their
+folder and renamed, a pair whose four files exist is skipped, and running the same command
+again finishes the set. Existing outputs of other settings are refused unless `--overwrite`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import time
+from typing import Any, NoReturn, Sequence
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from data_pipeline import SYNTHESIS_METHODS, readers
+
+__all__ = [
+    "DEFAULT_SIGMA_RANGES",
+    "GRAIN_STD_8BIT",
+    "GroundTruthConfig",
+    "GroundTruthError",
+    "build",
+    "make_ground_truth",
+    "set_name",
+    "synthesize",
+    "target_size",
+]
+
+# Defocus sigma (pixels) drawn uniformly per pair, by target size in megapixels.
+DEFAULT_SIGMA_RANGES: dict[float, tuple[float, float]] = {
+    0.3: (1.0, 5.0),
+    2.0: (2.0, 12.0),
+    12.0: (5.0, 25.0),
+}
+DEFAULT_SIZES = (0.3, 2.0, 12.0)
+DEFAULT_MODELS = ("alpha_matte", "conventional")
+DEFAULT_PAIRS = (40, 12, 4)
+GRAIN_STD_8BIT = 2.0  # film grain: std 2/255 per channel
+MIN_MEGAPIXELS, MAX_MEGAPIXELS = 0.001, 100.0
+SUBFOLDERS = ("A", "B", "GT", "MAP")
+MANIFEST, README = "manifest.json", "README.md"
+_FORMAT_VERSION = 1
+_GRAIN_STREAM = 1  # the grain's seed is (seed, size key, pair index, 1); sigma's (seed, key, i)
+_SWAP_STREAM = 2  # the swapped pairs of a set: (seed, size key, 2)
+_TMP_SUFFIX = ".tmp"
+
+
+class GroundTruthError(ValueError):
+    """Bad arguments or outputs that would be overwritten; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruthConfig:
+    """What to build.
+
+    Attributes:
+      data_dir: mask folder (images/, masks/, split files).
+      split: split file to take the photos from ("val": never used in training).
+      output_dir: OUT; one folder per (model, size) is made inside.
+      sizes: target sizes in megapixels.
+      models: synthesis models, "alpha_matte" (eqs. 10-11) and/or "conventional" (eqs. 12-13).
+      pairs: number of pairs per set, one per size.
+      seed: seed of the photo order, sigmas, swaps and grain.
+      sigma_ranges: (lo, hi) of sigma per size; None takes `DEFAULT_SIGMA_RANGES`.
+      grain_std: film grain std on the 0..255 scale.
+      mask_smoothing: sigma (source pixels) of a Gaussian on the mask before its resize; 0 =
+        none (the mask's pixel steps are upscaled with it).
+      overwrite: replace existing outputs (all of them are rebuilt).
+      progress: tqdm progress bar on stderr.
+    """
+
+    data_dir: str
+    output_dir: str
+    split: str = "val"
+    sizes: tuple[float, ...] = DEFAULT_SIZES
+    models: tuple[str, ...] = DEFAULT_MODELS
+    pairs: tuple[int, ...] = DEFAULT_PAIRS
+    seed: int = 0
+    sigma_ranges: tuple[tuple[float, float], ...] | None = None
+    grain_std: float = GRAIN_STD_8BIT
+    mask_smoothing: float = 0.0
+    overwrite: bool = False
+    progress: bool = True
+
+    def ranges(self) -> tuple[tuple[float, float], ...]:
+        """The sigma range of each size (given, or from `DEFAULT_SIGMA_RANGES`)."""
+        if self.sigma_ranges is not None:
+            return tuple(self.sigma_ranges)
+        return tuple(DEFAULT_SIGMA_RANGES[s] for s in self.sizes)
+
+    def validate(self) -> None:
+        """Raises GroundTruthError with a one-line message for bad settings."""
+        if not self.sizes:
+            raise GroundTruthError("--sizes is empty")
+        for s in self.sizes:
+            if not (math.isfinite(s) and MIN_MEGAPIXELS <= s <= MAX_MEGAPIXELS):
+                raise GroundTruthError(
+                    f"--sizes: {s:g} megapixels is outside [{MIN_MEGAPIXELS:g}, "
+                    f"{MAX_MEGAPIXELS:g}]")
+        names = [f"{s:g}" for s in self.sizes]
+        if len(set(names)) != len(names):
+            raise GroundTruthError(f"--sizes: repeated size in {','.join(names)}")
+        if len(self.pairs) != len(self.sizes):
+            raise GroundTruthError(
+                f"--pairs gives {len(self.pairs)} count(s) for {len(self.sizes)} size(s); "
+                f"give one per size")
+        if any(n < 1 for n in self.pairs):
+            raise GroundTruthError(f"--pairs: every count must be at least 1, got {self.pairs}")
+        if not self.models:
+            raise GroundTruthError("--models is empty")
+        unknown = [m for m in self.models if m not in SYNTHESIS_METHODS]
+        if unknown:
+            raise GroundTruthError(
+                f"--models: unknown model {unknown[0]!r}; use {', '.join(SYNTHESIS_METHODS)}")
+        if len(set(self.models)) != len(self.models):
+            raise GroundTruthError(f"--models: repeated model in {','.join(self.models)}")
+        if self.sigma_ranges is None:
+            missing = [s for s in self.sizes if s not in DEFAULT_SIGMA_RANGES]
+            if missing:
+                known = ", ".join(f"{k:g}" for k in DEFAULT_SIGMA_RANGES)
+                raise GroundTruthError(
+                    f"no default sigma range for {missing[0]:g} megapixels (defaults for "
+                    f"{known}); give --sigma_ranges=lo:hi,... one per size")
+        elif len(self.sigma_ranges) != len(self.sizes):
+            raise GroundTruthError(
+                f"--sigma_ranges gives {len(self.sigma_ranges)} range(s) for "
+                f"{len(self.sizes)} size(s); give one per size")
+        for lo, hi in self.ranges():
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+                raise GroundTruthError(f"--sigma_ranges: need 0 < lo <= hi, got {lo:g}:{hi:g}")
+        if not (math.isfinite(self.grain_std) and self.grain_std >= 0):
+            raise GroundTruthError(f"--grain must be >= 0, got {self.grain_std:g}")
+        if not (math.isfinite(self.mask_smoothing) and self.mask_smoothing >= 0):
+            raise GroundTruthError(f"--mask_smoothing must be >= 0, got {self.mask_smoothing:g}")
+
+
+def set_name(model: str, megapixels: float) -> str:
+    """Folder of one set, e.g. `alpha_matte_2mp`, `conventional_0.3mp`."""
+    return f"{model}_{megapixels:g}mp"
+
+
+def _size_key(megapixels: float) -> int:
+    """The size's part of the random seeds (kilopixels), independent of the other sizes."""
+    return int(round(megapixels * 1000))
+
+
+def target_size(width: int, height: int, megapixels: float) -> tuple[int, int]:
+    """(W, H) of about `megapixels` * 1e6 pixels with the aspect ratio of width x height."""
+    scale = math.sqrt(megapixels * 1e6 / (width * height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+# ----------------------------------------------------------------------------- synthesis
+
+
+def make_ground_truth(
+    photo: np.ndarray, mask: np.ndarray, size: tuple[int, int], grain: np.ndarray | None,
+    mask_smoothing: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """I and F at `size` (W, H) from a photo and its binary mask.
+
+    Args:
+      photo: uint8 (h, w, 3).
+      mask: (h, w) in {0, 1}, F at the photo's size (1 = foreground).
+      size: target (W, H).
+      grain: float32 (H, W, 3) noise on the [0, 1] scale added after the resize, or None.
+      mask_smoothing: sigma in source pixels of a Gaussian applied to the mask before the
+        resize (0: none).
+
+    Returns:
+      I, uint8 (H, W, 3): the Lanczos-resized photo plus grain, clipped and rounded; and
+      F, uint8 (H, W) in {0, 1}: the mask resized bilinearly and thresholded at 0.5.
+    """
+    resized = Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS)
+    image = np.asarray(resized, np.float32) / np.float32(255.0)
+    if grain is not None:
+        image += grain
+    image = np.rint(np.clip(image, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    soft = np.asarray(mask, np.float32)
+    if mask_smoothing > 0:
+        soft = ndimage.gaussian_filter(soft, mask_smoothing, mode="nearest")
+    soft = Image.fromarray(soft, mode="F").resize(
+        size, Image.Resampling.BILINEAR)
+    focus = (np.asarray(soft) > 0.5).astype(np.uint8)
+    return image, focus
+
+
+def synthesize(image: np.ndarray, focus: np.ndarray, sigma: float,
+               model: str) -> tuple[np.ndarray, np.ndarray]:
+    """I_A (foreground in focus) and I_B (background in focus), uint8 (H, W, 3), rounded.
+
+    `model` "alpha_matte": eqs. 10-11; "conventional": eqs. 12-13 (I_A = F*I + (1-F)*G(x)I);
+    "alpha_matte_filled": eqs. 10-11 with the hidden background filled. The Gaussian is the
+    separable `imgaussfilt` copy of `synthesis.gaussian_filter`.
+    """
+    from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
+
+    x = image.astype(np.float32) / np.float32(255.0)  # I in [0, 1]
+    f = focus.astype(np.float32)[:, :, None]  # F, 1 = foreground
+    # eqs. 10-11 (alpha_matte), eqs. 12-13 (conventional): I_A = F*I + (1-F)*(G (x) I),
+    # I_B = F*(G (x) I) + (1-F)*I.
+    image_a, image_b = synthesis.synthesize_pair(x, f, float(sigma), model)
+    out = []
+    for t in (image_a, image_b):
+        arr = np.asarray(t)
+        out.append(np.rint(np.clip(arr, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8))
+        del arr
+    return out[0], out[1]
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _examples(config: GroundTruthConfig) -> list[readers.Example]:
+    if not os.path.isdir(config.data_dir):
+        raise GroundTruthError(f"--data_dir not found: {config.data_dir}")
+    try:
+        examples = readers.list_mask_folder(config.data_dir, config.split)
+        good, skipped = readers.validate_examples(examples)
+    except readers.DataError as e:
+        raise GroundTruthError(str(e)) from None
+    if skipped:
+        print(f"skipped {len(skipped)} example(s) with unusable masks; first: "
+              f"{skipped[0].path}: {skipped[0].reason}", file=sys.stderr)
+    need = max(config.pairs)
+    if len(good) < need:
+        raise GroundTruthError(
+            f"--pairs asks for {need} pairs per set but split {config.split!r} of "
+            f"{config.data_dir} has {len(good)} usable image(s)")
+    return sorted(good, key=lambda e: e.id)
+
+
+def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dict[str, Any]:
+    """The manifest: settings and every pair, all decided before any pixel is made."""
+    order = np.random.default_rng([config.seed]).permutation(len(examples))
+    grain = config.grain_std / 255.0
+    sets, pairs = [], []
+    for size, n, (lo, hi) in zip(config.sizes, config.pairs, config.ranges()):
+        key = _size_key(size)
+        swap_rng = np.random.default_rng([config.seed, key, _SWAP_STREAM])
+        swapped = set(int(i) for i in swap_rng.permutation(n)[: n // 2])
+        for model in config.models:
+            sets.append({"folder": set_name(model, size), "model": model, "megapixels": size,
+                         "sigma_range": [lo, hi], "pairs": n})
+        for i in range(n):
+            example = examples[int(order[i])]
+            with Image.open(example.image_path) as im:
+                width, height = im.size
+            # sigma ~ U[lo, hi], rounded so that the manifest states it exactly.
+            sigma = round(float(np.random.default_rng([config.seed, key, i]).uniform(lo, hi)), 4)
+            out_w, out_h = target_size(width, height, size)
+            for model in config.models:
+                pairs.append({
+                    "set": set_name(model, size),
+                    "stem": f"{i:03d}_{example.id}",
+                    "image_id": example.id,
+                    "model": model,
+                    "megapixels": size,
+                    "source_size": [width, height],
+                    "size": [out_w, out_h],
+                    "sigma": sigma,
+                    "swapped": i in swapped,
+                    "grain": {"std": grain, "seed": [config.seed, key, i, _GRAIN_STREAM]},
+                })
+    return {
+        "format": _FORMAT_VERSION,
+        "description": "multi-focus validation pairs with ground truth (data_pipeline."
+                       "ground_truth); MAP is 255 where A is the in-focus source",
+        "settings": {
+            "data_dir": os.path.abspath(config.data_dir),
+            "split": config.split,
+            "sizes_megapixels": list(config.sizes),
+            "models": list(config.models),
+            "pairs": list(config.pairs),
+            "seed": config.seed,
+            "sigma_ranges": [list(r) for r in config.ranges()],
+            "grain_std_8bit": config.grain_std,
+            "mask_smoothing_source_px": config.mask_smoothing,
+            "resize": "photo: PIL Lanczos; mask: bilinear, > 0.5",
+        },
+        "sets": sets,
+        "pairs": pairs,
+    }
+
+
+def _readme(manifest: dict[str, Any]) -> str:
+    s = manifest["settings"]
+    ranges = ",".join(f"{lo:g}:{hi:g}" for lo, hi in s["sigma_ranges"])
+    command = (
+        f"python -m data_pipeline.ground_truth --data_dir={s['data_dir']} --split={s['split']} "
+        f"--output_dir=OUT --sizes={','.join(f'{x:g}' for x in s['sizes_megapixels'])} "
+        f"--models={','.join(s['models'])} --pairs={','.join(str(n) for n in s['pairs'])} "
+        f"--seed={s['seed']} --sigma_ranges={ranges} --grain={s['grain_std_8bit']:g} "
+        f"--mask_smoothing={s['mask_smoothing_source_px']:g}")
+    rows = "\n".join(
+        f"| `{x['folder']}/` | {x['model']} | {x['megapixels']:g} | "
+        f"{x['sigma_range'][0]:g}-{x['sigma_range'][1]:g} | {x['pairs']} |"
+        for x in manifest["sets"])
+    return f"""# Multi-focus validation pairs with ground truth
+
+Made by `data_pipeline.ground_truth` of mfif-tf from the `{s['split']}` split of
+`{s['data_dir']}` (photos and their foreground masks):
+
+    {command}
+
+| folder | model | megapixels | sigma (px) | pairs |
+|---|---|---|---|---|
+{rows}
+
+Each folder holds `A/`, `B/` (the sources), `GT/` (the all-in-focus image I) and `MAP/` (the
+true focus map: 255 where A is the in-focus source, else 0), PNG files with the same stem
+`<index>_<photo id>`. Per pair: the photo is resized (Lanczos) to the target size keeping its
+aspect ratio, the mask bilinearly (thresholded at 0.5; Gaussian smoothing of
+{s['mask_smoothing_source_px']:g} source pixels before); Gaussian film grain of std
+{s['grain_std_8bit']:g}/255 per channel is added and the result rounded to 8 bits (I); the sources
+are synthesised from I with the paper's eqs. 10-11 (`alpha_matte`, the alpha-matte model with
+the defocus spread effect) or eqs. 12-13 (`conventional`), sigma drawn uniformly from the range
+above (imgaussfilt's kernel); in half of the pairs A and B are swapped (and MAP inverted). Pair
+i uses the same photo, sigma, grain and swap in every model's folder of a size.
+`manifest.json` lists every pair (photo id, size, sigma, model, swapped, grain and its seed).
+
+Evaluate a method on one folder:
+
+    python -m mfif_tf.evaluate --dataset_dir=OUT/{manifest['sets'][0]['folder']} \\
+        --model=default --classical --output_dir=RESULTS
+"""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _encode_png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    """Writes under a temporary name in the same folder, then renames: a kill never leaves a
+    truncated file under the final name."""
+    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _paths(root: pathlib.Path, entry: dict[str, Any]) -> dict[str, pathlib.Path]:
+    folder = root / entry["set"]
+    return {sub: folder / sub / f"{entry['stem']}.png" for sub in SUBFOLDERS}
+
+
+def _prepare_output(config: GroundTruthConfig, manifest: dict[str, Any]) -> pathlib.Path:
+    """Checks existing outputs against the manifest; clears them with overwrite."""
+    root = pathlib.Path(config.output_dir)
+    if root.exists() and not root.is_dir():
+        raise GroundTruthError(f"--output_dir exists and is not a folder: {root}")
+    old_path = root / MANIFEST
+    new_sets = [x["folder"] for x in manifest["sets"]]
+    old_sets: list[str] = []
+    if old_path.exists():
+        try:
+            old = json.loads(old_path.read_text())
+            old_sets = [x["folder"] for x in old.get("sets", []) if isinstance(x["folder"], str)]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            old = None
+            if not config.overwrite:
+                raise GroundTruthError(
+                    f"{old_path} is unreadable ({e}); pass --overwrite to rebuild") from None
+        same = old == json.loads(json.dumps(manifest))
+        if not same and not config.overwrite:
+            raise GroundTruthError(
+                f"{root} holds a set made with other settings ({MANIFEST} differs); pass "
+                f"--overwrite to replace it, or choose another --output_dir")
+    else:
+        present = [s for s in new_sets if (root / s).exists()]
+        if present and not config.overwrite:
+            raise GroundTruthError(
+                f"{root / present[0]} exists but {root} has no {MANIFEST}; pass --overwrite to "
+                f"replace it")
+    if config.overwrite:
+        for name in dict.fromkeys(old_sets + new_sets):
+            folder = root / name
+            if name in ("", ".", "..") or pathlib.Path(name).name != name or not folder.is_dir():
+                continue  # only set folders directly inside OUT
+            for sub in SUBFOLDERS:
+                if (folder / sub).is_dir():
+                    shutil.rmtree(folder / sub)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+    for name in new_sets:
+        for sub in SUBFOLDERS:
+            folder = root / name / sub
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob(f".*{_TMP_SUFFIX}"):  # left by an interrupted run
+                stale.unlink()
+    _write_atomic(root / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    _write_atomic(root / README, _readme(manifest).encode())
+    return root
+
+
+# ----------------------------------------------------------------------------- the build
+
+
+def build(config: GroundTruthConfig) -> dict[str, Any]:
+    """Builds (or finishes) every set of `config`; returns counts and the time taken.
+
+    Raises:
+      GroundTruthError: bad settings, data or existing outputs (one-line message).
+    """
+    start = time.perf_counter()
+    config.validate()
+    examples = _examples(config)
+    by_id = {e.id: e for e in examples}
+    manifest = _plan(config, examples)
+    root = _prepare_output(config, manifest)
+    # Entries of one (size, pair index) across the models share I, F and the swap.
+    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for entry in manifest["pairs"]:
+        groups.setdefault((entry["megapixels"], entry["stem"]), []).append(entry)
+    bar = _progress_bar(len(manifest["pairs"]), config.progress)
+    written = skipped = 0
+    try:
+        for entries in groups.values():
+            todo = [e for e in entries if not all(p.exists() for p in _paths(root, e).values())]
+            skipped += len(entries) - len(todo)
+            bar.update(len(entries) - len(todo))
+            if not todo:
+                continue
+            first = todo[0]
+            example = by_id[first["image_id"]]
+            photo = readers.read_rgb(example.image_path)
+            mask = readers.read_focus_map(example.mask_path, example.mask_kind)
+            width, height = first["size"]
+            grain = None
+            if first["grain"]["std"] > 0:
+                rng = np.random.default_rng(first["grain"]["seed"])
+                grain = rng.standard_normal((height, width, 3), dtype=np.float32)
+                grain *= np.float32(first["grain"]["std"])
+            image, focus = make_ground_truth(photo, mask, (width, height), grain,
+                                             config.mask_smoothing)
+            del grain, photo
+            swapped = first["swapped"]
+            # MAP: 255 where A is the in-focus source (F itself, or 1 - F when swapped).
+            true_map = ((1 - focus) if swapped else focus).astype(np.uint8) * np.uint8(255)
+            gt_png, map_png = _encode_png(image), _encode_png(true_map)
+            del true_map
+            for entry in todo:
+                # I_A (foreground in focus), I_B (background in focus): eqs. 10-11 for
+                # alpha_matte, eqs. 12-13 for conventional, G with this pair's sigma.
+                image_a, image_b = synthesize(image, focus, entry["sigma"], entry["model"])
+                if swapped:
+                    image_a, image_b = image_b, image_a
+                paths = _paths(root, entry)
+                _write_atomic(paths["A"], _encode_png(image_a))
+                _write_atomic(paths["B"], _encode_png(image_b))
+                _write_atomic(paths["GT"], gt_png)
+                _write_atomic(paths["MAP"], map_png)
+                del image_a, image_b
+                written += 1
+                bar.update(1)
+    except readers.DataError as e:
+        raise GroundTruthError(str(e)) from None
+    finally:
+        bar.close()
+    return {"written": written, "skipped": skipped, "seconds": time.perf_counter() - start,
+            "output_dir": str(root)}
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        del n
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    return tqdm(total=total, desc="ground truth", unit="pair", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _define_flags() -> None:
+    """Flags are defined only when run as a program, so importing the module adds none."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    if "sizes" in flags.FLAGS and "sigma_ranges" in flags.FLAGS:
+        return
+    flags.DEFINE_string("data_dir", None, "Mask folder: images/, masks/, train.txt/val.txt.")
+    flags.DEFINE_string("split", "val", "Split file of --data_dir to take the photos from.")
+    flags.DEFINE_string("output_dir", None, "Where the sets, manifest.json and README.md go.")
+    flags.DEFINE_list("sizes", [f"{s:g}" for s in DEFAULT_SIZES],
+                      "Target sizes in megapixels, one set per size and model.")
+    flags.DEFINE_list("models", list(DEFAULT_MODELS),
+                      "alpha_matte (eqs. 10-11), conventional (eqs. 12-13), alpha_matte_filled.")
+    flags.DEFINE_list("pairs", [str(n) for n in DEFAULT_PAIRS], "Pairs per set, one per size.")
+    flags.DEFINE_list("sigma_ranges", [],
+                      "lo:hi of sigma in pixels, one per size (default: "
+                      + ", ".join(f"{k:g} MP {lo:g}:{hi:g}"
+                                  for k, (lo, hi) in DEFAULT_SIGMA_RANGES.items()) + ").")
+    flags.DEFINE_float("grain", GRAIN_STD_8BIT, "Film grain std on the 0..255 scale.")
+    flags.DEFINE_float("mask_smoothing", 0.0, "Gaussian sigma (source pixels) on the mask "
+                       "before its resize: 1 rounds off its pixel steps (0: none).")
+    flags.DEFINE_integer("seed", 0, "Seed of the photo order, sigmas, swaps and grain.")
+    flags.DEFINE_bool("overwrite", False, "Replace existing outputs of other settings.")
+    flags.DEFINE_bool("progress", True, "Progress bar on stderr.")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
+
+
+def _numbers(values: Sequence[str], kind: type, what: str) -> tuple:
+    try:
+        return tuple(kind(v) for v in values)
+    except ValueError:
+        _fail(f"{what}: expected a comma-separated list of numbers, got {','.join(values)}")
+
+
+def config_from_flags() -> GroundTruthConfig:
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    f = flags.FLAGS
+    if not f.data_dir:
+        _fail("--data_dir is required")
+    if not f.output_dir:
+        _fail("--output_dir is required")
+    ranges = None
+    if f.sigma_ranges:
+        ranges = []
+        for text in f.sigma_ranges:
+            parts = text.split(":")
+            lo_hi = _numbers(parts, float, "--sigma_ranges") if len(parts) == 2 else ()
+            if len(lo_hi) != 2:
+                _fail(f"--sigma_ranges: expected lo:hi, got {text!r}")
+            ranges.append(lo_hi)
+        ranges = tuple(ranges)
+    return GroundTruthConfig(
+        data_dir=f.data_dir, output_dir=f.output_dir, split=f.split,
+        sizes=_numbers(f.sizes, float, "--sizes"), models=tuple(f.models),
+        pairs=_numbers(f.pairs, int, "--pairs"), seed=f.seed, sigma_ranges=ranges,
+        grain_std=f.grain, mask_smoothing=f.mask_smoothing, overwrite=f.overwrite,
+        progress=f.progress)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = config_from_flags()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before synthesis imports TF
+    try:
+        summary = build(config)
+    except GroundTruthError as e:
+        _fail(str(e))
+    minutes = summary["seconds"] / 60
+    print(f"{summary['output_dir']}: wrote {summary['written']} pair(s), "
+          f"{summary['skipped']} already complete, in {minutes:.1f} min")
+
+
+def run() -> None:
+    from absl import app  # pylint: disable=import-outside-toplevel
+
+    _define_flags()
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,508 @@
+"""The inference graph of mfif-tf, in one place: sources -> F_hat -> SRR -> F_final -> eq. 14.
+
+Symbols: I_A, I_B are the sources; F_hat the focus map in [0, 1] (1 where I_A is in focus);
+F_final = SRR(F_hat) (section 3.3, N = 0.001 W H); I_fused = I_A F_final + I_B (1 - F_final)
+(eq. 14) on the original pixels. `mfif_tf.fusion` (NumPy arrays, bounded memory), the
+SavedModel signatures (`export/serving.py`) and the TFLite models (`export/tflite.py`) all
+build F_hat with the functions here, so they give the same maps.
+
+Two modes make F_hat:
+
+  paper           G at the sources' full resolution, one pass (section 4.1.2); with
+                  `scales` also the mean over downscaled passes (`mfif_tf.scales`).
+  coarse_to_fine  (default) G at a working resolution near the scale it learned, then the
+                  refinement head R (`mfif_tf.refiner`) redraws the outline on the pixels,
+                  one octave at a time, up to full resolution:
+
+    1. Working resolution: the sources are averaged over k x k boxes (k the integer part
+       of shorter side / `working_side`) and then area-resampled to a shorter side of
+       `working_side` pixels. Never enlarged: a source whose shorter side is at most
+       `working_side` is used as it is.
+    2. G's map there, c_w.
+    3. Levels j = J, ..., 0 at 1/2^j of the full resolution (sources box-averaged over
+       2^j x 2^j), J the smallest level count with the level-J image no more than twice the
+       working size. Level J's c is c_w resized bilinearly; each finer level's c is the
+       previous level's map doubled bilinearly (half-pixel centres). R refines c in its band.
+    4. F_hat is the level-0 map.
+
+G's cost becomes that of a `working_side` image whatever the photo's size (a 24-megapixel
+photo costs what a 0.3-megapixel one costs), R's cost is linear in the pixels of the
+outline band, and the decision of G no longer depends on the photo's pixel count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import tensorflow as tf
+
+from mfif_tf import refiner as refiner_lib
+from mfif_tf import scales as scales_lib
+
+if TYPE_CHECKING:
+    from mfif_tf.refiner import Refiner
+
+# N = 0.001 W H (section 3.3).
+PAPER_MIN_SIZE_FRACTION = 0.001
+# G pads its input to a multiple of 4 by mirroring, which needs at least 2 pixels a side.
+MIN_IMAGE_SIDE = 2
+# ITU-R BT.601 luma weights (MATLAB's rgb2gray), for grey views of RGB sources.
+BT601 = (0.298936021293775, 0.587043074451121, 0.114020904255103)
+
+MODES = ("coarse_to_fine", "paper")
+DEFAULT_MODE = "coarse_to_fine"
+# Shorter side of G's working resolution in coarse-to-fine mode (see MODEL_CARD.md for the
+# measurement behind it).
+DEFAULT_WORKING_SIDE = 448
+MIN_WORKING_SIDE = 16
+# R runs on square tiles of this side that touch its band; the rest keeps c.
+REFINER_TILE = 64
+_INT32_MAX = 2**31 - 1
+
+
+def check_mode(mode: str) -> str:
+    """`mode` if it is one of `MODES`; ValueError naming the choices otherwise."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def check_working_side(side: Any) -> int:
+    """The working resolution's shorter side as an int >= `MIN_WORKING_SIDE`."""
+    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) \
+            or side < MIN_WORKING_SIDE:
+        raise ValueError(f"working_side must be an integer of at least {MIN_WORKING_SIDE} "
+                         f"pixels, got {side!r}")
+    return int(side)
+
+
+# ---------------------------------------------------------------- values and eq. 14
+
+
+def unit_scale(dtype: np.dtype) -> float:
+    """The factor that maps a source's values to [0, 1]: 1/255 (uint8), 1/65535 (uint16),
+    1 (float, already in [0, 1])."""
+    if dtype == np.uint8:
+        return 1.0 / 255.0
+    if dtype == np.uint16:
+        return 1.0 / 65535.0
+    return 1.0
+
+
+def to_unit_rgb(pixels: np.ndarray) -> np.ndarray:
+    """A source (H, W) or (H, W, 3), any supported dtype, as float32 RGB in [0, 1]."""
+    x = pixels.astype(np.float32) * np.float32(unit_scale(pixels.dtype))
+    return np.repeat(x[:, :, None], 3, axis=2) if x.ndim == 2 else x
+
+
+_ROWS_PER_CHUNK = 512
+
+
+def fuse_with_map(image_a: np.ndarray, image_b: np.ndarray, f_final: np.ndarray,
+                  binary: bool = True) -> np.ndarray:
+    """Eq. 14 on the original pixels, in row chunks to bound memory.
+
+    A binary F_final selects pixels exactly; a soft one blends in float32 and rounds back
+    to integer dtypes.
+    """
+    out = np.empty_like(image_a)
+    for r0 in range(0, image_a.shape[0], _ROWS_PER_CHUNK):
+        rows = slice(r0, r0 + _ROWS_PER_CHUNK)
+        weight = f_final[rows]
+        if image_a.ndim == 3:
+            weight = weight[:, :, None]
+        if binary:
+            out[rows] = np.where(weight > 0.5, image_a[rows], image_b[rows])
+            continue
+        a = image_a[rows].astype(np.float32)
+        b = image_b[rows].astype(np.float32)
+        blend = b + weight * (a - b)
+        if image_a.dtype.kind == "u":
+            blend = np.clip(np.rint(blend), 0, np.iinfo(image_a.dtype).max)
+        out[rows] = blend.astype(image_a.dtype)
+    return out
+
+
+def fuse(image_a: tf.Tensor, image_b: tf.Tensor, focus_map: tf.Tensor) -> tf.Tensor:
+    """Eq. 14 in TensorFlow: I_A * F_final + I_B * (1 - F_final), in the sources' range."""
+    return image_a * focus_map + image_b * (1.0 - focus_map)
+
+
+def to_rgb(image: tf.Tensor) -> tf.Tensor:
+    """Grey sources (1 channel) are tripled to 3 channels, as the paper does for its
+    grayscale set (section 4.1.2); RGB sources pass through."""
+    if image.shape[-1] == 3:
+        return image
+    channels = tf.shape(image)[-1]
+    return tf.gather(image, tf.minimum(tf.range(3), channels - 1), axis=-1)
+
+
+def min_size_from_fraction(fraction: Any, height: Any, width: Any) -> tf.Tensor:
+    """N = ceil(fraction * W * H) (section 3.3) for float32 fractions, as int32 (same shape
+    as `fraction`).
+
+    A float32 fraction is read as the shortest decimal with up to 9 places that it stands
+    for (0.001, not 0.0010000000475), and N is computed from that decimal in integer
+    arithmetic: 0.001 * 6000 * 4000 gives 24000, where the float product would give 24001.
+    This is the same N as `mfif_tf.srr.default_min_size` computes from a Python float.
+    Fractions with no such decimal fall back to the float64 product.
+    """
+    f32 = tf.cast(fraction, tf.float32)
+    flat = tf.reshape(f32, [-1])
+    f64 = tf.cast(flat, tf.float64)
+    places = 10
+    powers = tf.constant([10.0**k for k in range(places)], tf.float64)
+    digits = tf.round(f64[:, tf.newaxis] * powers)
+    exact = tf.equal(tf.cast(digits / powers, tf.float32), flat[:, tf.newaxis])
+    k = tf.argmax(tf.cast(exact, tf.int32), axis=1, output_type=tf.int32)  # fewest places
+    p = tf.cast(tf.gather(digits, k, batch_dims=1), tf.int64)
+    q = tf.gather(tf.constant([10**j for j in range(places)], tf.int64), k)
+    area = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+    # ceil(p * area / q) without overflow (p <= q <= 1e9 for fractions in [0, 1]).
+    n_exact = (area // q) * p + ((area % q) * p + q - 1) // q
+    n_float = tf.cast(tf.math.ceil(f64 * tf.cast(area, tf.float64)), tf.int64)
+    n = tf.where(tf.reduce_any(exact, axis=1), n_exact, n_float)
+    n = tf.clip_by_value(n, 0, _INT32_MAX)
+    return tf.reshape(tf.cast(n, tf.int32), tf.shape(f32))
+
+
+# ---------------------------------------------------------------- resampling
+
+
+def working_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    """(h, w) of the working resolution: shorter side `side`, aspect kept; never larger."""
+    short = min(height, width)
+    if short <= side:
+        return height, width
+    scale = side / short
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def box_factor(size: int, target: int) -> int:
+    """k of the k x k box mean that precedes the area resampling: the integer part of
+    size / target (at least 1)."""
+    return max(1, size // max(1, target))
+
+
+def level_count(height: int, width: int, work_h: int, work_w: int) -> int:
+    """J + 1: levels 1/2^J, ..., 1/1, level J no more than twice the working size."""
+    factor = min(height / work_h, width / work_w)
+    return 1 if factor <= 2.0 else math.ceil(math.log2(factor))
+
+
+def level_shape(height: int, width: int, j: int) -> tuple[int, int]:
+    """Size of level j: the full size divided by 2^j, rounded up."""
+    k = 1 << j
+    return -(-height // k), -(-width // k)
+
+
+def _area_weights(size_in: tf.Tensor, size_out: tf.Tensor) -> tf.Tensor:
+    """(out, in) matrix of area resampling: row i averages the input span
+    [i * s, (i + 1) * s), s = in / out, weighting each input pixel by its overlap."""
+    s = tf.cast(size_in, tf.float32) / tf.cast(size_out, tf.float32)
+    lo = tf.cast(tf.range(size_out), tf.float32)[:, None] * s
+    hi = lo + s
+    left = tf.cast(tf.range(size_in), tf.float32)[None, :]
+    overlap = tf.maximum(0.0, tf.minimum(hi, left + 1.0) - tf.maximum(lo, left))
+    return overlap / s
+
+
+def area_resample(images: tf.Tensor, height: Any, width: Any) -> tf.Tensor:
+    """(N, H, W, C) -> (N, height, width, C) by area averaging (H >= height, W >= width);
+    two matrix products, all builtin TFLite ops."""
+    shape = tf.shape(images)
+    rows = _area_weights(shape[1], height)  # (height, H)
+    cols = _area_weights(shape[2], width)  # (width, W)
+    x = tf.einsum("ih,nhwc->niwc", rows, images)
+    return tf.einsum("jw,niwc->nijc", cols, x)
+
+
+def to_working(images: tf.Tensor, side: int) -> tf.Tensor:
+    """Sources (N, H, W, C) in [0, 1] at the working resolution (step 1 of the module
+    docstring); static Python sizes are not needed."""
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    short = tf.minimum(height, width)
+    scale = tf.cast(side, tf.float32) / tf.cast(short, tf.float32)
+
+    def resampled():
+        k = tf.maximum(1, short // side)
+        boxed = box_down(images, k)
+        out_h = tf.maximum(1, tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32))
+        out_w = tf.maximum(1, tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32))
+        # The box mean covers whole k x k blocks; the area step takes its valid part only.
+        valid_h, valid_w = -(-height // k), -(-width // k)
+        return area_resample(boxed[:, :valid_h, :valid_w], out_h, out_w)
+
+    return tf.cond(short > side, resampled, lambda: images)
+
+
+def box_down(images: tf.Tensor, k: Any) -> tf.Tensor:
+    """(N, H, W, C) -> k x k box means over the edge-padded image (ceil(H/k), ceil(W/k)
+    blocks); k may be a tensor."""
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    k = tf.cast(k, tf.int32)
+    rows = tf.minimum(tf.range((height + k - 1) // k * k), height - 1)
+    cols = tf.minimum(tf.range((width + k - 1) // k * k), width - 1)
+    padded = tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
+    blocks_h, blocks_w = (height + k - 1) // k, (width + k - 1) // k
+    x = tf.reshape(padded, [shape[0], blocks_h, k, blocks_w, k, shape[3]])
+    return tf.reduce_mean(x, axis=[2, 4])
+
+
+def upsample2(focus: tf.Tensor, height: Any, width: Any) -> tf.Tensor:
+    """A level's map doubled bilinearly (half-pixel centres) and cropped to the finer
+    level's size."""
+    return scales_lib.upscale(focus, 2, height, width)
+
+
+# ---------------------------------------------------------------- the refinement head
+
+
+def replicate_pad(x: tf.Tensor, top: int, bottom: Any, left: int, right: Any) -> tf.Tensor:
+    """Pads (N, H, W, C) by repeating the edge rows and columns (any size, even 1 pixel)."""
+    shape = tf.shape(x)
+    rows = tf.clip_by_value(tf.range(-top, shape[1] + bottom), 0, shape[1] - 1)
+    cols = tf.clip_by_value(tf.range(-left, shape[2] + right), 0, shape[2] - 1)
+    return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
+
+
+def refine(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.Tensor,
+           top: Any = 0, bottom: Any = 0, tile: int = REFINER_TILE) -> tf.Tensor:
+    """R's map for one level: R(I_A, I_B, c) in c's band (`refiner.band`), c elsewhere.
+
+    Args:
+      refiner: R.
+      image_a, image_b: the level's sources, (1, H, W, 3) in [0, 1].
+      coarse: c, (1, H, W, 1).
+      top, bottom: for a horizontal strip of a larger level, the number of rows above and
+        below the strip that the inputs carry as context (at least `context_rows` where the
+        image has them; they are not returned). 0, 0 for a whole level. Beyond the image's
+        edges rows and columns are replicated, so strips give the whole level's values.
+      tile: R runs on the tiles of this side that meet the band.
+
+    Returns:
+      (1, H - top - bottom, W, 1).
+    """
+    halo = refiner.halo
+    rows_in = tf.shape(coarse)[1]
+    region = refiner_lib.band(coarse)[:, top:rows_in - bottom]
+    c = coarse[:, top:rows_in - bottom]
+    x = refiner_lib.refiner_input(image_a, image_b, coarse)
+    # R needs `halo` rows around the strip: those carried, then replicated edge rows.
+    keep_top, keep_bottom = tf.minimum(top, halo), tf.minimum(bottom, halo)
+    x = x[:, top - keep_top:rows_in - bottom + keep_bottom]
+    x = replicate_pad(x, halo - keep_top, halo - keep_bottom, halo, halo)
+    shape = tf.shape(c)
+    height, width = shape[1], shape[2]
+    tiles_y, tiles_x = (height + tile - 1) // tile, (width + tile - 1) // tile
+    pad_h, pad_w = tiles_y * tile - height, tiles_x * tile - width
+    x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+    active = tf.nn.max_pool2d(
+        tf.pad(tf.cast(region, tf.float32), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]]),
+        tile, tile, "VALID")[0, :, :, 0] > 0.5
+    where = tf.cast(tf.where(active), tf.int32)  # (K, 2): tile row and column
+    # One more tile, (0, 0) with weight 0, so that R never runs on an empty batch (which
+    # the CPU convolution kernels reject) and the graph needs no branch.
+    weight = tf.concat([tf.ones([tf.shape(where)[0]]), tf.zeros([1])], axis=0)
+    where = tf.concat([where, tf.zeros([1, 2], tf.int32)], axis=0)
+    span = tf.range(tile + 2 * halo)
+    rows = where[:, 0:1] * tile + span[None, :]  # (K, T + 2h)
+    cols = where[:, 1:2] * tile + span[None, :]
+    patches = tf.gather(x[0], rows, axis=0)  # (K, T + 2h, W', 7)
+    patches = tf.gather(patches, cols, axis=2, batch_dims=1)  # (K, T + 2h, T + 2h, 7)
+    patches = tf.reshape(patches, [-1, tile + 2 * halo, tile + 2 * halo, 7])
+    refined = refiner(patches)[..., 0]  # (K, T, T)
+    grid = tf.pad(tf.reshape(c, [height, width]), [[0, pad_h], [0, pad_w]])
+    grid = tf.transpose(tf.reshape(grid, [tiles_y, tile, tiles_x, tile]), [0, 2, 1, 3])
+    grid_shape = tf.shape(grid)
+    weight = weight[:, None, None] * tf.ones_like(refined)
+    hit = tf.scatter_nd(where, weight, grid_shape)
+    grid = grid * (1.0 - hit) + tf.scatter_nd(where, refined * weight, grid_shape)
+    out = tf.reshape(tf.transpose(grid, [0, 2, 1, 3]), [tiles_y * tile, tiles_x * tile])
+    # Static batch and channel sizes (1, ., ., 1) keep loop variables' shapes fixed.
+    shape = [1, height, width, 1]
+    return tf.where(tf.reshape(region, shape), tf.reshape(out[:height, :width], shape),
+                    tf.reshape(c, shape))
+
+
+def context_rows(refiner: Refiner) -> int:
+    """Rows of context a strip needs on each side: R's halo and the band's growth."""
+    return max(refiner.halo, refiner_lib.BAND_GROW)
+
+
+def _level_count_tensor(height, width, work_h, work_w) -> tf.Tensor:
+    factor = tf.minimum(tf.cast(height, tf.float32) / tf.cast(work_h, tf.float32),
+                        tf.cast(width, tf.float32) / tf.cast(work_w, tf.float32))
+    levels = tf.cast(tf.math.ceil(tf.math.log(factor) / math.log(2.0) - 1e-6), tf.int32)
+    return tf.where(factor <= 2.0, 1, levels)
+
+
+def coarse_to_fine(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], refiner: Refiner,
+                   image_a: tf.Tensor, image_b: tf.Tensor, working_side: int,
+                   sizes: tuple[int, int] | None = None) -> tf.Tensor:
+    """F_hat of coarse-to-fine mode for one pair (1, H, W, 3) in [0, 1], as a graph.
+
+    `predict(a, b)` is G on [0, 1] sources. With `sizes` (H, W) known when the graph is
+    built (fixed-size TFLite models) the levels are unrolled; otherwise a while loop runs
+    them.
+    """
+    shape = tf.shape(image_a)
+    height, width = shape[1], shape[2]
+    work_a = to_working(image_a, working_side)
+    work_b = to_working(image_b, working_side)
+    c_work = predict(work_a, work_b)
+
+    powers = tf.constant([1 << n for n in range(31)], tf.int32)
+
+    def level(j, focus, first: bool):
+        k = tf.gather(powers, j)  # 2^j
+        level_h, level_w = (height + k - 1) // k, (width + k - 1) // k
+        a, b = box_down(image_a, k), box_down(image_b, k)
+        if first:
+            c = tf.image.resize(focus, tf.stack([level_h, level_w]), method="bilinear")
+        else:
+            c = upsample2(focus, level_h, level_w)
+        return refine(refiner, a, b, c)
+
+    if sizes is not None:
+        work_h, work_w = working_shape(sizes[0], sizes[1], working_side)
+        count = level_count(sizes[0], sizes[1], work_h, work_w)
+        focus = level(tf.constant(count - 1), c_work, True)
+        for j in range(count - 2, -1, -1):
+            focus = level(tf.constant(j), focus, False)
+        return focus
+    work = tf.shape(work_a)
+    count = _level_count_tensor(height, width, work[1], work[2])
+    focus = level(count - 1, c_work, True)
+    _, focus = tf.while_loop(
+        lambda j, f: j >= 0, lambda j, f: (j - 1, level(j, f, False)), (count - 2, focus),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([1, None, None, 1])))
+    return focus
+
+
+def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.Tensor,
+              image_b: tf.Tensor, mode: str = DEFAULT_MODE, *,
+              refiner: Refiner | None = None, working_side: int = DEFAULT_WORKING_SIDE,
+              scales: Sequence[float] = (1.0,)) -> tf.Tensor:
+    """F_hat (N, H, W, 1) for sources (N, H, W, 1 or 3) in [0, 1], in either mode.
+
+    `predict(a, b)` is G on RGB sources in [0, 1] (see `generator_predict`). A batch of one
+    with a static size (fixed-size TFLite models) unrolls the levels; other batches run
+    pair by pair.
+    """
+    image_a, image_b = to_rgb(image_a), to_rgb(image_b)
+    if check_mode(mode) == "paper":
+        return scales_lib.multiscale(predict, image_a, image_b, scales)
+    if refiner is None:
+        raise ValueError("coarse_to_fine mode needs the refinement head R")
+    if image_a.shape[0] == 1:
+        sizes = tuple(image_a.shape[1:3]) if None not in image_a.shape[1:3] else None
+        return coarse_to_fine(predict, refiner, image_a, image_b, working_side, sizes)
+    return tf.map_fn(
+        lambda pair: coarse_to_fine(predict, refiner, pair[0][None], pair[1][None],
+                                    working_side)[0],
+        (image_a, image_b), fn_output_signature=tf.TensorSpec([None, None, 1], tf.float32))
+
+
+def generator_predict(call: Callable[[tf.Tensor], tf.Tensor]):
+    """`predict(a, b)` for `focus_map` from G's call on its (N, H, W, 6) [-1, 1] input."""
+
+    def predict(image_a: tf.Tensor, image_b: tf.Tensor) -> tf.Tensor:
+        x = tf.concat([to_rgb(image_a), to_rgb(image_b)], axis=-1) * 2.0 - 1.0
+        return tf.cast(call(x), tf.float32)
+
+    return predict
+
+
+# ---------------------------------------------------------------- NumPy arrays, bounded memory
+
+STRIP_ROWS = 256
+_STRIP_FUNCTIONS: dict[int, Callable] = {}
+
+
+def _strip_function(refiner: Refiner) -> Callable:
+    """`refine` traced once per R for strips of any size."""
+    key = id(refiner)
+    if key not in _STRIP_FUNCTIONS:
+        image = tf.TensorSpec([1, None, None, 3], tf.float32)
+        if len(_STRIP_FUNCTIONS) > 4:
+            _STRIP_FUNCTIONS.clear()
+        _STRIP_FUNCTIONS[key] = tf.function(
+            lambda a, b, c, top, bottom: refine(refiner, a, b, c, top, bottom),
+            input_signature=[image, image, tf.TensorSpec([1, None, None, 1], tf.float32),
+                             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+    return _STRIP_FUNCTIONS[key]
+
+
+def box_down_array(pixels: np.ndarray, k: int, rows_per_chunk: int = 128) -> np.ndarray:
+    """A source as float32 RGB in [0, 1], k x k box means (`box_down`), in row chunks."""
+    height, width = pixels.shape[:2]
+    if k == 1:
+        return to_unit_rgb(pixels)
+    out = np.empty((-(-height // k), -(-width // k), 3), np.float32)
+    for o0 in range(0, out.shape[0], rows_per_chunk):
+        o1 = min(out.shape[0], o0 + rows_per_chunk)
+        chunk = to_unit_rgb(pixels[o0 * k:min(height, o1 * k)])
+        out[o0:o1] = box_down(tf.constant(chunk[None]), k).numpy()[0]
+    return out
+
+
+def coarse_to_fine_arrays(predict_arrays: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                          refiner: Refiner, image_a: np.ndarray, image_b: np.ndarray,
+                          working_side: int = DEFAULT_WORKING_SIDE,
+                          strip_rows: int = STRIP_ROWS,
+                          progress: Callable[[int], None] | None = None,
+                          progress_total: Callable[[int], None] | None = None) -> np.ndarray:
+    """F_hat (H, W) float32 of coarse-to-fine mode for two same-sized sources (uint8, uint16
+    or float in [0, 1]; grey or RGB), as `coarse_to_fine` computes it, in bounded memory.
+
+    `predict_arrays(a, b)` is G on float32 RGB arrays in [0, 1] (`tiling.predict_focus_map`).
+    Levels finer than the first are refined in strips of `strip_rows` rows (plus
+    `context_rows` of context); only the full-resolution level reads the sources' own
+    pixels, a strip at a time. Memory: the sources, two float32 maps of the full size and
+    the level-1 sources (3/4 of a float32 RGB image of the full size, at most).
+    """
+    height, width = image_a.shape[:2]
+    work_h, work_w = working_shape(height, width, working_side)
+    if (work_h, work_w) != (height, width):
+        k = box_factor(min(height, width), working_side)
+        work = [area_resample(tf.constant(box_down_array(x, k)[None]), work_h, work_w)
+                .numpy()[0] for x in (image_a, image_b)]
+    else:
+        work = [to_unit_rgb(image_a), to_unit_rgb(image_b)]
+    count = level_count(height, width, work_h, work_w)
+    strips = sum(-(-level_shape(height, width, j)[0] // strip_rows) for j in range(count))
+    if progress_total is not None:
+        progress_total(strips)
+    focus = predict_arrays(work[0], work[1])[None, :, :, None]
+    del work
+    strip = _strip_function(refiner)
+    context = context_rows(refiner)
+    for j in range(count - 1, -1, -1):
+        level_h, level_w = level_shape(height, width, j)
+        if j == count - 1:
+            c = tf.image.resize(tf.constant(focus), [level_h, level_w], method="bilinear")
+        else:
+            c = upsample2(tf.constant(focus), level_h, level_w)
+        c = c.numpy()
+        sources = [box_down_array(x, 1 << j) for x in (image_a, image_b)] if j else None
+        refined = np.empty((1, level_h, level_w, 1), np.float32)
+        for r0 in range(0, level_h, strip_rows):
+            r1 = min(level_h, r0 + strip_rows)
+            lo, hi = max(0, r0 - context), min(level_h, r1 + context)
+            if sources is None:
+                a, b = to_unit_rgb(image_a[lo:hi]), to_unit_rgb(image_b[lo:hi])
+            else:
+                a, b = sources[0][lo:hi], sources[1][lo:hi]
+            refined[:, r0:r1] = strip(tf.constant(a[None]), tf.constant(b[None]),
+                                      tf.constant(c[:, lo:hi]), tf.constant(r0 - lo),
+                                      tf.constant(hi - r1)).numpy()
+            if progress is not None:
+                progress(1)
+        focus, c, sources = refined, None, None
+    return focus[0, :, :, 0]

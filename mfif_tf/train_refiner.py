@@ -1,0 +1,190 @@
+"""Trains the refinement head R of coarse-to-fine fusion (`mfif_tf.refiner`) against exact maps.
+
+  python -m mfif_tf.train_refiner --flagfile=configs/refiner.flags --workdir=runs/refiner
+
+G is frozen (the packaged model, or --generator). Each step draws synthetic pairs of the
+alpha-matte model (eqs. 10-11) and of the conventional model (eqs. 12-13), half and half,
+with their exact F; G runs on the sources area-downscaled by a random factor in
+[1, --max_factor] (the step from one resolution level of `mfif_tf.inference` to the next),
+its map is brought back up bilinearly as c, and R learns to redraw c's outline on the
+full-resolution pixels: binary cross-entropy against F over R's band (eq. 4's role for G).
+Sensor noise of a random strength is added to both sources after the synthesis, so R does
+not mistake noise for focus. In half of the samples I_A and I_B are swapped (F -> 1 - F).
+
+Resumable: checkpoints in WORKDIR/checkpoints every --checkpoint_every steps; the same command
+continues from the latest one. WORKDIR/refiner/ holds the latest weights in the packaged
+format (`refiner.weights.h5`, `refiner.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the weights go.")
+flags.DEFINE_string("generator", "default", "G that makes the coarse maps: 'default' or a "
+                    "model directory / training work dir.")
+flags.DEFINE_string("data_dir", None, "Mask folder (images/, masks/, train.txt).")
+flags.DEFINE_integer("num_steps", 1500, "Training steps.")
+flags.DEFINE_integer("batch_size", 8, "Pairs per step (half of each synthesis model).")
+flags.DEFINE_integer("image_size", 192, "Crop side at full resolution.")
+flags.DEFINE_integer("resize_shorter", 288, "Images are resized to this shorter side first.")
+flags.DEFINE_list("sigma_range", ["1.0", "6.0"], "Blur sigma ~ U[lo, hi] (pixels).")
+flags.DEFINE_float("max_factor", 2.0, "Downscaling factors of G's pass ~ U[1, max_factor].")
+flags.DEFINE_float("max_noise", 3.0, "Sensor noise std ~ U[0, max_noise] / 255.")
+flags.DEFINE_integer("channels", 24, "R's hidden channels.")
+flags.DEFINE_integer("layers", 4, "R's 3x3 convolutions (also its halo in pixels).")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (decays linearly to 0).")
+flags.DEFINE_integer("seed", 0, "Seed of data and initialisation.")
+flags.DEFINE_integer("log_every", 25, "Steps between log lines.")
+flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
+
+
+def _datasets(tf, data_dir: str, batch: int, size: int, shorter: int, sigma_range, seed: int):
+    from data_pipeline.pipeline import make_training_dataset
+
+    half = max(1, batch // 2)
+    streams = [
+        make_training_dataset(source="folder", data_dir=data_dir, split="train",
+                              batch_size=half, image_size=size, crop="random",
+                              resize_shorter=shorter, synthesis=method,
+                              sigma_range=sigma_range, seed=seed + k)
+        for k, method in enumerate(("alpha_matte", "conventional"))
+    ]
+
+    def join(x, y):
+        return {key: tf.concat([x[key], y[key]], axis=0) for key in ("image_a", "image_b",
+                                                                     "focus")}
+
+    return tf.data.Dataset.zip(*streams).map(join).prefetch(2)
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    if not FLAGS.workdir:
+        print("train_refiner: --workdir is required", file=sys.stderr)
+        return 2
+    if not FLAGS.data_dir or not os.path.isdir(FLAGS.data_dir):
+        print(f"train_refiner: --data_dir {FLAGS.data_dir!r} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        sigma_range = tuple(float(s) for s in FLAGS.sigma_range)
+        if len(sigma_range) != 2 or not 0 < sigma_range[0] <= sigma_range[1]:
+            raise ValueError
+    except ValueError:
+        print(f"train_refiner: --sigma_range must be lo,hi with 0 < lo <= hi, got "
+              f"{','.join(FLAGS.sigma_range)}", file=sys.stderr)
+        return 2
+    if FLAGS.max_factor < 1.0:
+        print(f"train_refiner: --max_factor must be >= 1, got {FLAGS.max_factor}",
+              file=sys.stderr)
+        return 2
+
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from mfif_tf import fusion, inference, refiner as refiner_lib
+
+    tf.random.set_seed(FLAGS.seed)
+    generator = fusion.resolve_generator(FLAGS.generator)
+    generator.trainable = False
+    refiner = refiner_lib.build_refiner(
+        refiner_lib.RefinerConfig(channels=FLAGS.channels, layers=FLAGS.layers))
+    schedule = keras_linear_decay(FLAGS.learning_rate, FLAGS.num_steps)
+    optimizer = tf.keras.optimizers.Adam(schedule)
+    step_var = tf.Variable(0, dtype=tf.int64, name="step")
+    rng = tf.random.Generator.from_seed(FLAGS.seed + 17)
+    checkpoint = tf.train.Checkpoint(refiner=refiner, optimizer=optimizer, step=step_var,
+                                     rng=rng)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(FLAGS.workdir, "checkpoints"),
+                                         max_to_keep=3)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        print(f"resumed from {manager.latest_checkpoint} (step {int(step_var.numpy())})",
+              flush=True)
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    with open(os.path.join(FLAGS.workdir, "flags.json"), "w") as f:
+        json.dump({k: getattr(FLAGS, k) for k in (
+            "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
+            "sigma_range", "max_factor", "max_noise", "channels", "layers", "learning_rate",
+            "seed")}, f, indent=2)
+
+    data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
+                          FLAGS.resize_shorter, sigma_range, FLAGS.seed
+                          + 1000 * int(step_var.numpy())))
+    size = FLAGS.image_size
+
+    @tf.function
+    def train_step(batch):
+        a = (batch["image_a"] + 1.0) * 0.5
+        b = (batch["image_b"] + 1.0) * 0.5
+        focus = batch["focus"]
+        n = tf.shape(a)[0]
+        swap = tf.reshape(rng.uniform([n]) < 0.5, [-1, 1, 1, 1])
+        a, b, focus = tf.where(swap, b, a), tf.where(swap, a, b), tf.where(swap, 1.0 - focus,
+                                                                             focus)
+        noise = rng.uniform([n, 1, 1, 1], 0.0, FLAGS.max_noise / 255.0)
+        a = tf.clip_by_value(a + noise * rng.normal(tf.shape(a)), 0.0, 1.0)
+        b = tf.clip_by_value(b + noise * rng.normal(tf.shape(b)), 0.0, 1.0)
+        factor = rng.uniform([], 1.0, FLAGS.max_factor)
+        small = tf.cast(tf.round(size / factor), tf.int32)
+        x = tf.concat([a, b], axis=-1)
+        x_small = tf.image.resize(x, [small, small], method="area")
+        coarse = generator(x_small * 2.0 - 1.0, training=False)
+        coarse = tf.image.resize(coarse, [size, size], method="bilinear")
+        region = tf.cast(refiner_lib.band(coarse), tf.float32)
+        with tf.GradientTape() as tape:
+            halo = refiner.halo
+            refined = refiner(inference.replicate_pad(refiner_lib.refiner_input(a, b, coarse),
+                                                      halo, halo, halo, halo), training=True)
+            p = tf.clip_by_value(refined, 1e-6, 1.0 - 1e-6)
+            bce = -(focus * tf.math.log(p) + (1.0 - focus) * tf.math.log(1.0 - p))
+            loss = tf.reduce_sum(bce * region) / (tf.reduce_sum(region) + 1.0)
+        grads = tape.gradient(loss, refiner.trainable_variables)
+        optimizer.apply_gradients(zip(grads, refiner.trainable_variables))
+        right = tf.cast(tf.equal(refined > 0.5, focus > 0.5), tf.float32)
+        before = tf.cast(tf.equal(coarse > 0.5, focus > 0.5), tf.float32)
+        denom = tf.reduce_sum(region) + 1.0
+        return (loss, tf.reduce_mean(region), tf.reduce_sum(right * region) / denom,
+                tf.reduce_sum(before * region) / denom)
+
+    start, first = time.perf_counter(), int(step_var.numpy())
+    sums = None
+    while int(step_var.numpy()) < FLAGS.num_steps:
+        out = [float(v) for v in train_step(next(data))]
+        step_var.assign_add(1)
+        step = int(step_var.numpy())
+        sums = out if sums is None else [s + v for s, v in zip(sums, out)]
+        if step % FLAGS.log_every == 0 or step == FLAGS.num_steps:
+            k = FLAGS.log_every if step % FLAGS.log_every == 0 else step % FLAGS.log_every
+            loss, frac, acc, acc0 = (s / k for s in sums)
+            rate = (step - first) / (time.perf_counter() - start)
+            eta = (FLAGS.num_steps - step) / max(rate, 1e-9)
+            print(f"step {step}/{FLAGS.num_steps} loss {loss:.4f} band {frac:.3f} "
+                  f"band accuracy {acc0:.4f} -> {acc:.4f} ({rate:.2f} steps/s, "
+                  f"eta {eta / 60:.1f} min)", flush=True)
+            sums = None
+        if step % FLAGS.checkpoint_every == 0 or step == FLAGS.num_steps:
+            manager.save(checkpoint_number=step)
+            refiner_lib.save_refiner(refiner, os.path.join(FLAGS.workdir, "refiner"),
+                                     info={"steps": step, "flagfile": "configs/refiner.flags"})
+    return 0
+
+
+def keras_linear_decay(initial: float, steps: int):
+    import keras  # pylint: disable=import-outside-toplevel
+
+    return keras.optimizers.schedules.PolynomialDecay(initial, max(1, steps), 0.0, power=1.0)
+
+
+def run() -> None:
+    app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,245 @@
+"""The ground-truth validation set generator (data_pipeline.ground_truth) on tiny made data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from data_pipeline import ground_truth as gt_lib
+
+IDS = ("p1", "p2", "p3", "p4", "p5")
+SIZE_MP = 0.01  # about 122 x 82 pixels from the 60 x 40 photos
+SIGMA = (2.0, 3.0)
+
+
+def _photo(seed, h=40, w=60):
+    rng = np.random.default_rng(seed)
+    smooth = ndimage.gaussian_filter(rng.uniform(0, 255, (h, w, 3)), (2, 2, 0))
+    smooth = (smooth - smooth.min()) / np.ptp(smooth) * 200 + 20
+    return np.clip(smooth + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mask_folder(tmp_path_factory):
+    """images/ + masks/ + train.txt/val.txt; the val split holds all but p1."""
+    root = tmp_path_factory.mktemp("masks")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i, k in enumerate(IDS):
+        Image.fromarray(_photo(i)).save(root / "images" / f"{k}.png")
+        mask = np.zeros((40, 60), np.uint8)
+        mask[8 + i:30, 12:40 + i] = 255
+        Image.fromarray(mask).save(root / "masks" / f"{k}.png")
+    (root / "train.txt").write_text("p1\n")
+    (root / "val.txt").write_text("\n".join(IDS[1:]) + "\n")
+    return root
+
+
+def _config(data_dir, out, **kw):
+    args = dict(data_dir=str(data_dir), output_dir=str(out), sizes=(SIZE_MP,), pairs=(4,),
+                sigma_ranges=(SIGMA,), progress=False)
+    args.update(kw)
+    return gt_lib.GroundTruthConfig(**args)
+
+
+@pytest.fixture(scope="module")
+def built(mask_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("valset")
+    summary = gt_lib.build(_config(mask_folder, out))
+    return out, summary
+
+
+def _read(path):
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _sets(out):
+    return {m: out / gt_lib.set_name(m, SIZE_MP) for m in ("alpha_matte", "conventional")}
+
+
+def test_layout_shapes_and_manifest(built, mask_folder):
+    out, summary = built
+    assert summary["written"] == 8 and summary["skipped"] == 0
+    assert (out / "README.md").read_text().startswith("# Multi-focus validation pairs")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["folder"] for s in manifest["sets"]] == ["alpha_matte_0.01mp", "conventional_0.01mp"]
+    assert len(manifest["pairs"]) == 8
+    ids = {p["image_id"] for p in manifest["pairs"]}
+    assert ids <= set(IDS[1:])  # the val split only
+    for name, folder in _sets(out).items():
+        stems = [sorted(p.stem for p in (folder / sub).iterdir()) for sub in gt_lib.SUBFOLDERS]
+        assert all(s == stems[0] for s in stems) and len(stems[0]) == 4, name
+        assert not list(folder.rglob(".*"))  # no temporary files left
+        for stem in stems[0]:
+            a, b, gt, fmap = (_read(folder / sub / f"{stem}.png") for sub in gt_lib.SUBFOLDERS)
+            assert a.shape == b.shape == gt.shape and a.dtype == np.uint8
+            assert fmap.shape == gt.shape[:2] and set(np.unique(fmap)) == {0, 255}
+            assert 0.008e6 < gt.shape[0] * gt.shape[1] < 0.012e6 and gt.shape[1] > gt.shape[0]
+            assert not np.array_equal(a, gt) and not np.array_equal(b, gt)
+    entry = manifest["pairs"][0]
+    assert SIGMA[0] <= entry["sigma"] <= SIGMA[1]
+    assert entry["grain"]["std"] == pytest.approx(2 / 255)
+    assert set(entry) >= {"image_id", "size", "sigma", "model", "swapped", "grain"}
+
+
+def test_pair_i_is_shared_by_the_models_and_half_are_swapped(built):
+    out, _ = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_set = {}
+    for p in manifest["pairs"]:
+        by_set.setdefault(p["set"], []).append(p)
+    am, conv = by_set["alpha_matte_0.01mp"], by_set["conventional_0.01mp"]
+    for x, y in zip(am, conv):
+        assert (x["stem"], x["sigma"], x["swapped"], x["grain"]) == (
+            y["stem"], y["sigma"], y["swapped"], y["grain"])
+        sets = _sets(out)
+        for sub in ("GT", "MAP"):
+            assert np.array_equal(_read(sets["alpha_matte"] / sub / f"{x['stem']}.png"),
+                                  _read(sets["conventional"] / sub / f"{x['stem']}.png"))
+    assert sum(p["swapped"] for p in am) == 2
+
+
+def _inside(fmap, value, margin):
+    """Pixels of the region `value` farther than `margin` from the other region."""
+    region = fmap == value
+    return ndimage.distance_transform_edt(region) > margin
+
+
+def test_a_is_sharp_where_map_is_white(built):
+    """Eqs. 12-13: I_A = F*I + (1-F)*G(x)I, so A is I where MAP = 255 (A in focus) and B is I
+    where MAP = 0, swapped or not; eqs. 10-11 give the same farther than the kernel reaches."""
+    out, _ = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["pairs"]:
+        folder = out / entry["set"]
+        a, b, gt, fmap = (_read(folder / sub / f"{entry['stem']}.png")
+                          for sub in gt_lib.SUBFOLDERS)
+        margin = 1 if entry["model"] == "conventional" else int(np.ceil(2 * entry["sigma"])) + 1
+        white, black = _inside(fmap, 255, margin), _inside(fmap, 0, margin)
+        assert white.sum() > 50 and black.sum() > 50
+        np.testing.assert_array_equal(a[white], gt[white])
+        np.testing.assert_array_equal(b[black], gt[black])
+        # The other source is blurred there: far from I, with less pixel-scale detail.
+        assert np.abs(b[white].astype(int) - gt[white]).mean() > 2
+        assert np.abs(a[black].astype(int) - gt[black]).mean() > 2
+        if entry["model"] == "conventional":
+            whole = fmap == 255
+            np.testing.assert_array_equal(a[whole], gt[whole])  # eq. 12 up to the outline
+
+
+def test_resume_skips_complete_pairs_and_recreates_deleted_files(mask_folder, tmp_path):
+    config = _config(mask_folder, tmp_path / "out", models=("conventional",), pairs=(2,))
+    first = gt_lib.build(config)
+    assert first["written"] == 2
+    folder = tmp_path / "out" / "conventional_0.01mp"
+    files = sorted(folder.rglob("*.png"))
+    before = {p: p.read_bytes() for p in files}
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    again = gt_lib.build(config)
+    assert again["written"] == 0 and again["skipped"] == 2
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes
+    victim = files[0]
+    victim.unlink()
+    (victim.parent / f".{victim.name}.tmp").write_bytes(b"truncated")  # an interrupted write
+    third = gt_lib.build(config)
+    assert third["written"] == 1 and third["skipped"] == 1
+    assert victim.read_bytes() == before[victim]  # the same pixels again
+    assert not list(folder.rglob(".*.tmp"))
+
+
+def test_other_settings_are_refused_unless_overwrite(mask_folder, tmp_path):
+    out = tmp_path / "out"
+    gt_lib.build(_config(mask_folder, out, models=("conventional",), pairs=(1,)))
+    with pytest.raises(gt_lib.GroundTruthError, match="other settings"):
+        gt_lib.build(_config(mask_folder, out, models=("conventional",), pairs=(1,), seed=1))
+    summary = gt_lib.build(_config(mask_folder, out, models=("alpha_matte",), pairs=(1,),
+                                   overwrite=True))
+    assert summary["written"] == 1
+    assert not (out / "conventional_0.01mp").exists()
+    assert (out / "alpha_matte_0.01mp" / "MAP").is_dir()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(pairs=(4, 2)), "--pairs gives 2 count"),
+    (dict(sizes=(0.0,)), "outside"),
+    (dict(sizes=(0.02,), sigma_ranges=None), "no default sigma range for 0.02"),
+    (dict(sigma_ranges=((3.0, 1.0),)), "0 < lo <= hi"),
+    (dict(models=("blur",)), "unknown model 'blur'"),
+    (dict(mask_smoothing=-1.0), "--mask_smoothing must be >= 0"),
+    (dict(pairs=(5,)), "has 4 usable image"),
+    (dict(split="test"), "split file not found"),
+])
+def test_bad_settings_raise(mask_folder, tmp_path, kw, message):
+    with pytest.raises(gt_lib.GroundTruthError, match=message):
+        gt_lib.build(_config(mask_folder, tmp_path / "o", **kw))
+    assert not (tmp_path / "o").exists()
+
+
+def test_mask_resize_and_smoothing():
+    """A mask edge of slope 1/3 (one-pixel steps) upscaled 10x: bilinear keeps the steps
+    (about 3.5 px off the line), a 1-source-pixel smoothing rounds them off."""
+    yy, xx = np.mgrid[0:30, 0:60]
+    mask = (3 * (yy - 5) >= xx).astype(np.uint8)
+    photo = np.full((30, 60, 3), 128, np.uint8)
+    deviation = {}
+    for smoothing in (0.0, 1.0):
+        image, focus = gt_lib.make_ground_truth(photo, mask, (600, 300), None, smoothing)
+        assert image.shape == (300, 600, 3) and (image == 128).all()
+        assert set(np.unique(focus)) == {0, 1} and focus.mean() == pytest.approx(mask.mean(), 1e-3)
+        rows = focus.argmax(axis=0)[50:550].astype(float)  # the edge's row in each column
+        fit = np.polyval(np.polyfit(np.arange(500), rows, 1), np.arange(500))
+        deviation[smoothing] = np.abs(rows - fit).max()
+    assert deviation[0.0] > 3 and deviation[1.0] < 1
+
+
+def test_target_size_keeps_the_aspect_ratio():
+    assert gt_lib.target_size(400, 267, 12) == (4240, 2830)  # 12.0 MP
+    w, h = gt_lib.target_size(400, 300, 0.3)
+    assert (w, h) == (632, 474)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _run(*args):
+    cmd = [sys.executable, "-m", "data_pipeline.ground_truth", "--noprogress", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_builds_a_set(mask_folder, tmp_path):
+    out = _run(f"--data_dir={mask_folder}", f"--output_dir={tmp_path / 'cli'}", "--sizes=0.01",
+               "--pairs=1", "--models=alpha_matte", "--sigma_ranges=1:2")
+    assert out.returncode == 0, out.stderr
+    assert "wrote 1 pair(s)" in out.stdout
+    assert len(list((tmp_path / "cli" / "alpha_matte_0.01mp" / "A").iterdir())) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sizes=abc"], "--sizes: expected a comma-separated list of numbers"),
+    (["--sizes=-1"], "outside"),
+    (["--sigma_ranges=1-2"], "--sigma_ranges: expected lo:hi"),
+    (["--bogus=1"], "bogus"),
+    (["--split=test"], "split file not found"),
+    (["--data_dir=/nonexistent/dir"], "--data_dir not found: /nonexistent/dir"),
+])
+def test_cli_bad_flags_give_one_line_and_exit_2(mask_folder, tmp_path, args, message):
+    base = [f"--data_dir={mask_folder}", f"--output_dir={tmp_path / 'o'}", "--sizes=0.01",
+            "--pairs=1", "--sigma_ranges=1:2"]
+    out = _run(*base, *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], out.stderr
+
+
+def test_cli_refuses_other_settings_in_one_line(mask_folder, tmp_path):
+    out_dir = tmp_path / "o"
+    gt_lib.build(_config(mask_folder, out_dir, models=("conventional",), pairs=(1,)))
+    out = _run(f"--data_dir={mask_folder}", f"--output_dir={out_dir}", "--sizes=0.01",
+               "--pairs=1", "--sigma_ranges=2:3", "--models=conventional", "--seed=5")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "pass --overwrite" in out.stderr
