@@ -25,7 +25,7 @@ flags.DEFINE_integer("version", None, "TF Serving version number (integer folder
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
 flags.DEFINE_float("min_size_fraction", 0.001,
                    "SRR: regions below this fraction of W * H are removed (section 3.3).")
-flags.DEFINE_enum("mode", "coarse_to_fine", ["coarse_to_fine", "paper"],
+flags.DEFINE_enum("mode", "paper", ["coarse_to_fine", "paper"],
                   "Fusion mode of every exported graph: coarse_to_fine (G at the working "
                   "resolution, the refinement head to full resolution) or paper (one "
                   "full-resolution pass).")

@@ -38,10 +38,10 @@ flags.DEFINE_bool("srr", True, "With --model or --classical: apply small region 
                   "(section 3.3).")
 flags.DEFINE_bool("flips", False, "With --model: average F_hat over the inputs mirrored "
                   "left-right and top-bottom (test-time augmentation, 3x network time).")
-flags.DEFINE_enum("mode", "coarse_to_fine", ["coarse_to_fine", "paper"],
-                  "With --model: coarse_to_fine (default: G at the working resolution, the "
+flags.DEFINE_enum("mode", "paper", ["coarse_to_fine", "paper"],
+                  "With --model: coarse_to_fine (G at the working resolution, the "
                   "outline redrawn at full resolution by the refinement head) or paper (G at "
-                  "full resolution, one pass).")
+                  "full resolution, one pass; default).")
 flags.DEFINE_integer("working_side", 448, "With --model, coarse_to_fine: shorter side of G's "
                      "working resolution in pixels (never enlarged).")
 flags.DEFINE_string("refiner", None, "With --model, coarse_to_fine: folder of the refinement "

@@ -255,7 +255,7 @@ def fused_from_fn(
 
 
 def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
-                  scales: Sequence[float] | str | None = None, mode: str = "coarse_to_fine",
+                  scales: Sequence[float] | str | None = None, mode: str = "paper",
                   working_side: int | None = None, refiner: str | None = None) -> FuseFn:
     """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called), with the
     settings of `fusion.fuse_arrays`: ``mode`` ("coarse_to_fine" or "paper"),

@@ -36,10 +36,10 @@ flags.DEFINE_integer("edge_pixels", 0, "Grow (> 0) or shrink (< 0) the foregroun
                      "by this many pixels.")
 flags.DEFINE_bool("flips", False, "Average F_hat over the sources mirrored left-right and "
                   "top-bottom (test-time augmentation: 3x network time, slightly better maps).")
-flags.DEFINE_enum("mode", "coarse_to_fine", ["coarse_to_fine", "paper"],
-                  "coarse_to_fine (default): the network decides at a working resolution near "
+flags.DEFINE_enum("mode", "paper", ["coarse_to_fine", "paper"],
+                  "coarse_to_fine: the network decides at a working resolution near "
                   "the scale it learned and a refinement head redraws the outline on the "
-                  "full-resolution pixels; paper: one network pass at full resolution.")
+                  "full-resolution pixels; paper (default): one network pass at full resolution.")
 flags.DEFINE_integer("working_side", 448, "coarse_to_fine: shorter side of the network's "
                      "working resolution in pixels (sources are area-downscaled to it, never "
                      "enlarged).")

@@ -53,7 +53,7 @@ MIN_IMAGE_SIDE = 2
 BT601 = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 
 MODES = ("coarse_to_fine", "paper")
-DEFAULT_MODE = "coarse_to_fine"
+DEFAULT_MODE = "paper"
 # Shorter side of G's working resolution in coarse-to-fine mode (see MODEL_CARD.md for the
 # measurement behind it).
 DEFAULT_WORKING_SIDE = 448

@@ -271,7 +271,8 @@ def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
                    "--scales=1,2")
     assert out.returncode == 1
     assert out.stderr.strip() == "error: scale '2' must be in (0, 1] (1 is full resolution)"
-    out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--scales=1,0.5")
+    out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--mode=coarse_to_fine",
+                   "--scales=1,0.5")
     assert out.returncode == 1
     assert out.stderr.strip().startswith("error: scales apply to mode 'paper'")
 

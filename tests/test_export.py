@@ -64,7 +64,7 @@ def refiner():
 def exported(tmp_path_factory, generator, refiner):
     root = str(tmp_path_factory.mktemp("export"))
     config = export_lib.ExportConfig(export_dir=root, model_name="mfif", version=1,
-                                     working_side=WORKING_SIDE)
+                                     working_side=WORKING_SIDE, mode="coarse_to_fine")
     return export_lib.export_model(generator, config, refiner)
 
 

@@ -198,7 +198,8 @@ def test_bad_jobs_are_refused_before_any_work(tmp_path, generator):
         ([pa, pb], "f.png", {"tile_size": -1}, "--tile_size must be >= 0"),
         ([pa, pb], "f.png", {"scales": "1,0.3", "mode": "paper"},
          "--mode/--working_side/--scales: scale '0.3' must be 1/k"),
-        ([pa, pb], "f.png", {"scales": "1,0.5"}, "scales apply to mode 'paper'"),
+        ([pa, pb], "f.png", {"scales": "1,0.5", "mode": "coarse_to_fine"},
+         "scales apply to mode 'paper'"),
         ([pa, pb], "f.png", {"working_side": 3}, "working_side must be an integer of at least"),
         ([pa, pb], "f.png", {"mode": "fast"}, "mode must be one of coarse_to_fine, paper"),
         ([pa, pb], "f.png", {"refiner": "nowhere"}, "--refiner nowhere: no such folder"),
@@ -207,7 +208,7 @@ def test_bad_jobs_are_refused_before_any_work(tmp_path, generator):
         options = fuse_lib.FuseOptions(overwrite=kw.pop("overwrite", False),
                                        tile_size=kw.pop("tile_size", None),
                                        scales=kw.pop("scales", None),
-                                       mode=kw.pop("mode", "coarse_to_fine"),
+                                       mode=kw.pop("mode", "paper"),
                                        working_side=kw.pop("working_side", 448),
                                        refiner=kw.pop("refiner", None))
         kw = {k: str(tmp_path / v) for k, v in kw.items()}

@@ -65,8 +65,8 @@ def test_pair_is_eq14_on_the_original_pixels(generator, dtype, grey):
     result = fusion.fuse_arrays([a, b], generator)
     assert result.fused.shape == a.shape and result.fused.dtype == a.dtype
     assert result.f_hat.shape == result.f_final.shape == (37, 53)
-    # The default F_hat: coarse to fine with the packaged refinement head.
-    want = fusion.predict_f_hat(generator, fusion.resolve_refiner(None), a, b)
+    # The default F_hat: the paper's single full-resolution pass.
+    want = tiling.predict_focus_map(generator, a, b, 0)
     np.testing.assert_allclose(result.f_hat, want, atol=1e-6)
     # The paper's mode: one full-resolution pass, or the mean over scales.
     single = fusion.fuse_arrays([a, b], generator, mode="paper")
@@ -127,7 +127,8 @@ def test_flips_average_mirrored_maps_and_fuse_by_eq14(generator):
     check_eq14(result, a, b)
     # Coarse to fine: G's working-resolution map is the mean of the mirrored passes.
     refiner = fusion.resolve_refiner(None)
-    result = fusion.fuse_arrays([a, b], generator, flips=True, refiner=refiner)
+    result = fusion.fuse_arrays([a, b], generator, flips=True, refiner=refiner,
+                                mode="coarse_to_fine")
     want = fusion.predict_f_hat(generator, refiner, a, b, flips=True)
     np.testing.assert_allclose(result.f_hat, want, atol=1e-6)
     assert np.abs(want - fusion.predict_f_hat(generator, refiner, a, b)).max() > 1e-3

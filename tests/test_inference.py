@@ -193,11 +193,13 @@ def test_coarse_to_fine_handles_grey_uint16_and_float(generator, refiner):
     a, b = _pair(120, 100, seed=3, dtype=np.uint16)
     rgb = fusion.fuse_arrays([a, b], generator, mode="coarse_to_fine", working_side=48,
                              refiner=refiner)
-    as_float = fusion.fuse_arrays([a / 65535.0, b / 65535.0], generator, working_side=48,
+    as_float = fusion.fuse_arrays([a / 65535.0, b / 65535.0], generator, mode="coarse_to_fine",
+                                  working_side=48,
                                   refiner=refiner)
     np.testing.assert_allclose(rgb.f_hat, as_float.f_hat, atol=1e-5)
     assert rgb.fused.dtype == np.uint16
-    grey = fusion.fuse_arrays([a[:, :, 0], b[:, :, 0]], generator, working_side=48,
+    grey = fusion.fuse_arrays([a[:, :, 0], b[:, :, 0]], generator, mode="coarse_to_fine",
+                              working_side=48,
                               refiner=refiner)
     assert grey.fused.shape == (120, 100) and grey.fused.dtype == np.uint16
 
@@ -213,11 +215,14 @@ def test_mode_settings_are_checked(generator, refiner):
     with pytest.raises(InputError, match="mode must be one of"):
         fusion.fuse_arrays([a, b], generator, mode="fast", refiner=refiner)
     with pytest.raises(InputError, match="working_side"):
-        fusion.fuse_arrays([a, b], generator, working_side=4, refiner=refiner)
+        fusion.fuse_arrays([a, b], generator, mode="coarse_to_fine", working_side=4,
+                           refiner=refiner)
     with pytest.raises(InputError, match="scales apply to mode 'paper'"):
-        fusion.fuse_arrays([a, b], generator, scales="1,0.5", refiner=refiner)
+        fusion.fuse_arrays([a, b], generator, mode="coarse_to_fine", scales="1,0.5",
+                           refiner=refiner)
     with pytest.raises(InputError, match="no refiner.weights.h5"):
-        fusion.fuse_arrays([a, b], generator, refiner="/nonexistent/refiner")
+        fusion.fuse_arrays([a, b], generator, mode="coarse_to_fine",
+                           refiner="/nonexistent/refiner")
 
 
 def test_refiner_save_and_load_round_trip(refiner, tmp_path):

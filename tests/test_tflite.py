@@ -38,7 +38,8 @@ def exported(tmp_path_factory):
     # Coarse-to-fine with a small working side: 64-pixel images go through two levels.
     config = export_lib.ExportConfig(
         export_dir=str(tmp_path_factory.mktemp("export")), version=4, tflite=True,
-        working_side=24, tflite_config=TFLiteConfig(fixed_size=FIXED, working_side=24))
+        working_side=24, mode="coarse_to_fine",
+        tflite_config=TFLiteConfig(fixed_size=FIXED, working_side=24, mode="coarse_to_fine"))
     return export_lib.export_model(generator, config, random_refiner())
 
 
