@@ -106,6 +106,15 @@ def main(argv: list[str]) -> int:
                 f"{len(FLAGS.fused_dir)} --fused_dir; give one per --fused_dir ('' for none)")
         functions = []
         if FLAGS.model:
+            # Checked before TensorFlow loads, so that a bad flag is one line.
+            try:
+                scales = parse_scales(FLAGS.scales or "1")
+            except ValueError as err:
+                raise evaluate_lib.EvaluationError(str(err)) from None
+            if FLAGS.mode != "paper" and scales != (1.0,):
+                raise evaluate_lib.EvaluationError(
+                    "scales apply to mode 'paper' (coarse-to-fine runs G once, at the "
+                    "working resolution)")
             fuse_fn = evaluate_lib.model_fuse_fn(
                 FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips, scales=FLAGS.scales,
                 mode=FLAGS.mode, working_side=FLAGS.working_side, refiner=FLAGS.refiner)
