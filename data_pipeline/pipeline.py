@@ -360,7 +360,9 @@ def make_training_dataset(
       image_size: S.
       crop: "center" (the paper: centre crop `center_crop_size`, resize to S) or "random"
         (resize the shorter side to `resize_shorter`, random S x S crop).
-      synthesis: "alpha_matte" (eqs. 10-11) or "conventional" (eqs. 12-13).
+      synthesis: "alpha_matte" (eqs. 10-11), "alpha_matte_filled" (eqs. 10-11 with the
+        hidden background filled, no dark seam) or "conventional" (eqs. 12-13); see
+        `data_pipeline.SYNTHESIS_METHODS`.
       sigma: sigma of G (the paper's data: 1, with MATLAB imgaussfilt).
       sigma_range: (lo, hi): sigma ~ U[lo, hi] per example instead of `sigma`.
       flip: random horizontal and vertical flips.

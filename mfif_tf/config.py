@@ -19,7 +19,9 @@ class ModelConfig:
     Attributes:
       preset: "paper" or "compact"; `model_config(preset)` fills the sizes.
       stem_channels: channels of the 7x7 stem conv of one branch (64 in the paper).
-      down_channels: channels of the two stride-2 3x3 convs (128, 256).
+      down_channels: channels of the stride-2 3x3 convs, one encoder stage each (two in the
+        paper: 128, 256); the decoder's transposed convs mirror them, and G works on
+        multiples of 2 ** len(down_channels) pixels (`Generator.size_multiple`).
       num_blocks: SE-ResNet blocks per branch (9).
       se_reduction: SE bottleneck ratio (16).
       use_se: False gives plain residual blocks (ablation "no SE").
@@ -55,7 +57,8 @@ class ModelConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # Fig. 3 of the paper: 13,700,928 trainable parameters in G.
     "paper": dict(stem_channels=64, down_channels=(128, 256), num_blocks=9, se_reduction=16),
-    # A quarter of the widths and six blocks: >10x faster than "paper" on CPU (docs/models.md).
+    # A quarter of the widths and six blocks: 405 against 8,979 GFLOP per megapixel for
+    # "paper" (docs/benchmarks.md, "Arithmetic"; measured speed-ups in MODEL_CARD.md).
     "compact": dict(stem_channels=16, down_channels=(32, 64), num_blocks=6, se_reduction=8,
                     critic_channels=32, critic_max_channels=256),
 }

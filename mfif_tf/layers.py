@@ -36,6 +36,14 @@ class ConvBNReLU(layers.Layer):
                              padding="valid" if reflect else "same", use_bias=False, name="conv")
         self.bn = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
 
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if self.reflect:
+            p = 2 * (self.kernel_size // 2)
+            shape = (shape[0], *(None if d is None else d + p for d in shape[1:3]), shape[3])
+        self.conv.build(shape)
+        self.bn.build(self.conv.compute_output_shape(shape))
+
     def call(self, x, training=None):
         if self.reflect:
             p = self.kernel_size // 2
@@ -68,6 +76,10 @@ class SqueezeExcitation(layers.Layer):
         self.reduction = reduction
         self.fc1 = layers.Dense(max(1, channels // reduction), use_bias=False, name="fc1")
         self.fc2 = layers.Dense(channels, use_bias=False, name="fc2")
+
+    def build(self, input_shape):
+        self.fc1.build((None, self.channels))
+        self.fc2.build((None, max(1, self.channels // self.reduction)))
 
     def call(self, x, pooled=None):
         if pooled is None:
@@ -102,6 +114,15 @@ class SEResBlock(layers.Layer):
         self.conv2 = layers.Conv2D(channels, 3, padding="same", use_bias=False, name="conv2")
         self.bn2 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn2")
         self.se = SqueezeExcitation(channels, reduction, name="se") if use_se else None
+
+    def build(self, input_shape):
+        shape = (*tuple(input_shape)[:-1], self.channels)
+        self.conv1.build(tuple(input_shape))
+        self.bn1.build(shape)
+        self.conv2.build(shape)
+        self.bn2.build(shape)
+        if self.se is not None:
+            self.se.build(shape)
 
     def residual(self, x, training=None):
         """The residual branch before SE: what the SE block squeezes."""

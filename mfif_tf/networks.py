@@ -17,8 +17,77 @@ from mfif_tf.config import ModelConfig, model_config, model_config_from_dict
 from mfif_tf.inference import BT601
 from mfif_tf.layers import ConvBNReLU, SEResBlock
 
-# The encoder halves the resolution twice and the decoder doubles it twice.
+# The paper's encoder halves the resolution twice and the decoder doubles it twice, so G
+# works on multiples of 4. A config with n stride-2 stages (`len(down_channels)`) works on
+# multiples of 2**n: use `Generator.size_multiple`, which holds for every config.
 SIZE_MULTIPLE = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvStep:
+    """One convolution along one axis, as far as which positions it reads.
+
+    Attributes:
+      kernel: kernel size k.
+      stride: s (for a transposed conv: the upsampling factor).
+      pad: positions padded before the input (reflect, zero or "same" padding alike).
+      transpose: a transposed convolution.
+    """
+
+    kernel: int
+    stride: int = 1
+    pad: int = 0
+    transpose: bool = False
+
+
+def conv_step(layer: layers.Layer, pad: int | None = None) -> ConvStep:
+    """The `ConvStep` of a `ConvBNReLU` or a Keras Conv2D(Transpose) with square kernels.
+
+    `pad` overrides the padding, for a "valid" conv on an explicitly padded input. "same"
+    padding is TF's: max(k - s, 0) // 2 before, for inputs that are multiples of s (true
+    inside G, which pads its input to `size_multiple`).
+    """
+    if isinstance(layer, ConvBNReLU):
+        k, s, transpose = layer.kernel_size, layer.strides, layer.transpose
+        same = not layer.reflect
+        if pad is None and layer.reflect:
+            pad = k // 2
+    else:
+        k, s = layer.kernel_size[0], layer.strides[0]
+        transpose = isinstance(layer, layers.Conv2DTranspose)
+        same = layer.padding == "same"
+    if pad is None:
+        pad = max(k - s, 0) // 2 if same else 0
+    return ConvStep(kernel=k, stride=s, pad=pad, transpose=transpose)
+
+
+def input_span(steps: list[ConvStep], lo: int, hi: int) -> tuple[int, int]:
+    """Input positions [lo', hi'] that the outputs lo..hi (inclusive) of `steps`, applied in
+    order, read along one axis."""
+    for step in reversed(steps):
+        k, s, p = step.kernel, step.stride, step.pad
+        if step.transpose:  # input i reaches the outputs s*i - p .. s*i - p + k - 1
+            lo, hi = -(-(lo - k + 1 + p) // s), (hi + p) // s
+        else:  # output o reads the inputs s*o - p .. s*o - p + k - 1
+            lo, hi = s * lo - p, s * hi - p + k - 1
+    return lo, hi
+
+
+@dataclasses.dataclass(frozen=True)
+class Reach:
+    """How many input positions before and after its own ones a stage's output reads.
+
+    For the stem (full-resolution pixels read by one encoded position, which covers
+    `size_multiple` pixels), an SE block (encoded positions) and the decoder (encoded
+    positions read by the `size_multiple` output pixels of one encoded position).
+    """
+
+    before: int
+    after: int
+
+    @property
+    def most(self) -> int:
+        return max(self.before, self.after)
 
 
 def _resolve(config: ModelConfig | dict | None) -> ModelConfig:
@@ -26,6 +95,14 @@ def _resolve(config: ModelConfig | dict | None) -> ModelConfig:
         return model_config("paper")
     if isinstance(config, dict):
         return model_config_from_dict(config)
+    return config
+
+
+def _deserialize_dtype(config: dict) -> dict:
+    """`get_config` stores the dtype policy as a dict; the constructor wants the policy."""
+    config = dict(config)
+    if isinstance(config.get("dtype"), dict):
+        config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
     return config
 
 
@@ -41,14 +118,19 @@ class Generator(keras.Model):
     and decoded to F_hat (Fig. 3).
 
     Input: I_A and I_B concatenated on channels, (N, H, W, 6) in [-1, 1], any H and W (the
-    input is mirror-padded to a multiple of 4 and the output cropped back). Output: F_hat,
-    (N, H, W, 1) in [0, 1], float32.
+    input is mirror-padded to a multiple of `size_multiple`, 4 for the paper's two stride-2
+    stages, and the output cropped back; the mirror padding needs sides of at least
+    `size_multiple / 2` pixels). Output: F_hat, (N, H, W, 1) in [0, 1], float32.
+
+    The encoder has one stride-2 3x3 Conv-BN-ReLU per entry of `config.down_channels` (two
+    in the paper) and the decoder one stride-2 4x4 transposed one per entry, in reverse.
 
     With `branches="two"` (ablation) each source is turned grey and G has two branches.
 
     The pieces are public so that tiled inference can run them one at a time:
     `to_branches` -> `stem` -> `blocks[i]` (with whole-image SE averages) -> `merge` ->
-    `decode`.
+    `decode`; `stem_reach`, `block_reach` and `decode_reach` say how far each piece reads
+    beyond a tile.
 
     Args:
       config: a `ModelConfig` or its dict.
@@ -57,25 +139,58 @@ class Generator(keras.Model):
     def __init__(self, config: ModelConfig | dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config = _resolve(config)
-        c1, (c2, c3) = config.stem_channels, config.down_channels
+        down = tuple(config.down_channels)
         self.stem_layers = [
-            ConvBNReLU(c1, 7, reflect=True, name="stem_conv7"),
-            ConvBNReLU(c2, 3, strides=2, name="down1"),
-            ConvBNReLU(c3, 3, strides=2, name="down2"),
+            ConvBNReLU(config.stem_channels, 7, reflect=True, name="stem_conv7"),
+            *(ConvBNReLU(c, 3, strides=2, name=f"down{i + 1}") for i, c in enumerate(down)),
         ]
         self.blocks = [
-            SEResBlock(c3, config.se_reduction, use_se=config.use_se, name=f"se_res_{i}")
+            SEResBlock(down[-1], config.se_reduction, use_se=config.use_se, name=f"se_res_{i}")
             for i in range(config.num_blocks)
         ]
-        self.decoder_layers = [
-            ConvBNReLU(c3, 4, strides=2, transpose=True, name="up1"),
-            ConvBNReLU(c2, 4, strides=2, transpose=True, name="up2"),
-        ]
+        self.decoder_layers = [ConvBNReLU(c, 4, strides=2, transpose=True, name=f"up{i + 1}")
+                               for i, c in enumerate(reversed(down))]
         self.head = layers.Conv2D(1, 7, padding="valid", use_bias=False, name="head_conv7")
 
     @property
     def num_branches(self) -> int:
         return 6 if self.config.branches == "six" else 2
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixels per encoded position: 2 ** (number of stride-2 stages); 4 in the paper."""
+        factor = 1
+        for layer in self.stem_layers:
+            factor *= layer.strides
+        return factor
+
+    @property
+    def head_pad(self) -> int:
+        """Reflect padding of the head conv's input (a "valid" conv keeps the size)."""
+        return self.head.kernel_size[0] // 2
+
+    def stem_reach(self) -> Reach:
+        """Full-resolution pixels that one encoded position reads beyond its own ones."""
+        m = self.size_multiple
+        lo, hi = input_span([conv_step(layer) for layer in self.stem_layers], 0, 0)
+        return Reach(before=-lo, after=hi - (m - 1))
+
+    def block_reach(self) -> Reach:
+        """Encoded positions that one SE block's output reads on either side (its two 3x3
+        convs; the SE squeeze is over the whole image and handled apart)."""
+        if not self.blocks:
+            return Reach(0, 0)
+        steps = [conv_step(conv) for conv in (self.blocks[0].conv1, self.blocks[0].conv2)]
+        lo, hi = input_span(steps, 0, 0)
+        return Reach(before=-lo, after=hi)
+
+    def decode_reach(self) -> Reach:
+        """Encoded positions that the output pixels of one encoded position read on either
+        side (the transposed convs and the head)."""
+        steps = [conv_step(layer) for layer in self.decoder_layers]
+        steps.append(conv_step(self.head, pad=self.head_pad))
+        lo, hi = input_span(steps, 0, self.size_multiple - 1)
+        return Reach(before=-lo, after=hi)
 
     def to_branches(self, x: tf.Tensor) -> tf.Tensor:
         """(N, H, W, 6) -> (N * B, H, W, 1): every channel becomes a batch entry, so the
@@ -105,7 +220,8 @@ class Generator(keras.Model):
     def decode(self, x: tf.Tensor, training=None) -> tf.Tensor:
         for layer in self.decoder_layers:
             x = layer(x, training=training)
-        x = tf.pad(x, [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
+        p = self.head_pad
+        x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
         return tf.sigmoid(tf.cast(self.head(x), tf.float32))
 
     def call(self, inputs, training=None):
@@ -113,8 +229,8 @@ class Generator(keras.Model):
         if x.dtype != self.compute_dtype:
             x = tf.cast(x, self.compute_dtype)
         height, width = tf.shape(x)[1], tf.shape(x)[2]
-        pad_h = (-height) % SIZE_MULTIPLE
-        pad_w = (-width) % SIZE_MULTIPLE
+        pad_h = (-height) % self.size_multiple
+        pad_w = (-width) % self.size_multiple
         x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="SYMMETRIC")
         features = self.stem(self.to_branches(x), training=training)
         for block in self.blocks:
@@ -123,11 +239,13 @@ class Generator(keras.Model):
         return focus[:, :height, :width, :]
 
     def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "name": self.name}
+        config = super().get_config()  # name, trainable, dtype policy
+        config.update(config=dataclasses.asdict(self.config))
+        return config
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**_deserialize_dtype(config))
 
 
 @keras.saving.register_keras_serializable(package="mfif_tf")
@@ -167,11 +285,13 @@ class Critic(keras.Model):
         return tf.reduce_mean(tf.cast(self.score(x), tf.float32), axis=[1, 2, 3])
 
     def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "name": self.name}
+        config = super().get_config()  # name, trainable, dtype policy
+        config.update(config=dataclasses.asdict(self.config))
+        return config
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**_deserialize_dtype(config))
 
 
 def critic_input(image_a: tf.Tensor, image_b: tf.Tensor, focus: tf.Tensor) -> tf.Tensor:

@@ -1,7 +1,7 @@
 """F_hat over several scales: G also run on the sources downscaled by integer factors.
 
 G learns from images about 320 pixels on their shorter side (the training pipeline's
-`resize_shorter`), with Gaussian blur of 1 to 4.5 pixels (eq. 8's sigma). On a 520 x 520
+`resize_shorter`), with Gaussian blur of 1 to 4.5 pixels (eq. 9's sigma). On a 520 x 520
 Lytro pair objects and blur are about 1.6 times that size in pixels, and flat regions are
 decided on less context. Running G once more on the sources downscaled by 2 (the box mean of 2 x 2
 pixels) and averaging the two focus maps at full resolution gives it both views: the

@@ -26,8 +26,8 @@ How the components are found (all builtin TFLite ops: no Flex):
      the second union-find starts from the first one's result.
 
 Memory is a few arrays of H*W elements (binary map, run ids, masks) plus arrays of the size of
-the number of runs: about 0.2 GB on top of the input for a 24-megapixel focus map, up to about
-1.7 GB when every pixel is a run (a one-pixel serpentine). docs/srr.md has timings.
+the number of runs, so it is largest when every pixel is a run (a one-pixel serpentine).
+docs/srr.md has measured times and peak memory.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ _BLOCK = 64
 def _inclusive_count(flags: tf.Tensor) -> tf.Tensor:
     """Inclusive prefix count of a 1-D bool tensor, as int32.
 
-    Equals `tf.cumsum(tf.cast(flags, tf.int32))`, about three times faster on CPU: counts within
-    blocks of 64 come from one matmul with a triangular matrix of ones (exact in float32, since
-    they are at most 64), and only the block totals go through `cumsum`.
+    Equals `tf.cumsum(tf.cast(flags, tf.int32))`, but faster on CPU (docs/srr.md has the
+    measured ratio): counts within blocks of 64 come from one matmul with a triangular matrix
+    of ones (exact in float32, since they are at most 64), and only the block totals go
+    through `cumsum`.
     """
     n = tf.shape(flags)[0]
     padded = tf.pad(tf.cast(flags, tf.float32), [[0, (-n) % _BLOCK]])

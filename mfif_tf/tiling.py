@@ -7,39 +7,44 @@ uint16 / 65535), grey sources as three equal channels (section 4.1.2).
 
 Why tiles need care: every SE block of G squeezes its residual branch by a mean over the
 whole image (Fig. 3), so G run on a tile sees other means than G run on the whole image.
-The tiled scheme here gives the whole-image result (up to float rounding):
+The tiled scheme here gives the whole-image result (up to float rounding). Its sizes are
+read off G's layers (`tile_geometry`), so they follow the model configuration; below, m is
+`Generator.size_multiple` (4 for the presets: two stride-2 stages) and an encoded position
+covers m x m image pixels:
 
-  1. G pads the image to a multiple of 4 (`SIZE_MULTIPLE`) and its encoder branches (one per
-     colour channel, shared weights) never mix until `merge`. Each branch b is encoded on its
-     own, so only one branch's features are held at a time.
-  2. Stem: for each tile (T x T full-resolution pixels, at multiples of 4) the stem runs on
-     the tile plus a halo of `STEM_HALO` pixels (at least the stem's reach, 3 pixels before
-     and 6 after the tile, so the tile's own padding never reaches the kept part); the
-     quarter-resolution result goes into a feature buffer (H/4, W/4, C).
+  1. G pads the image to a multiple of m and its encoder branches (one per colour channel,
+     shared weights) never mix until `merge`. Each branch b is encoded on its own, so only
+     one branch's features are held at a time.
+  2. Stem: for each tile (T x T full-resolution pixels, at multiples of m) the stem runs on
+     the tile plus a halo of `stem_halo` pixels (the stem's reach rounded up to a multiple
+     of m: 3 pixels before and 6 after give 8 for the presets, so the tile's own padding
+     never reaches the kept part); the encoded result goes into a feature buffer
+     (H/m, W/m, C).
   3. SE blocks, one at a time over the whole buffer: pass 1 runs the block's residual branch
-     on every block tile with a halo of `BLOCK_HALO` (two 3x3 convs), stores it and sums it
-     over the tile interiors; the sum / pixel count is exactly the whole-image mean the SE
+     on every block tile with a halo of `block_halo` (2: two 3x3 convs), stores it and sums
+     it over the tile interiors; the sum / pixel count is exactly the whole-image mean the SE
      block squeezes. Pass 2 applies the excitation with that mean and the identity addition
-     (y = ReLU(x + s * r)) element-wise, in place. Block tiles are T/2 x T/2 quarter-resolution
-     positions (2T x 2T image pixels): the blocks' maps take 16 times less memory per image
-     pixel than the stem's, and small convolutions run less efficiently (a 196 x 196 x 64
-     tile costs 22 % more per pixel than a 388 x 388 one).
+     (y = ReLU(x + s * r)) element-wise, in place. Block tiles are T/2 x T/2 encoded
+     positions (2T x 2T image pixels for the presets): the blocks' maps take 16 times less
+     memory per image pixel than the stem's, and small convolutions run less efficiently
+     (docs/benchmarks.md, "Tiled inference", has the measured figures).
   4. The branch's output is added to its source's accumulator (Feature_A or Feature_B, the
      channel mean of `merge`).
-  5. Decoder: per tile with a halo of `DECODE_HALO` quarter pixels (two transposed convs and
-     the 7x7 head), cropped back to the tile.
+  5. Decoder: per tile with a halo of `decode_halo` encoded positions (2: the transposed
+     convs and the 7x7 head), cropped back to the tile.
 
 Cost: every layer runs once per pixel plus the halos (with T = 768: 4 % more work in the
-stem, 6 % in the decoder, 2 % in the blocks, which do about 85 % of G's work), plus one
-element-wise pass per SE block and the copies between tiles and buffers; measured on
-1536 x 1536 with the compact preset: 7.4 s of CPU against 5.9 s for one whole-image call. Memory: four
-(H/4, W/4, C) float32 buffers (working pair, two accumulators), i.e. 4 * 4 * C / 16 = C bytes
-per image pixel (64 for the compact preset, 256 for the paper's), plus one tile's
-activations (about 0.4 GB at the default T), independent of the image size.
+stem and in the decoder, 2 % in the blocks, which do about 85 % of G's work), plus one
+element-wise pass per SE block and the copies between tiles and buffers (docs/benchmarks.md
+has measured times against one whole-image call). Memory (m = 4): four (H/4, W/4, C)
+float32 buffers (working pair, two accumulators), i.e. 4 * 4 * C / 16 = C bytes per image
+pixel (64 for the compact preset, 256 for the paper's), plus one tile's activations (about
+0.4 GB at the default T), independent of the image size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -48,15 +53,43 @@ import tensorflow as tf
 
 from mfif_tf import scales as scales_lib
 from mfif_tf.inference import MIN_IMAGE_SIDE, unit_scale  # noqa: F401 (re-exported)
-from mfif_tf.networks import SIZE_MULTIPLE, Generator
+from mfif_tf.networks import Generator
 
-# Halos: at least the reach of each stage's padding into the tile (checked by the tests and
-# by shrinking each halo until tiled and whole-image results differ).
-STEM_HALO = 8  # full-resolution pixels, a multiple of 4: the stem reaches 3 before, 6 after
-BLOCK_HALO = 2  # quarter-resolution positions: two 3x3 convs
-DECODE_HALO = 3  # quarter-resolution positions: two 4x4 transposed convs, the 7x7 head
 WHOLE_IMAGE_BUDGET = 2 << 30  # bytes of activations allowed for one whole-image call
 TILE_BUDGET = 448 << 20  # bytes of activations of one stem or decoder tile
+
+
+@dataclasses.dataclass(frozen=True)
+class TileGeometry:
+    """How tiles of one G fit together, read off G's layers (`Generator.stem_reach` etc.).
+
+    Attributes:
+      factor: full-resolution pixels per encoded position (`Generator.size_multiple`, 4
+        for the paper's two stride-2 stages); tiles start at multiples of it.
+      stem_halo: full-resolution pixels around a stem tile: the stem's reach (3 before and
+        6 after in the paper's G), rounded up to a multiple of `factor`.
+      block_halo: encoded positions around a block tile: the reach of one block's two 3x3
+        convs (2).
+      decode_halo: encoded positions around a decoder tile: the reach of the transposed
+        convs and the 7x7 head (2).
+    """
+
+    factor: int
+    stem_halo: int
+    block_halo: int
+    decode_halo: int
+
+
+def tile_geometry(generator: Generator) -> TileGeometry:
+    """The `TileGeometry` of G: each halo is the least that keeps the tile's own padding
+    out of the kept part (the tests check that one position less changes the result)."""
+    factor = generator.size_multiple
+    return TileGeometry(
+        factor=factor,
+        stem_halo=-(-generator.stem_reach().most // factor) * factor,
+        block_halo=generator.block_reach().most,
+        decode_halo=generator.decode_reach().most,
+    )
 
 
 def to_network_range(pixels: np.ndarray) -> np.ndarray:
@@ -89,16 +122,19 @@ def _tile_bytes_per_pixel(generator: Generator) -> int:
 def default_tile_size(generator: Generator) -> int:
     """The largest multiple of 128 whose tile (with halo) fits `TILE_BUDGET` (768 for the
     compact preset, 384 for the paper's)."""
-    side = math.sqrt(TILE_BUDGET / _tile_bytes_per_pixel(generator)) - 2 * STEM_HALO
+    halo = tile_geometry(generator).stem_halo
+    side = math.sqrt(TILE_BUDGET / _tile_bytes_per_pixel(generator)) - 2 * halo
     return max(128, int(side) // 128 * 128)
 
 
 def plan_tile_size(generator: Generator, height: int, width: int,
                    tile_size: int | None = None) -> int:
-    """0 for one whole-image call, else the tile side T (a multiple of 4).
+    """0 for one whole-image call, else the tile side T (a multiple of G's
+    `size_multiple`, 4 for the presets).
 
     `tile_size` None picks whole-image when its activations fit `WHOLE_IMAGE_BUDGET`, else
-    `default_tile_size`; 0 forces whole-image; T > 0 is rounded up to a multiple of 4.
+    `default_tile_size`; 0 forces whole-image; T > 0 is rounded up to a multiple of
+    `size_multiple`, and to at least twice it.
     """
     if tile_size is None:
         if height * width * _activation_bytes_per_pixel(generator) <= WHOLE_IMAGE_BUDGET:
@@ -108,8 +144,9 @@ def plan_tile_size(generator: Generator, height: int, width: int,
         raise ValueError(f"tile_size must be >= 0, got {tile_size}")
     if tile_size == 0:
         return 0
-    tile = -(-int(tile_size) // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    return max(tile, 2 * SIZE_MULTIPLE)
+    multiple = generator.size_multiple
+    tile = -(-int(tile_size) // multiple) * multiple
+    return max(tile, 2 * multiple)
 
 
 def _mirror_index(size: int, padded: int) -> np.ndarray:
@@ -192,15 +229,18 @@ def _downscaled(pixels: np.ndarray, k: int) -> np.ndarray:
 
 
 def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndarray,
-                     tile: int, progress, progress_total) -> np.ndarray:
+                     tile: int, progress, progress_total,
+                     geometry: TileGeometry | None = None) -> np.ndarray:
+    geo = geometry or tile_geometry(generator)
+    m = geo.factor  # full-resolution pixels per encoded position
     height, width = image_a.shape[:2]
-    padded_h = -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    padded_w = -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    hq, wq = padded_h // SIZE_MULTIPLE, padded_w // SIZE_MULTIPLE
+    padded_h = -(-height // m) * m
+    padded_w = -(-width // m) * m
+    hq, wq = padded_h // m, padded_w // m
     rows, cols = _mirror_index(height, padded_h), _mirror_index(width, padded_w)
-    tiles = _quarter_tiles(hq, wq, tile // SIZE_MULTIPLE)
-    block_tiles = _quarter_tiles(hq, wq, tile // 2)
-    channels = generator.config.down_channels[1]
+    tiles = _quarter_tiles(hq, wq, tile // m)
+    block_tiles = _quarter_tiles(hq, wq, max(1, tile // 2))
+    channels = generator.config.down_channels[-1]
     branches = generator.num_branches
     per_source = branches // 2
     dtype = generator.compute_dtype
@@ -215,8 +255,8 @@ def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndar
     ones = tf.ones([1, 1, 1, channels], dtype)
     for branch in range(branches):
         for qy0, qy1, qx0, qx1 in tiles:  # stem
-            fy0, fy1 = _halo(4 * qy0, 4 * qy1, STEM_HALO, padded_h)
-            fx0, fx1 = _halo(4 * qx0, 4 * qx1, STEM_HALO, padded_w)
+            fy0, fy1 = _halo(m * qy0, m * qy1, geo.stem_halo, padded_h)
+            fx0, fx1 = _halo(m * qx0, m * qx1, geo.stem_halo, padded_w)
             r, c = np.ix_(rows[fy0:fy1], cols[fx0:fx1])
             if generator.config.branches == "six":  # branch b is channel b of concat(A, B)
                 source = image_a if branch < 3 else image_b
@@ -227,14 +267,14 @@ def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndar
                     network_input(image_a[r, c], image_b[r, c]), dtype))[branch:branch + 1]
             out = generator.stem(tf.convert_to_tensor(inputs, dtype), training=False)
             out = np.asarray(out[0], np.float32)
-            oy, ox = qy0 - fy0 // 4, qx0 - fx0 // 4
+            oy, ox = qy0 - fy0 // m, qx0 - fx0 // m
             x[qy0:qy1, qx0:qx1] = out[oy:oy + qy1 - qy0, ox:ox + qx1 - qx0]
             step(1)
         for block in generator.blocks:  # SE blocks with whole-image means
             total = np.zeros(channels, np.float64)
             for qy0, qy1, qx0, qx1 in block_tiles:
-                ry0, ry1 = _halo(qy0, qy1, BLOCK_HALO, hq)
-                rx0, rx1 = _halo(qx0, qx1, BLOCK_HALO, wq)
+                ry0, ry1 = _halo(qy0, qy1, geo.block_halo, hq)
+                rx0, rx1 = _halo(qx0, qx1, geo.block_halo, wq)
                 part = tf.convert_to_tensor(x[None, ry0:ry1, rx0:rx1], dtype)
                 if block.se is None:
                     out = block(part, training=False)
@@ -259,15 +299,15 @@ def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndar
 
     focus = np.empty((height, width), np.float32)
     for qy0, qy1, qx0, qx1 in tiles:  # decoder
-        ry0, ry1 = _halo(qy0, qy1, DECODE_HALO, hq)
-        rx0, rx1 = _halo(qx0, qx1, DECODE_HALO, wq)
+        ry0, ry1 = _halo(qy0, qy1, geo.decode_halo, hq)
+        rx0, rx1 = _halo(qx0, qx1, geo.decode_halo, wq)
         features = np.concatenate([accumulators[0, ry0:ry1, rx0:rx1],
                                    accumulators[1, ry0:ry1, rx0:rx1]], axis=-1)
         out = generator.decode(tf.convert_to_tensor(features[None], dtype), training=False)
         out = np.asarray(out[0, :, :, 0], np.float32)
-        y0, y1 = 4 * qy0, min(4 * qy1, height)
-        x0, x1 = 4 * qx0, min(4 * qx1, width)
+        y0, y1 = m * qy0, min(m * qy1, height)
+        x0, x1 = m * qx0, min(m * qx1, width)
         if y0 < y1 and x0 < x1:
-            focus[y0:y1, x0:x1] = out[y0 - 4 * ry0:y1 - 4 * ry0, x0 - 4 * rx0:x1 - 4 * rx0]
+            focus[y0:y1, x0:x1] = out[y0 - m * ry0:y1 - m * ry0, x0 - m * rx0:x1 - m * rx0]
         step(1)
     return focus

@@ -1,6 +1,68 @@
+import ast
+import functools
 import os
+import pathlib
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Test tiers (docs/contributing.md). `slow` (registered in pytest.ini) goes on every test that
+# starts a Python process, exports or loads a SavedModel, converts to TFLite or runs training
+# steps; `python -m pytest -m "not slow" tests` is the quick loop, `python -m pytest -q tests`
+# runs everything. Test files may mark tests themselves; this hook also marks the files that
+# are not edited for it, by these rules:
+SLOW_MODULES = frozenset({
+    "test_export",  # every test shares a SavedModel export (and TF1 serving sessions)
+    "test_tflite",  # every test shares a SavedModel + TFLite export
+})
+# A test is slow when it, a fixture it requests or a module-level helper it calls (at any
+# depth) uses one of these names (as a name or an attribute).
+SLOW_NAMES = frozenset({
+    "subprocess",  # a new Python process imports TensorFlow again
+    "train_and_evaluate", "warmup_step", "generator_step", "critic_step",  # training steps
+    "run_ablations",  # trains every ablation variant
+    "export_model", "saved_model", "TFLiteConverter",  # SavedModel / TFLite export
+})
+
+
+@functools.cache
+def _slow_functions(path: pathlib.Path) -> frozenset[str]:
+    """Top-level functions (tests, fixtures, helpers) of a test file that use a name in
+    `SLOW_NAMES`, directly or through other top-level functions of the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    used = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            used[node.name] = ({n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                               | {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)})
+    slow = {name for name, names in used.items() if names & SLOW_NAMES}
+    grew = True
+    while grew:
+        grew = False
+        for name, names in used.items():
+            if name not in slow and names & slow:
+                slow.add(name)
+                grew = True
+    return frozenset(slow)
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Whether the rules above make `item` a slow test."""
+    path = pathlib.Path(str(item.fspath))
+    if path.stem in SLOW_MODULES:
+        return True
+    if path.suffix != ".py":
+        return False
+    slow = _slow_functions(path)
+    name = getattr(item, "originalname", None) or item.name
+    return name in slow or bool(slow.intersection(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") is None and is_slow(item):
+            item.add_marker(pytest.mark.slow)
 
 
 def random_refiner(seed: int = 12, channels: int = 8, layers: int = 3):

@@ -292,3 +292,87 @@ def test_metrics_do_not_import_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- registry
+
+# The named functions of the public API, by metric name: each must agree with the registry.
+FUSION_FUNCTIONS = {
+    "MI": metrics.mutual_information, "TE": metrics.tsallis_entropy, "NCIE": metrics.ncie,
+    "Q_G": metrics.q_g, "Q_M": metrics.q_m, "SF": metrics.spatial_frequency,
+    "Q_Y": metrics.q_y, "Q_CB": metrics.q_cb,
+}
+FUSED_FUNCTIONS = {"LIF": metrics.lif, "AG": metrics.average_gradient, "MSD": metrics.msd,
+                   "GLD": metrics.gld}
+REFERENCE_FUNCTIONS = {"PSNR": metrics.psnr, "SSIM": metrics.ssim}
+MAP_FUNCTIONS = {"BF1": metrics.boundary_f1, "BF3": metrics.boundary_f3,
+                 "MAP_ACC": metrics.map_acc}
+
+
+def test_names_and_best_rules_come_from_the_one_table():
+    assert metrics.METRIC_NAMES == ("MI", "TE", "NCIE", "Q_G", "Q_M", "SF", "Q_Y", "Q_CB",
+                                    "LIF", "AG", "MSD", "GLD")  # Table 1 order
+    assert metrics.REFERENCE_METRIC_NAMES == ("PSNR", "SSIM")
+    assert metrics.FOCUS_MAP_METRIC_NAMES == ("BF1", "BF3", "MAP_ACC")
+    assert metrics.ALL_METRIC_NAMES == tuple(m.name for m in metrics.METRICS)
+    assert list(metrics.REGISTRY) == list(metrics.ALL_METRIC_NAMES)
+    assert {n: r for n, r in metrics.BEST_RULE.items() if r != "max"} == {"LIF": "min",
+                                                                          "SF": "zero"}
+    assert metrics.HIGHER_IS_BETTER == {n: n != "LIF" for n in metrics.ALL_METRIC_NAMES}
+    assert type(metrics.BEST_RULE) is dict  # written to results.json as is
+    named = {**FUSION_FUNCTIONS, **FUSED_FUNCTIONS, **REFERENCE_FUNCTIONS, **MAP_FUNCTIONS}
+    assert set(named) == set(metrics.ALL_METRIC_NAMES)
+
+
+@pytest.mark.parametrize("convention", metrics.CONVENTIONS)
+def test_registry_agrees_with_the_named_functions(scene, convention):
+    a, b, f, sharp = scene
+    every = metrics.compute_all(a, b, f, convention, ground_truth=sharp)
+    for name, fn in FUSION_FUNCTIONS.items():
+        assert metrics.compute(name, a, b, f, convention=convention) == every[name], name
+        assert fn(a, b, f, convention) == pytest.approx(every[name], rel=1e-12), name
+    for name, fn in FUSED_FUNCTIONS.items():
+        assert metrics.compute(name, fused=f, convention=convention) == every[name], name
+        assert fn(f, convention) == pytest.approx(every[name], rel=1e-12), name
+    for name, fn in REFERENCE_FUNCTIONS.items():
+        got = metrics.compute(name, fused=f, ground_truth=sharp, convention=convention)
+        assert got == every[name] == fn(sharp, f, convention), name
+    true_map = np.zeros(f.shape[:2], np.uint8)
+    true_map[:, :28] = 255
+    predicted = np.roll(true_map, 2, axis=1)
+    maps = metrics.focus_map_metrics(predicted, true_map)
+    assert list(maps) == list(metrics.FOCUS_MAP_METRIC_NAMES)
+    for name, fn in MAP_FUNCTIONS.items():
+        assert metrics.compute(name, focus_map=predicted, true_map=true_map) == maps[name]
+        assert fn(predicted, true_map) == maps[name], name
+
+
+def test_a_new_entry_is_computed_and_checked(scene, monkeypatch):
+    a, b, f, _ = scene
+    extra = metrics.Metric("MEAN_F", "fused", "max", lambda x: float(np.mean(x.fused)))
+    monkeypatch.setattr(metrics.registry, "METRICS", metrics.METRICS + (extra,))
+    scores = metrics.compute_all(a, b, f)
+    assert list(scores)[-1] == "MEAN_F" and scores["MEAN_F"] == pytest.approx(f.mean())
+    assert list(metrics.compute_all(a, b, f, metrics=("MEAN_F", "MI"))) == ["MI", "MEAN_F"]
+
+
+def test_registry_errors():
+    a = np.zeros((16, 16), np.uint8)
+    with pytest.raises(metrics.MetricInputError, match="unknown metric 'QABF'"):
+        metrics.compute("QABF", a, a, a)
+    with pytest.raises(metrics.MetricInputError, match="needs image_a, image_b"):
+        metrics.compute("MI", fused=a)
+    with pytest.raises(metrics.MetricInputError, match="needs ground_truth"):
+        metrics.compute("PSNR", a, a, a)
+    with pytest.raises(metrics.MetricInputError, match="needs focus_map, true_map"):
+        metrics.compute("BF1", a, a, a)
+    with pytest.raises(metrics.MetricInputError, match="unknown focus map metric"):
+        metrics.focus_map_metrics(a, a, ("MI",))
+    with pytest.raises(metrics.MetricInputError, match=r"unknown metric\(s\) \['BF1'\]"):
+        metrics.compute_all(a, a, a, metrics=("BF1",))  # focus-map metrics need maps
+    with pytest.raises(ValueError, match="unknown view"):
+        metrics.Metric("X", "colour", "max", lambda x: 0.0)
+    with pytest.raises(ValueError, match="unknown best rule"):
+        metrics.Metric("X", "fused", "largest", lambda x: 0.0)
+    with pytest.raises(ValueError, match="registered twice"):
+        metrics.registry._index(metrics.METRICS + (metrics.METRICS[0],))

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras
+
 from mfif_tf.config import model_config
+from mfif_tf.layers import ConvBNReLU, SEResBlock, SqueezeExcitation
 from mfif_tf.networks import Critic, Generator, build_critic, build_generator, count_trainable
 
 
@@ -93,3 +96,57 @@ def test_load_generator_errors(tmp_path):
         load_generator(str(tmp_path / "file"))
     with pytest.raises(ModelNotFoundError, match="neither"):
         load_generator(str(tmp_path))
+
+
+def test_encoder_depth_follows_the_config():
+    """Three stride-2 stages: G pads to multiples of 8 and still gives any-size maps."""
+    config = model_config("compact", stem_channels=8, down_channels=(8, 16, 32), num_blocks=2,
+                          se_reduction=4)
+    g = build_generator(config)
+    assert g.size_multiple == 8 and build_generator(model_config("compact")).size_multiple == 4
+    assert [layer.name for layer in g.stem_layers] == ["stem_conv7", "down1", "down2", "down3"]
+    assert [layer.filters for layer in g.decoder_layers] == [32, 16, 8]
+    y = g(tf.random.uniform([1, 37, 53, 6], -1, 1, seed=5), training=False)
+    assert y.shape == (1, 37, 53, 1)
+
+
+LAYERS = {
+    "conv": (lambda: ConvBNReLU(6, 3, strides=2, transpose=True, name="up_x"), [1, 8, 8, 4]),
+    "reflect": (lambda: ConvBNReLU(5, 7, reflect=True, name="stem_x"), [1, 12, 12, 1]),
+    "se": (lambda: SqueezeExcitation(16, reduction=4, name="se_x"), [2, 5, 5, 16]),
+    "block": (lambda: SEResBlock(8, reduction=2, name="block_x"), [1, 6, 6, 8]),
+    "plain_block": (lambda: SEResBlock(8, reduction=2, use_se=False, name="plain_x"),
+                    [1, 6, 6, 8]),
+    "generator": (lambda: Generator(model_config("compact", num_blocks=1), name="g_x"),
+                  [1, 16, 20, 6]),
+    "critic": (lambda: Critic(model_config("compact", critic_layers=3), name="d_x"),
+               [1, 32, 32, 7]),
+}
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_get_config_round_trip(kind):
+    """from_config(get_config()) rebuilds the same layer (name, settings, outputs), also
+    through Keras' registered serialisation."""
+    make, shape = LAYERS[kind]
+    layer = make()
+    x = tf.random.uniform(shape, -1, 1, seed=6)
+    want = layer(x, training=False)
+    config = layer.get_config()
+    assert config["name"] == layer.name and config["trainable"] is True
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    if kind not in ("generator", "critic"):  # layers build all weights from the build config
+        assert len(revived.weights) == len(layer.weights)
+    for clone in (type(layer).from_config(config), revived):
+        assert type(clone) is type(layer) and clone.name == layer.name
+        assert clone.get_config() == config
+        clone(x, training=False)
+        clone.set_weights(layer.get_weights())
+        np.testing.assert_allclose(clone(x, training=False).numpy(), want.numpy(), atol=1e-6)
+
+
+def test_generator_config_keeps_dtype_policy_and_trainable():
+    g = Generator(model_config("compact"), name="g16", dtype="mixed_float16", trainable=False)
+    clone = Generator.from_config(g.get_config())
+    assert clone.dtype_policy.name == "mixed_float16" and clone.compute_dtype == "float16"
+    assert clone.trainable is False and clone.config == g.config

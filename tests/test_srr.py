@@ -371,6 +371,7 @@ def _expected(x: np.ndarray, n: int) -> np.ndarray:
     return np.stack([reference(m[..., 0] > 0.5, n) for m in x])[..., None]
 
 
+@pytest.mark.slow
 def test_savedmodel_with_dynamic_shape_and_min_size_input():
     module = _SRRModule()
     with tempfile.TemporaryDirectory() as tmp:
@@ -420,6 +421,7 @@ def _op_names(model: bytes) -> set[str]:
     return set(re.findall(r"Op#\d+ (\w+)\(", text.getvalue()))
 
 
+@pytest.mark.slow
 def test_tflite_builtins_dynamic_shape_and_min_size_input():
     module = _SRRModule()
     model = _convert_builtins_only(module.with_n.get_concrete_function(), module)
@@ -432,6 +434,7 @@ def test_tflite_builtins_dynamic_shape_and_min_size_input():
             np.testing.assert_array_equal(got > 0.5, _expected(x, n))
 
 
+@pytest.mark.slow
 def test_tflite_builtins_fixed_shape_default_n():
     module = _SRRModule()
     fixed = tf.function(lambda f_hat: srr.small_region_removal(f_hat)).get_concrete_function(
@@ -447,6 +450,7 @@ def test_tflite_builtins_fixed_shape_default_n():
         np.testing.assert_array_equal(_run_tflite(model, x) > 0.5, _expected(x, 5))  # ceil(4.096)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["dynamic_range_int8", "float16"])
 def test_tflite_quantized_conversions_stay_exact(quantization):
     # The prefix count uses a float matmul (FULLY_CONNECTED); the quantized kernels must not

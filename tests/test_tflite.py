@@ -25,6 +25,9 @@ from mfif_tf.config import model_config
 from mfif_tf.networks import build_generator
 from tests.conftest import random_refiner
 
+# Every test shares one SavedModel + TFLite export (minutes on a small CPU): the slow tier.
+pytestmark = pytest.mark.slow
+
 FIXED = 64
 # Least F_final agreement (%) with the SavedModel and largest |F_hat difference| allowed.
 LIMITS = {"float32": (100.0, 1e-5), "float16": (99.5, 5e-3), "int8": (97.0, 0.1)}

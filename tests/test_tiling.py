@@ -1,5 +1,7 @@
 """Tiled inference of F_hat equals whole-image inference (SE means over the whole image)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -156,3 +158,50 @@ def test_flips_average_three_mirrored_passes(decisive_generator):
                                      progress_total=totals.append)
     np.testing.assert_allclose(tiled, got, atol=2e-5)
     assert len(totals) == 3
+
+
+# Three stride-2 stages (G works on multiples of 8) and two blocks: small and fast, and every
+# stage's reach differs from the presets'.
+DEEPER = dict(stem_channels=8, down_channels=(8, 16, 32), num_blocks=2, se_reduction=4)
+
+
+def test_geometry_is_read_off_the_layers(generator):
+    assert tiling.tile_geometry(generator) == tiling.TileGeometry(
+        factor=4, stem_halo=8, block_halo=2, decode_halo=2)
+    tf.keras.utils.set_random_seed(5)
+    deeper = build_generator(model_config("compact", **DEEPER))
+    # The stem now reaches 3 pixels before and 10 after an 8-pixel position.
+    assert (deeper.stem_reach().before, deeper.stem_reach().after) == (3, 10)
+    assert tiling.tile_geometry(deeper) == tiling.TileGeometry(
+        factor=8, stem_halo=16, block_halo=2, decode_halo=2)
+    assert tiling.plan_tile_size(deeper, 100, 100, 20) == 24  # a multiple of 8
+    assert tiling.plan_tile_size(deeper, 100, 100, 1) == 16
+
+
+@pytest.mark.parametrize("overrides", [DEEPER, {"num_blocks": 1}])
+@pytest.mark.parametrize("height,width,tile", [(72, 100, 32), (45, 61, 16)])
+def test_tiled_equals_whole_image_at_another_depth(overrides, height, width, tile):
+    tf.keras.utils.set_random_seed(6)
+    g = build_generator(model_config("compact", **overrides))
+    a, b = textured_pair(height, width, seed=8)
+    whole = tiling.predict_focus_map(g, a, b, tile_size=0)
+    tiled = tiling.predict_focus_map(g, a, b, tile_size=tile)
+    assert tiled.shape == (height, width)
+    np.testing.assert_allclose(tiled, whole, atol=2e-6)
+
+
+@pytest.mark.parametrize("overrides,tile", [({}, 32), (DEEPER, 16)])
+def test_each_halo_is_the_least_that_works(overrides, tile):
+    """One position less on any stage changes the result: the derived halos are tight.
+    (Block tiles are tile / 2 encoded positions, so both sizes give several of them.)"""
+    tf.keras.utils.set_random_seed(7)
+    g = build_generator(model_config("compact", **overrides))
+    a, b = textured_pair(64, 96, seed=9)
+    whole = tiling.predict_focus_map(g, a, b, tile_size=0)
+    geo = tiling.tile_geometry(g)
+    shrunk = [dataclasses.replace(geo, stem_halo=geo.stem_halo - geo.factor),
+              dataclasses.replace(geo, block_halo=geo.block_halo - 1),
+              dataclasses.replace(geo, decode_halo=geo.decode_halo - 1)]
+    for smaller in shrunk:
+        out = tiling._tiled_focus_map(g, a, b, tile, None, None, geometry=smaller)
+        assert np.abs(out - whole).max() > 1e-5, smaller

@@ -26,8 +26,9 @@ from scipy import ndimage
 
 from mfif_tf.metrics._common import MetricInputError
 
-FOCUS_MAP_METRIC_NAMES = ("BF1", "BF3", "MAP_ACC")
-_TOLERANCE = {"BF1": 1.0, "BF3": 3.0}
+# Tolerance d in pixels of each boundary F-score. The names, best rules and
+# `focus_map_metrics` are in `mfif_tf.metrics.registry`.
+TOLERANCES = {"BF1": 1.0, "BF3": 3.0}
 
 
 def binarize(focus_map: np.ndarray, what: str = "focus map") -> np.ndarray:
@@ -94,40 +95,14 @@ def check_maps(focus_map: np.ndarray, true_map: np.ndarray) -> tuple[np.ndarray,
     return pred, true
 
 
-def focus_map_metrics(focus_map: np.ndarray, true_map: np.ndarray,
-                      metrics: tuple[str, ...] | None = None) -> dict[str, float]:
-    """BF1, BF3 and MAP_ACC (or the subset `metrics`) of F_final against the true map.
-
-    Args:
-      focus_map: F_final (H, W), binary or soft (binarised at 0.5; 127.5 on the 0..255 scale).
-      true_map: the true focus map (H, W), 1 or 255 where I_A is in focus.
-      metrics: optional subset of `FOCUS_MAP_METRIC_NAMES`.
-    """
-    wanted = FOCUS_MAP_METRIC_NAMES if metrics is None else tuple(metrics)
-    unknown = [m for m in wanted if m not in FOCUS_MAP_METRIC_NAMES]
-    if unknown:
-        raise MetricInputError(f"unknown focus map metric(s) {unknown}; known: "
-                               f"{FOCUS_MAP_METRIC_NAMES}")
-    pred, true = check_maps(focus_map, true_map)
-    out = {}
-    for name in FOCUS_MAP_METRIC_NAMES:
-        if name not in wanted:
-            continue
-        if name == "MAP_ACC":
-            out[name] = map_accuracy(pred, true)
-        else:
-            out[name] = boundary_f_score(pred, true, _TOLERANCE[name])
-    return out
-
-
 def boundary_f1(focus_map: np.ndarray, true_map: np.ndarray) -> float:
     """BF1: boundary F-score at 1 pixel."""
-    return boundary_f_score(*check_maps(focus_map, true_map), _TOLERANCE["BF1"])
+    return boundary_f_score(*check_maps(focus_map, true_map), TOLERANCES["BF1"])
 
 
 def boundary_f3(focus_map: np.ndarray, true_map: np.ndarray) -> float:
     """BF3: boundary F-score at 3 pixels."""
-    return boundary_f_score(*check_maps(focus_map, true_map), _TOLERANCE["BF3"])
+    return boundary_f_score(*check_maps(focus_map, true_map), TOLERANCES["BF3"])
 
 
 def map_acc(focus_map: np.ndarray, true_map: np.ndarray) -> float:
