@@ -1,7 +1,7 @@
 """Exports MFIF-GAN for TF Serving (and TFLite):
 
   python -m export.export --weights=default --export_dir=exports --model_name=mfif --version=1
-      [--mode=coarse_to_fine|paper] [--working_side=448] [--refiner=DIR] [--scales=1]
+      [--mode=refined|paper|coarse_to_fine] [--working_side=448] [--refiner=DIR] [--scales=1]
       [--overwrite] [--tflite] [--tflite_fixed_size=512]
 
 writes exports/mfif/1/ (SavedModel), exports/models.config and, with --tflite,
@@ -25,15 +25,17 @@ flags.DEFINE_integer("version", None, "TF Serving version number (integer folder
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
 flags.DEFINE_float("min_size_fraction", 0.001,
                    "SRR: regions below this fraction of W * H are removed (section 3.3).")
-flags.DEFINE_enum("mode", "paper", ["coarse_to_fine", "paper"],
-                  "Fusion mode of every exported graph: coarse_to_fine (G at the working "
-                  "resolution, the refinement head to full resolution) or paper (one "
-                  "full-resolution pass).")
+flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
+                  "Fusion mode of every exported graph: refined (default: one "
+                  "full-resolution pass, its outline redrawn by the refinement head), paper "
+                  "(the pass alone) or coarse_to_fine (G at the working resolution, the "
+                  "refinement head to full resolution).")
 flags.DEFINE_integer("working_side", 448, "coarse_to_fine: shorter side of G's working "
                      "resolution in pixels.")
-flags.DEFINE_string("refiner", None, "coarse_to_fine: folder of the refinement head (default: "
+flags.DEFINE_string("refiner", None, "refined, coarse_to_fine: folder of the refinement head "
+                    "(default: "
                     "the one beside --weights, else the packaged one).")
-flags.DEFINE_string("scales", "1", "--mode=paper: F_hat is the mean of the network's maps at "
+flags.DEFINE_string("scales", "1", "--mode=refined/paper: G's map is the mean of its maps at "
                     "these scales (1/k for integer k); 1 is the paper's single pass.")
 flags.DEFINE_bool("tflite", False, "Also write TFLite models.")
 flags.DEFINE_integer("tflite_fixed_size", 512, "Side of the fixed-size TFLite model.")

@@ -44,10 +44,11 @@ class ExportConfig:
       overwrite: replace existing version folders instead of refusing.
       min_size_fraction: N / (W * H) of SRR in the signatures without that input (0.001,
         section 3.3).
-      scales: mode "paper": F_hat is the mean of G's maps at these scales, in every graph
-        (`mfif_tf.scales`; (1,) for the paper's single pass).
-      mode: "coarse_to_fine" (G at `working_side`, the refinement head R to full
-        resolution) or "paper" (`mfif_tf.inference`), in every graph.
+      scales: modes "refined" and "paper": G's map is the mean of its maps at these scales,
+        in every graph (`mfif_tf.scales`; (1,) for the paper's single pass).
+      mode: "refined" (G at full resolution, its outline redrawn by the refinement head R),
+        "paper" (G alone) or "coarse_to_fine" (G at `working_side`, R to full resolution);
+        `mfif_tf.inference`, in every graph.
       working_side: coarse-to-fine: shorter side of G's working resolution.
       tflite: also write the TFLite models.
       tflite_config: which TFLite models.
@@ -81,8 +82,8 @@ class ExportConfig:
             raise ValueError(f"scales: {err}") from None
         inference.check_mode(self.mode)
         inference.check_working_side(self.working_side)
-        if self.mode != "paper" and self.scales != (1.0,):
-            raise ValueError("scales apply to mode 'paper'")
+        if self.mode == "coarse_to_fine" and self.scales != (1.0,):
+            raise ValueError("scales apply to modes 'refined' and 'paper'")
         if self.tflite:
             self.tflite_config.validate()
 

@@ -1,10 +1,10 @@
 """The TF Serving graphs of MFIF-GAN: decoding, scaling, F_hat, SRR and eq. 14 in one SavedModel.
 
 Symbols: `image_a`, `image_b` are the sources I_A and I_B; `focus_map_raw` is F_hat in
-[0, 1], built by `mfif_tf.inference` in the export's mode (coarse-to-fine by default: G at
-a working resolution and the refinement head R up to full resolution; or the paper's
-full-resolution pass, optionally averaged over `scales`), the same graph `mfif_tf.fuse`
-runs; `focus_map` is F_final, F_hat binarised at 0.5 with regions of fewer than
+[0, 1], built by `mfif_tf.inference` in the export's mode (refined by default: G's
+full-resolution pass, optionally averaged over `scales`, its outline redrawn by the
+refinement head R; paper: the pass alone; coarse_to_fine: G at a working resolution and R up
+to full resolution), the same graph `mfif_tf.fuse` runs; `focus_map` is F_final, F_hat binarised at 0.5 with regions of fewer than
 N = `min_size_fraction` * W * H pixels removed (SRR, section 3.3, 0.001 in the paper);
 `fused` is I_fused = I_A * F_final + I_B * (1 - F_final) (eq. 14).
 
@@ -57,7 +57,8 @@ def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor,
 
     G (a `Generator` or a `ModelHolder`) sees the sources concatenated on channels and
     scaled to [-1, 1]. Mode "paper": one full-resolution pass, or the mean over `scales`;
-    "coarse_to_fine": G at `working_side`, then R (a `Refiner` or a `ModelHolder`).
+    "refined": that map, its outline redrawn by R (a `Refiner` or a `ModelHolder`);
+    "coarse_to_fine": G at `working_side`, then R.
     Returns float32 (N, H, W, 1) in [0, 1].
     """
     if isinstance(generator, Generator):
@@ -181,9 +182,11 @@ class ServingModule(tf.Module):
       generator: the trained G.
       min_size_fraction: the N / (W * H) of the signatures without a `min_size_fraction`
         input (0.001, section 3.3).
-      scales: mode "paper": F_hat is the mean of G's maps at these scales (`mfif_tf.scales`).
-      mode: "coarse_to_fine" (G at `working_side`, then R) or "paper" (`mfif_tf.inference`).
-      refiner: R (coarse-to-fine mode).
+      scales: modes "refined" and "paper": G's map is the mean of its maps at these scales
+        (`mfif_tf.scales`).
+      mode: "refined" (G at full resolution, then R), "paper" (G alone) or
+        "coarse_to_fine" (G at `working_side`, then R); `mfif_tf.inference`.
+      refiner: R (modes refined and coarse_to_fine).
       working_side: the working resolution's shorter side (coarse-to-fine mode).
     """
 
@@ -198,7 +201,7 @@ class ServingModule(tf.Module):
         self.mode = inference.check_mode(mode)
         self.working_side = inference.check_working_side(working_side)
         if self.mode != "paper" and refiner is None:
-            raise ValueError("coarse_to_fine mode needs the refinement head (refiner)")
+            raise ValueError(f"{self.mode} mode needs the refinement head (refiner)")
         self.generator = ModelHolder(generator)
         self.generator_variables = model_variables(generator)
         self.refiner = ModelHolder(refiner) if self.mode != "paper" else None

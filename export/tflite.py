@@ -3,8 +3,8 @@
 Every model takes two float32 RGB images in [0, 1], `image_a` (I_A) and `image_b` (I_B), of
 shape (1, H, W, 3), and returns `fused` (I_fused of eq. 14, float32 in [0, 1], (1, H, W, 3)),
 `focus_map` (F_final, float32 0/1, (1, H, W, 1)) and `focus_map_raw` (F_hat, float32 in
-[0, 1], built by `mfif_tf.inference` in the export's mode: coarse-to-fine by default, G at a
-working resolution and the refinement head R to full resolution). SRR uses the paper's
+[0, 1], built by `mfif_tf.inference` in the export's mode: refined by default, G at full
+resolution and its outline redrawn by the refinement head R). SRR uses the paper's
 N = ceil(0.001 * W * H) (section 3.3).
 
 Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) and "fixed"
@@ -43,9 +43,9 @@ class TFLiteConfig:
       variants: subset of ("dynamic", "fixed").
       quantizations: subset of ("float32", "float16", "int8").
       min_size_fraction: N / (W * H) of SRR (0.001, section 3.3).
-      scales: mode "paper": F_hat is the mean of G's maps at these scales
+      scales: modes "refined" and "paper": G's map is the mean of its maps at these scales
         (`mfif_tf.scales`).
-      mode: "coarse_to_fine" or "paper" (`mfif_tf.inference`).
+      mode: "refined", "paper" or "coarse_to_fine" (`mfif_tf.inference`).
       working_side: coarse-to-fine: shorter side of G's working resolution.
     """
 
@@ -95,7 +95,7 @@ class TFLiteModule(tf.Module):
         self.mode = inference.check_mode(mode)
         self.working_side = inference.check_working_side(working_side)
         if self.mode != "paper" and refiner is None:
-            raise ValueError("coarse_to_fine mode needs the refinement head (refiner)")
+            raise ValueError(f"{self.mode} mode needs the refinement head (refiner)")
         self.generator = ModelHolder(generator)
         self.generator_variables = model_variables(generator)
         self.refiner = ModelHolder(refiner) if self.mode != "paper" else None

@@ -145,9 +145,9 @@ def check_fusion_mode(mode: str, working_side: Any, scales: Any) -> tuple[float,
         parsed = parse_scales(scales if scales is not None else (1.0,))
     except ValueError as err:
         raise InputError(str(err)) from None
-    if mode != "paper" and parsed != (1.0,):
-        raise InputError("scales apply to mode 'paper' (coarse-to-fine runs G once, at the "
-                         "working resolution)")
+    if mode == "coarse_to_fine" and parsed != (1.0,):
+        raise InputError("scales apply to modes 'refined' and 'paper' (coarse-to-fine runs G "
+                         "once, at the working resolution)")
     return parsed
 
 
@@ -157,8 +157,8 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
                   tile_size: int | None = None, flips: bool = False,
                   scales: Sequence[float] = (1.0,), progress=None,
                   progress_total=None) -> np.ndarray:
-    """F_hat (H, W) float32 for two checked, same-layout sources, in either mode
-    (`mfif_tf.inference`); `flips` averages G's maps over mirrored sources."""
+    """F_hat (H, W) float32 for two checked, same-layout sources, in any mode of
+    `mfif_tf.inference`; `flips` averages G's maps over mirrored sources."""
 
     def predict(a: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
         return tiling.predict_focus_map(generator, a, b, tile_size, progress=progress,
@@ -166,6 +166,12 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
 
     if mode == "paper":
         return predict(image_a, image_b, scales=scales)
+    if mode == "refined":
+        if progress_total is not None:
+            progress_total(-(-image_a.shape[0] // inference.STRIP_ROWS))
+        return inference.refine_arrays(refiner, image_a, image_b,
+                                       predict(image_a, image_b, scales=scales),
+                                       progress=progress)
     return inference.coarse_to_fine_arrays(predict, refiner, image_a, image_b, working_side,
                                            progress=progress, progress_total=progress_total)
 
@@ -357,15 +363,17 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
       progress: show a progress bar over tiles (None: only on a terminal).
       flips: test-time augmentation, G's map averaged over the sources as given and mirrored
         left-right and top-bottom (3x the network time; `tiling.predict_focus_map`).
-      scales: mode "paper" only: F_hat is the mean of G's maps at these scales, 1/k for
-        integer k (default (1,), the paper's single pass; `mfif_tf.scales`).
-      mode: "coarse_to_fine" (default: G at the working resolution, the outline redrawn at
-        full resolution by the refinement head) or "paper" (G at full resolution, one pass);
-        `mfif_tf.inference`.
+      scales: modes "refined" and "paper": G's full-resolution map is the mean of its maps
+        at these scales, 1/k for integer k (default (1,), the paper's single pass;
+        `mfif_tf.scales`).
+      mode: "refined" (default: G at full resolution, then the refinement head R redraws
+        the map's outline on the pixels), "paper" (G at full resolution, one pass, as in
+        the paper) or "coarse_to_fine" (G at the working resolution, the outline redrawn
+        at full resolution by R, one octave at a time); `mfif_tf.inference`.
       working_side: coarse-to-fine: the shorter side of G's working resolution in pixels
         (sources are area-downscaled to it, never enlarged).
-      refiner: coarse-to-fine: R, a directory with its weights, or None (the one beside the
-        model directory, else the packaged one).
+      refiner: modes refined and coarse_to_fine: R, a directory with its weights, or None
+        (the one beside the model directory, else the packaged one).
 
     Returns:
       `FusionResult`.

@@ -6,13 +6,17 @@ F_final = SRR(F_hat) (section 3.3, N = 0.001 W H); I_fused = I_A F_final + I_B (
 SavedModel signatures (`export/serving.py`) and the TFLite models (`export/tflite.py`) all
 build F_hat with the functions here, so they give the same maps.
 
-Two modes make F_hat:
+Three modes make F_hat:
 
   paper           G at the sources' full resolution, one pass (section 4.1.2); with
                   `scales` also the mean over downscaled passes (`mfif_tf.scales`).
-  coarse_to_fine  (default) G at a working resolution near the scale it learned, then the
-                  refinement head R (`mfif_tf.refiner`) redraws the outline on the pixels,
-                  one octave at a time, up to full resolution:
+  refined         the paper mode's F_hat, whose outline the refinement head R
+                  (`mfif_tf.refiner`) then redraws on the full-resolution pixels: R runs
+                  only in the band where F_hat is neither clearly 0 nor clearly 1, so the
+                  regions G decided stay as they are and the added cost is linear in the
+                  outline's length.
+  coarse_to_fine  G at a working resolution near the scale it learned, then R redraws the
+                  outline on the pixels, one octave at a time, up to full resolution:
 
     1. Working resolution: the sources are averaged over k x k boxes (k the integer part
        of shorter side / `working_side`) and then area-resampled to a shorter side of
@@ -25,9 +29,10 @@ Two modes make F_hat:
        previous level's map doubled bilinearly (half-pixel centres). R refines c in its band.
     4. F_hat is the level-0 map.
 
-G's cost becomes that of a `working_side` image whatever the photo's size (a 24-megapixel
-photo costs what a 0.3-megapixel one costs), R's cost is linear in the pixels of the
-outline band, and the decision of G no longer depends on the photo's pixel count.
+In coarse_to_fine G's cost becomes that of a `working_side` image whatever the photo's size,
+but G, deciding on the downscaled sources, loses the focus cues of small blur: on the
+ground-truth sets it loses to the full-resolution pass at 2 megapixels (MODEL_CARD.md), so
+`refined` is the default.
 """
 
 from __future__ import annotations
@@ -52,8 +57,10 @@ MIN_IMAGE_SIDE = 2
 # ITU-R BT.601 luma weights (MATLAB's rgb2gray), for grey views of RGB sources.
 BT601 = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 
-MODES = ("coarse_to_fine", "paper")
-DEFAULT_MODE = "paper"
+MODES = ("refined", "paper", "coarse_to_fine")
+DEFAULT_MODE = "refined"
+# Modes in which the refinement head R runs.
+REFINED_MODES = ("refined", "coarse_to_fine")
 # Shorter side of G's working resolution in coarse-to-fine mode (see MODEL_CARD.md for the
 # measurement behind it).
 DEFAULT_WORKING_SIDE = 448
@@ -389,17 +396,26 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
               image_b: tf.Tensor, mode: str = DEFAULT_MODE, *,
               refiner: Refiner | None = None, working_side: int = DEFAULT_WORKING_SIDE,
               scales: Sequence[float] = (1.0,)) -> tf.Tensor:
-    """F_hat (N, H, W, 1) for sources (N, H, W, 1 or 3) in [0, 1], in either mode.
+    """F_hat (N, H, W, 1) for sources (N, H, W, 1 or 3) in [0, 1], in any of `MODES`.
 
-    `predict(a, b)` is G on RGB sources in [0, 1] (see `generator_predict`). A batch of one
+    `predict(a, b)` is G on RGB sources in [0, 1] (see `generator_predict`); `scales` apply
+    to G's full-resolution pass (modes paper and refined). In coarse_to_fine a batch of one
     with a static size (fixed-size TFLite models) unrolls the levels; other batches run
-    pair by pair.
+    pair by pair, as R does in mode refined.
     """
     image_a, image_b = to_rgb(image_a), to_rgb(image_b)
     if check_mode(mode) == "paper":
         return scales_lib.multiscale(predict, image_a, image_b, scales)
     if refiner is None:
-        raise ValueError("coarse_to_fine mode needs the refinement head R")
+        raise ValueError(f"{mode} mode needs the refinement head R")
+    if mode == "refined":
+        coarse = scales_lib.multiscale(predict, image_a, image_b, scales)
+        if image_a.shape[0] == 1:
+            return refine(refiner, image_a, image_b, coarse)
+        return tf.map_fn(
+            lambda pair: refine(refiner, pair[0][None], pair[1][None], pair[2][None])[0],
+            (image_a, image_b, coarse),
+            fn_output_signature=tf.TensorSpec([None, None, 1], tf.float32))
     if image_a.shape[0] == 1:
         sizes = tuple(image_a.shape[1:3]) if None not in image_a.shape[1:3] else None
         return coarse_to_fine(predict, refiner, image_a, image_b, working_side, sizes)
@@ -481,28 +497,41 @@ def coarse_to_fine_arrays(predict_arrays: Callable[[np.ndarray, np.ndarray], np.
         progress_total(strips)
     focus = predict_arrays(work[0], work[1])[None, :, :, None]
     del work
-    strip = _strip_function(refiner)
-    context = context_rows(refiner)
     for j in range(count - 1, -1, -1):
         level_h, level_w = level_shape(height, width, j)
         if j == count - 1:
             c = tf.image.resize(tf.constant(focus), [level_h, level_w], method="bilinear")
         else:
             c = upsample2(tf.constant(focus), level_h, level_w)
-        c = c.numpy()
-        sources = [box_down_array(x, 1 << j) for x in (image_a, image_b)] if j else None
-        refined = np.empty((1, level_h, level_w, 1), np.float32)
-        for r0 in range(0, level_h, strip_rows):
-            r1 = min(level_h, r0 + strip_rows)
-            lo, hi = max(0, r0 - context), min(level_h, r1 + context)
-            if sources is None:
-                a, b = to_unit_rgb(image_a[lo:hi]), to_unit_rgb(image_b[lo:hi])
-            else:
-                a, b = sources[0][lo:hi], sources[1][lo:hi]
-            refined[:, r0:r1] = strip(tf.constant(a[None]), tf.constant(b[None]),
-                                      tf.constant(c[:, lo:hi]), tf.constant(r0 - lo),
-                                      tf.constant(hi - r1)).numpy()
-            if progress is not None:
-                progress(1)
-        focus, c, sources = refined, None, None
+        if j:
+            sources = [box_down_array(x, 1 << j) for x in (image_a, image_b)]
+        else:
+            sources = [image_a, image_b]
+        focus = refine_arrays(refiner, sources[0], sources[1], c.numpy()[0, :, :, 0],
+                              strip_rows, progress)[None, :, :, None]
+        c = sources = None
     return focus[0, :, :, 0]
+
+
+def refine_arrays(refiner: Refiner, image_a: np.ndarray, image_b: np.ndarray,
+                  coarse: np.ndarray, strip_rows: int = STRIP_ROWS,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """R's map (`refine`) for one level, (H, W) float32, in horizontal strips of
+    `strip_rows` rows plus `context_rows` of context: the same values as one whole-level
+    call in bounded memory. Sources as for `coarse_to_fine_arrays`, converted a strip at a
+    time; `progress(1)` after each strip."""
+    height = coarse.shape[0]
+    strip = _strip_function(refiner)
+    context = context_rows(refiner)
+    coarse = np.asarray(coarse, np.float32)[None, :, :, None]
+    refined = np.empty_like(coarse)
+    for r0 in range(0, height, strip_rows):
+        r1 = min(height, r0 + strip_rows)
+        lo, hi = max(0, r0 - context), min(height, r1 + context)
+        a, b = to_unit_rgb(image_a[lo:hi]), to_unit_rgb(image_b[lo:hi])
+        refined[:, r0:r1] = strip(tf.constant(a[None]), tf.constant(b[None]),
+                                  tf.constant(coarse[:, lo:hi]), tf.constant(r0 - lo),
+                                  tf.constant(hi - r1)).numpy()
+        if progress is not None:
+            progress(1)
+    return refined[0, :, :, 0]

@@ -63,8 +63,9 @@ def refiner():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, generator, refiner):
     root = str(tmp_path_factory.mktemp("export"))
+    # The default mode (refined); the TFLite tests export coarse-to-fine.
     config = export_lib.ExportConfig(export_dir=root, model_name="mfif", version=1,
-                                     working_side=WORKING_SIDE, mode="coarse_to_fine")
+                                     working_side=WORKING_SIDE)
     return export_lib.export_model(generator, config, refiner)
 
 
@@ -105,7 +106,7 @@ def pairs():
 
 
 def eager_reference(generator, image_a: np.ndarray, image_b: np.ndarray,
-                    fraction: float = 0.001, mode: str = "coarse_to_fine", refiner=None):
+                    fraction: float = 0.001, mode: str = "refined", refiner=None):
     """F_hat as `mfif_tf.fuse` computes it (the NumPy strips of `mfif_tf.inference`, or the
     paper's single pass), then SRR and eq. 14 written directly: uint8 (H, W, C) ->
     (fused, F_final, F_hat)."""

@@ -217,12 +217,59 @@ def test_mode_settings_are_checked(generator, refiner):
     with pytest.raises(InputError, match="working_side"):
         fusion.fuse_arrays([a, b], generator, mode="coarse_to_fine", working_side=4,
                            refiner=refiner)
-    with pytest.raises(InputError, match="scales apply to mode 'paper'"):
+    with pytest.raises(InputError, match="scales apply to modes 'refined' and 'paper'"):
         fusion.fuse_arrays([a, b], generator, mode="coarse_to_fine", scales="1,0.5",
                            refiner=refiner)
     with pytest.raises(InputError, match="no refiner.weights.h5"):
         fusion.fuse_arrays([a, b], generator, mode="coarse_to_fine",
                            refiner="/nonexistent/refiner")
+
+
+def test_refined_mode_redraws_only_the_band_of_the_paper_map(generator, refiner):
+    a, b = _pair(150, 130, seed=5)
+    paper = fusion.fuse_arrays([a, b], generator, mode="paper").f_hat
+    refined = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=refiner).f_hat
+    np.testing.assert_array_equal(refined, inference.refine_arrays(refiner, a, b, paper))
+    assert np.abs(refined - paper).max() > 1e-3
+    # R moves an outline only: a map that is certain away from its outline keeps those pixels.
+    columns = np.arange(130, dtype=np.float32)
+    step = np.broadcast_to(1.0 / (1.0 + np.exp((columns - 60.0) / 1.5)), (150, 130)).copy()
+    redrawn = inference.refine_arrays(refiner, a, b, step)
+    band = refiner_lib.band(tf.constant(step[None, :, :, None])).numpy()[0, :, :, 0]
+    assert 0 < band.sum() < band.size / 2
+    np.testing.assert_array_equal(redrawn[~band], step[~band])
+    assert np.abs(redrawn[band] - step[band]).max() > 1e-3
+    # With R's delta head at zero (as it is initialised), the refined map is the paper map.
+    zero = refiner_lib.build_refiner(refiner_lib.RefinerConfig(channels=4, layers=2))
+    unchanged = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=zero).f_hat
+    np.testing.assert_allclose(unchanged, paper, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [19, 256])
+def test_refined_strips_equal_the_graph_and_scales_apply(generator, refiner, rows):
+    a, b = _pair(96, 110, seed=6)
+    f_paper = tiling.predict_focus_map(generator, a, b, scales=(1.0, 0.5))
+    arrays = inference.refine_arrays(refiner, a, b, f_paper, strip_rows=rows)
+    via_fuse = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=refiner,
+                                  scales="1,0.5").f_hat
+    predict = inference.generator_predict(lambda x: generator(x, training=False))
+    x = lambda s: tf.constant((s.astype(np.float32) / 255.0)[None])  # noqa: E731
+    graph = inference.focus_map(predict, x(a), x(b), "refined", refiner=refiner,
+                                scales=(1.0, 0.5)).numpy()[0, :, :, 0]
+    batch = inference.focus_map(predict, tf.concat([x(a), x(b)], 0), tf.concat([x(b), x(a)], 0),
+                                "refined", refiner=refiner, scales=(1.0, 0.5)).numpy()
+    np.testing.assert_array_equal(arrays, via_fuse)
+    np.testing.assert_allclose(arrays, graph, atol=2e-4)
+    np.testing.assert_allclose(batch[0, :, :, 0], graph, atol=2e-4)
+    assert batch.shape == (2, 96, 110, 1)
+
+
+def test_refined_is_the_default_and_needs_r(generator):
+    assert inference.DEFAULT_MODE == "refined"
+    predict = inference.generator_predict(lambda x: generator(x, training=False))
+    image = tf.zeros([1, 16, 16, 3])
+    with pytest.raises(ValueError, match="refined mode needs the refinement head"):
+        inference.focus_map(predict, image, image)
 
 
 def test_refiner_save_and_load_round_trip(refiner, tmp_path):
