@@ -20,8 +20,9 @@ TF Serving's REST front end asks for every input of a signature, so SRR's N is n
 optional input of `serving_default` but a separate signature per input kind.
 
 Bad input (sources of different sizes, a channel count other than 1 or 3, values outside
-[0, 1], bytes that are not JPEG or PNG, a bad `min_size_fraction`) stops the graph with an
-InvalidArgumentError that names the problem, before G runs.
+[0, 1], bytes that are not JPEG or PNG, a truncated JPEG or PNG, a PNG larger than the
+decoder takes, a bad `min_size_fraction`) stops the graph with an InvalidArgumentError that
+names the problem (and for encoded images the input and the pair), before G runs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ from mfif_tf.refiner import Refiner
 from mfif_tf.srr import small_region_removal
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOS, _JPEG_EOI = b"\xff\xda", b"\xff\xd9"  # start of scan, end of image
+# PNG sizes TensorFlow's decoder takes: libpng's default limit per side, and fewer than 2^29
+# pixels (DecodeImage's own limit).
+PNG_MAX_SIDE = 1_000_000
+PNG_MAX_PIXELS = (1 << 29) - 1
 
 
 # ---------------------------------------------------------------- the fusion itself
@@ -132,14 +138,57 @@ def _fractions_per_pair(min_size_fraction: tf.Tensor, batch: tf.Tensor):
         return tf.broadcast_to(values, [batch])
 
 
-def _check_encoded(data: tf.Tensor, name: str, index: tf.Tensor) -> tf.Operation:
+def _contains(data: tf.Tensor, pattern: bytes) -> tf.Tensor:
+    return tf.size(tf.strings.split(data, pattern)) > 1
+
+
+def _check_encoded(data: tf.Tensor, name: str, index: tf.Tensor) -> list[tf.Operation]:
+    """Assertions on one encoded image, naming the input and the pair: JPEG or PNG, not cut
+    short (the decoder's own errors name neither), a PNG size the decoder takes."""
+    is_jpeg = tf.io.is_jpeg(data)
     is_png = tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC)
-    return _assert(
-        tf.logical_or(tf.io.is_jpeg(data), is_png),
-        [f"{name} of pair", index, "is not a JPEG or PNG image (undecodable bytes)"])
+    # A JPEG's image data ends with the end-of-image marker; the marker bytes cannot occur
+    # inside the (byte-stuffed) data of the last scan.
+    last_scan = tf.strings.split(data, _JPEG_SOS)[-1]
+    # Width and height: big-endian in the IHDR chunk, bytes 16-23 (zeros pad a short file).
+    header = tf.io.decode_raw(
+        tf.strings.substr(tf.strings.join([data, b"\0" * 24]), 16, 8), tf.uint8)
+    header = tf.cast(header, tf.int64)
+    width = header[0] * 2 ** 24 + header[1] * 2 ** 16 + header[2] * 2 ** 8 + header[3]
+    height = header[4] * 2 ** 24 + header[5] * 2 ** 16 + header[6] * 2 ** 8 + header[7]
+    png_size_ok = tf.logical_and(tf.maximum(width, height) <= PNG_MAX_SIDE,
+                                 width * height <= PNG_MAX_PIXELS)
+    return [
+        _assert(
+            tf.logical_or(is_jpeg, is_png),
+            [f"{name} of pair", index, "is not a JPEG or PNG image (undecodable bytes)"]),
+        _assert(
+            tf.logical_or(tf.logical_not(is_jpeg), _contains(last_scan, _JPEG_EOI)),
+            [f"{name} of pair", index, "is a truncated JPEG (no end-of-image marker after its "
+             "image data)"]),
+        _assert(
+            tf.logical_or(tf.logical_not(is_png), _contains(data, b"IEND")),
+            [f"{name} of pair", index, "is a truncated PNG (no IEND chunk)"]),
+        _assert(
+            tf.logical_or(tf.logical_not(is_png), png_size_ok),
+            [f"{name} of pair", index, "is a PNG of width and height", width, height,
+             f"pixels, more than the decoder takes ({PNG_MAX_SIDE} pixels a side, "
+             f"{PNG_MAX_PIXELS} pixels)"]),
+    ]
 
 
 # ---------------------------------------------------------------- the module
+
+
+def decode_rgb(data: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG, PNG, BMP or GIF bytes -> (H, W, 3) uint8, grey tripled to RGB (section
+    4.1.2). JPEGs are decoded with the accurate integer inverse DCT, as Pillow (and so
+    `mfif_tf.fuse`) decodes them, not with TensorFlow's default fast one, so that the
+    `fuse_bytes` signatures see the pixels `fuse` sees."""
+    return tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False))
 
 
 class ModelHolder:
@@ -317,12 +366,10 @@ class ServingModule(tf.Module):
         return {"fused_bytes": fused, "focus_map_bytes": focus, "focus_map_raw_bytes": raw}
 
     def _fuse_encoded_pair(self, index, data_a, data_b, fraction):
-        checks = [_check_encoded(data_a, "image_a", index),
-                  _check_encoded(data_b, "image_b", index)]
+        checks = _check_encoded(data_a, "image_a", index) + _check_encoded(data_b, "image_b",
+                                                                             index)
         with tf.control_dependencies(checks):
-            # Grey JPEGs and PNGs are tripled to RGB here (section 4.1.2).
-            a = tf.io.decode_image(data_a, channels=3, dtype=tf.uint8, expand_animations=False)
-            b = tf.io.decode_image(data_b, channels=3, dtype=tf.uint8, expand_animations=False)
+            a, b = decode_rgb(data_a), decode_rgb(data_b)
         shape_a, shape_b = tf.shape(a), tf.shape(b)
         checks = [
             _assert(

@@ -9,16 +9,18 @@ DIR holds A/ and B/ (and optionally GT/, the all-in-focus image, and MAP/, the t
 map) paired by file stem; fused images and focus maps are matched by stem. --model, --classical
 and --fused_dir can be combined into one table. Prints a Table-1-style markdown table; with
 --output_dir also writes results.json, table.md, means.csv and per_image_<method>.csv (or the
-diffusion.* files).
+diffusion.* files). Bad input gives a one-line error and exit code 2.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags
 
 from mfif_tf import evaluate_lib
+from mfif_tf.cli import fail, parse_flags, quiet_native_stderr
 from mfif_tf import metrics as metrics_lib
 from mfif_tf.scales import parse_scales
 
@@ -38,15 +40,18 @@ flags.DEFINE_bool("srr", True, "With --model or --classical: apply small region 
                   "(section 3.3).")
 flags.DEFINE_bool("flips", False, "With --model: average F_hat over the inputs mirrored "
                   "left-right and top-bottom (test-time augmentation, 3x network time).")
-flags.DEFINE_enum("mode", "paper", ["coarse_to_fine", "paper"],
-                  "With --model: coarse_to_fine (G at the working resolution, the "
-                  "outline redrawn at full resolution by the refinement head) or paper (G at "
-                  "full resolution, one pass; default).")
+flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
+                  "With --model: refined (default: G at full resolution, its outline "
+                  "redrawn on the pixels by the refinement head), paper (G at full "
+                  "resolution, one pass) or coarse_to_fine (G at the working resolution, the "
+                  "refinement head up to full resolution).")
 flags.DEFINE_integer("working_side", 448, "With --model, coarse_to_fine: shorter side of G's "
                      "working resolution in pixels (never enlarged).")
-flags.DEFINE_string("refiner", None, "With --model, coarse_to_fine: folder of the refinement "
+flags.DEFINE_string("refiner", None, "With --model, refined/coarse_to_fine: folder of the "
+                    "refinement "
                     "head (default: the one beside --model, else the packaged one).")
-flags.DEFINE_string("scales", None, "With --model --mode=paper: F_hat is the mean of the "
+flags.DEFINE_string("scales", None, "With --model --mode=refined/paper: G's map is the mean "
+                    "of the "
                     "network's maps at these scales (1/k for integer k); default 1, the paper's "
                     "single pass.")
 flags.DEFINE_string("focus_map_dir", None,
@@ -84,13 +89,11 @@ def _config() -> evaluate_lib.EvalConfig:
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     methods = bool(FLAGS.fused_dir or FLAGS.model or FLAGS.classical)
     if not FLAGS.dataset_dir or methods == bool(FLAGS.focus_map_dir):
-        raise app.UsageError(
-            "give --dataset_dir and either --focus_map_dir or any of --fused_dir, --model, "
-            "--classical"
-        )
+        fail("give --dataset_dir and either --focus_map_dir or any of --fused_dir, --model, "
+             "--classical")
     try:
         config = _config()
         if FLAGS.focus_map_dir:
@@ -111,16 +114,26 @@ def main(argv: list[str]) -> int:
                 scales = parse_scales(FLAGS.scales or "1")
             except ValueError as err:
                 raise evaluate_lib.EvaluationError(str(err)) from None
-            if FLAGS.mode != "paper" and scales != (1.0,):
+            if FLAGS.mode == "coarse_to_fine" and scales != (1.0,):
                 raise evaluate_lib.EvaluationError(
-                    "scales apply to mode 'paper' (coarse-to-fine runs G once, at the "
-                    "working resolution)")
+                    "scales apply to modes 'refined' and 'paper' (coarse-to-fine runs G "
+                    "once, at the working resolution)")
+            evaluate_lib.check_output_dir(config)
+            # TensorFlow's C++ runtime prints notes while it loads; they are not ours to show.
+            with quiet_native_stderr():
+                import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+                tf.config.list_logical_devices("CPU")
             fuse_fn = evaluate_lib.model_fuse_fn(
                 FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips, scales=FLAGS.scales,
                 mode=FLAGS.mode, working_side=FLAGS.working_side, refiner=FLAGS.refiner)
             if FLAGS.mode == "paper":
                 scales = parse_scales(FLAGS.scales or "1")
                 detail = f"scales {','.join(f'{x:g}' for x in scales)}"
+            elif FLAGS.mode == "refined":
+                scales = parse_scales(FLAGS.scales or "1")
+                detail = (f"scales {','.join(f'{x:g}' for x in scales)}, refiner "
+                          f"{FLAGS.refiner or 'default'}")
             else:
                 detail = (f"working side {FLAGS.working_side}, refiner "
                           f"{FLAGS.refiner or 'default'}")
@@ -142,14 +155,14 @@ def main(argv: list[str]) -> int:
             for path in evaluate_lib.write_outputs(config, results, text):
                 print(f"wrote {path}", file=sys.stderr)
     except evaluate_lib.EvaluationError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        fail(str(err))
     return 0
 
 
 def run() -> None:
     """Console-script entry point (mfif-evaluate)."""
-    app.run(main)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -269,10 +270,14 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
         fusion.check_fusion_mode(mode, side, scales)
     except fusion.InputError as err:
         raise EvaluationError(str(err)) from None
-    generator = fusion.resolve_generator(None if model == "default" else model)
-    model_refiner = None
-    if mode != "paper":
-        model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model)
+    try:
+        generator = fusion.resolve_generator(None if model == "default" else model)
+        model_refiner = None
+        if mode != "paper":
+            model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model)
+    except (fusion.InputError, FileNotFoundError) as err:  # FileNotFoundError: no such model
+        raise EvaluationError(str(err).splitlines()[0] if str(err) else
+                              type(err).__name__) from None
     return lambda sources: fusion.fuse_arrays(sources, generator=generator, srr=srr,
                                               flips=flips, scales=scales, mode=mode,
                                               working_side=side, refiner=model_refiner)
@@ -429,7 +434,7 @@ def evaluate_all(
         save_dir = pathlib.Path(config.output_dir) / f.save_subdir if config.output_dir else None
         occupied = save_dir is not None and save_dir.exists() and any(save_dir.iterdir())
         if occupied and not config.overwrite:
-            raise EvaluationError(f"{save_dir} already holds files; pass overwrite to replace "
+            raise EvaluationError(f"{save_dir} already holds files; pass --overwrite to replace "
                                   f"them")
         sources[f.name] = (fused_from_fn(f.fuse_fn, save_dir), f.source)
     for n, d, m in zip(dir_names, fused_dirs, map_dirs):
@@ -464,13 +469,32 @@ def _output_files(names: Sequence[str]) -> list[str]:
     return ["results.json", "table.md", "means.csv"] + [f"per_image_{n}.csv" for n in names]
 
 
+def check_output_dir(config: EvalConfig) -> None:
+    """Refuses an output_dir that cannot be a folder or cannot be written (checked before
+    any pair is fused or scored, so that no work is lost)."""
+    if not config.output_dir:
+        return
+    folder = os.path.abspath(config.output_dir)
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise EvaluationError(f"{config.output_dir}: cannot be the output folder: {existing} is "
+                              f"not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" in {existing}"
+        raise EvaluationError(f"{config.output_dir}: cannot write to the output folder "
+                              f"(permission denied{where})")
+
+
 def _check_outputs(config: EvalConfig, names: Sequence[str]) -> None:
+    check_output_dir(config)
     if not config.output_dir or config.overwrite:
         return
     root = pathlib.Path(config.output_dir)
     existing = [f for f in _output_files(names) if (root / f).exists()]
     if existing:
-        raise EvaluationError(f"{root}: {existing[0]} exists; pass overwrite to replace it")
+        raise EvaluationError(f"{root}: {existing[0]} exists; pass --overwrite to replace it")
 
 
 def _json_float(x: float) -> float | None:
@@ -564,11 +588,12 @@ def diffusion_study(
     diffusion.json, diffusion.md, diffusion.csv and diffusion.png (normalised metrics).
     """
     pairs = find_pairs(config.dataset_dir)
+    check_output_dir(config)
     root = pathlib.Path(config.output_dir) if config.output_dir else None
     if root is not None and not config.overwrite:
         existing = [f for f in DIFFUSION_FILES if (root / f).exists()]
         if existing:
-            raise EvaluationError(f"{root}: {existing[0]} exists; pass overwrite to replace it")
+            raise EvaluationError(f"{root}: {existing[0]} exists; pass --overwrite to replace it")
     names = [m for m in config.metrics if m in metrics_lib.METRIC_NAMES]
     sums: dict[int, list[dict[str, float]]] = {int(k): [] for k in ks}
     for pair in _progress(pairs, "diffusion", config.progress):

@@ -1,11 +1,12 @@
 r"""Fuses multi-focus photos with MFIF-GAN (console script `mfif-fuse`).
 
   python -m mfif_tf.fuse A.jpg B.jpg [C.jpg ...] -o fused.png [--focus_map map.png]
-      [--index_map idx.png] [--model PATH] [--mode coarse_to_fine|paper]
+      [--index_map idx.png] [--model PATH] [--mode refined|paper|coarse_to_fine]
       [--working_side S] [--refiner DIR] [--scales 1,0.5] [--flips] [--no_srr] [--min_size N]
       [--edge_pixels K] [--align] [--align_model M] [--tile_size T] [--overwrite]
       [--jpeg_quality Q] [--threads N]
-  python -m mfif_tf.fuse --input_dir DIR --output_dir OUT [--output_format png] ...
+  python -m mfif_tf.fuse --input_dir DIR --output_dir OUT [--output_format png]
+      [--skip_existing] ...
 
 In batch mode DIR holds subfolders A/, B/ (C/, ...) matched by file stem; --focus_map and
 --index_map then name folders. Bad input gives a one-line error and exit code 2. See
@@ -14,11 +15,13 @@ docs/fusion.md.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
+from typing import NoReturn
 
 from absl import app, flags
+
+from mfif_tf.cli import fail, parse_flags, quiet_native_stderr
 
 FLAGS = flags.FLAGS
 
@@ -36,24 +39,30 @@ flags.DEFINE_integer("edge_pixels", 0, "Grow (> 0) or shrink (< 0) the foregroun
                      "by this many pixels.")
 flags.DEFINE_bool("flips", False, "Average F_hat over the sources mirrored left-right and "
                   "top-bottom (test-time augmentation: 3x network time, slightly better maps).")
-flags.DEFINE_enum("mode", "paper", ["coarse_to_fine", "paper"],
-                  "coarse_to_fine: the network decides at a working resolution near "
-                  "the scale it learned and a refinement head redraws the outline on the "
-                  "full-resolution pixels; paper (default): one network pass at full resolution.")
+flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
+                  "refined (default): one network pass at full resolution, then a "
+                  "refinement head redraws the map's outline on the pixels; paper: the "
+                  "network pass alone, as in the paper; coarse_to_fine: the network decides "
+                  "at a working resolution near the scale it learned and the refinement head "
+                  "brings the map up to full resolution (faster on big photos, less accurate).")
 flags.DEFINE_integer("working_side", 448, "coarse_to_fine: shorter side of the network's "
                      "working resolution in pixels (sources are area-downscaled to it, never "
                      "enlarged).")
-flags.DEFINE_string("refiner", None, "coarse_to_fine: folder of the refinement head (default: "
+flags.DEFINE_string("refiner", None, "refined, coarse_to_fine: folder of the refinement head "
+                    "(default: "
                     "the one beside --model, else the packaged one).")
-flags.DEFINE_string("scales", None, "--mode=paper: F_hat is the mean of the network's maps at "
+flags.DEFINE_string("scales", None, "--mode=refined/paper: the network's full-resolution map "
+                    "is the mean of its maps at "
                     "these scales (1/k for integer k, e.g. 1,0.5); default 1, the paper's "
                     "single pass.")
 flags.DEFINE_bool("align", False, "Register the frames to the first one (hand-held stacks).")
 flags.DEFINE_enum("align_model", "similarity", ["translation", "similarity", "affine",
                                                 "homography"], "Motion model of --align.")
-flags.DEFINE_integer("tile_size", None, "Tile side in pixels for large images (0: whole "
-                     "image at once; default: automatic).")
+flags.DEFINE_integer("tile_size", None, "Tile side in pixels for large images, at least 64 "
+                     "(0: whole image at once; default: automatic).")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+flags.DEFINE_bool("skip_existing", False, "Batch mode: keep the outputs that exist and fuse "
+                  "only the missing ones (to finish an interrupted batch).")
 flags.DEFINE_integer("jpeg_quality", 95, "Quality of JPEG outputs (1-100).")
 flags.DEFINE_string("input_dir", None, "Batch mode: folder with A/, B/ (C/, ...) subfolders.")
 flags.DEFINE_string("output_dir", None, "Batch mode: folder for the fused images.")
@@ -65,47 +74,35 @@ PROG = "mfif-fuse"
 EXIT_INPUT = 2
 
 
-def _fail(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_INPUT)
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silences what TensorFlow's C++ runtime prints while it loads (CPU feature notes, GPU
-    probing), so that the tool's own messages stand alone."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+def _fail(message: str) -> NoReturn:
+    fail(message, PROG)
 
 
 def main(argv: list[str]) -> None:
     sources = argv[1:]
+    if FLAGS.threads < 0:
+        _fail(f"--threads must be >= 0, got {FLAGS.threads}")
     # Imported here so that `--help` and flag errors do not wait for TensorFlow.
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         import tensorflow as tf
 
+        # Thread counts can only be set before the runtime starts, which listing the
+        # devices does.
+        if FLAGS.threads > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
         tf.config.list_logical_devices("CPU")
 
     from mfif_tf import fuse_lib
     from mfif_tf.image_io import InputError
     from mfif_tf.model_io import ModelNotFoundError
 
-    if FLAGS.threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
     options = fuse_lib.FuseOptions(
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
         edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
         tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, mode=FLAGS.mode,
-        working_side=FLAGS.working_side, refiner=FLAGS.refiner, overwrite=FLAGS.overwrite, jpeg_quality=FLAGS.jpeg_quality)
+        working_side=FLAGS.working_side, refiner=FLAGS.refiner, overwrite=FLAGS.overwrite,
+        skip_existing=FLAGS.skip_existing, jpeg_quality=FLAGS.jpeg_quality)
     try:
         if FLAGS.input_dir is not None:
             if sources or FLAGS.output:
@@ -117,12 +114,16 @@ def main(argv: list[str]) -> None:
                 FLAGS.input_dir, FLAGS.output_dir, FLAGS.model, options, FLAGS.output_format,
                 FLAGS.focus_map, FLAGS.index_map, log=lambda m: print(f"{PROG}: error: {m}",
                                                                       file=sys.stderr))
-            print(f"{len(report.done)} fused into {FLAGS.output_dir}, {len(report.failed)} failed")
+            kept = (f", {len(report.skipped)} skipped (outputs exist)"
+                    if FLAGS.skip_existing else "")
+            print(f"{len(report.done)} fused into {FLAGS.output_dir}{kept}, "
+                  f"{len(report.failed)} failed")
             if report.failed:
                 sys.exit(EXIT_INPUT)
             return
-        if FLAGS.output_dir or FLAGS.output_format:
-            raise InputError("--output_dir and --output_format are for batch mode (--input_dir)")
+        if FLAGS.output_dir or FLAGS.output_format or FLAGS.skip_existing:
+            raise InputError("--output_dir, --output_format and --skip_existing are for batch "
+                             "mode (--input_dir)")
         if not FLAGS.output:
             raise InputError("no output file: pass -o fused.png")
         result = fuse_lib.fuse_files(sources, FLAGS.output, FLAGS.model, options,
@@ -140,7 +141,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
     """Console script entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    app.run(main, flags_parser=lambda argv: parse_flags(argv, PROG))
 
 
 if __name__ == "__main__":

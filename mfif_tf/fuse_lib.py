@@ -2,8 +2,10 @@
 
 Every check on paths happens before any pixel is read: missing or unreadable inputs, a
 directory where a file is expected, an output that exists (refused unless `overwrite`), an
-output that would replace an input. Outputs (the fused image and the optional focus and
-index maps) are written all or nothing (`image_io.OutputSet`).
+output that would replace an input, an output folder that cannot be written. Outputs (the
+fused image and the optional focus and index maps) are written all or nothing
+(`image_io.OutputSet`); the temporary files of runs that were killed are removed from the
+output folders before a job starts.
 
 Batch folders hold one subfolder per source, named by letter: `A/`, `B/` and optionally
 `C/`, `D/`, ...; files are matched by stem (`A/01.jpg`, `B/01.jpg`, `C/01.jpg` is a stack of
@@ -28,6 +30,11 @@ from mfif_tf.networks import Generator
 from mfif_tf import inference
 
 MAP_FORMATS = ("png", "tiff")
+# The smallest tile side `--tile_size` takes. Every tile is extended on each side by G's
+# halos (`tiling.tile_geometry`; 8 pixels for the stem and for the decoder of the presets),
+# so those stages run on (T + 16)^2 pixels for a T x T tile: 1.6 times the tile at T = 64,
+# 9 times at T = 8, on top of the fixed cost of every tile; smaller tiles save little memory.
+MIN_TILE_SIZE = 64
 
 
 @dataclasses.dataclass
@@ -47,8 +54,11 @@ class FuseOptions:
     working_side: int = inference.DEFAULT_WORKING_SIDE
     refiner: str | None = None
     overwrite: bool = False
+    skip_existing: bool = False  # batches: keep existing outputs, fuse only the missing ones
     jpeg_quality: int = 95
     progress: bool | None = None  # None: progress bars only on a terminal
+    # Remove what killed runs left in the output folders (`image_io.remove_stale_parts`).
+    remove_stale_parts: bool = True
 
     def validate(self) -> None:
         if self.min_size is not None and self.min_size < 0:
@@ -58,6 +68,10 @@ class FuseOptions:
                              f"{self.min_size_fraction}")
         if self.tile_size is not None and self.tile_size < 0:
             raise InputError(f"--tile_size must be >= 0, got {self.tile_size}")
+        if self.tile_size and self.tile_size < MIN_TILE_SIZE:
+            raise InputError(f"--tile_size {self.tile_size} is too small: tiles need at least "
+                             f"{MIN_TILE_SIZE} pixels a side (below that the halos around "
+                             f"each tile cost more than the tile); 0 is the whole image at once")
         if not 1 <= self.jpeg_quality <= 100:
             raise InputError(f"--jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         try:
@@ -69,6 +83,9 @@ class FuseOptions:
         if self.align_model not in ALIGN_MODELS:
             raise InputError(f"--align_model must be one of {ALIGN_MODELS}, got "
                              f"{self.align_model!r}")
+        if self.overwrite and self.skip_existing:
+            raise InputError("--overwrite replaces existing outputs and --skip_existing keeps "
+                             "them: pass one of the two")
 
 
 def focus_map_image(f_final: np.ndarray) -> np.ndarray:
@@ -82,19 +99,23 @@ def _check_map_path(path: str, flag: str, overwrite: bool, inputs: Sequence[str]
         raise InputError(f"{path}: {flag} must be lossless: use .png or .tif")
 
 
-def check_job(sources: Sequence[str], output: str, options: FuseOptions,
+def check_job(sources: Sequence[str], output: str | None, options: FuseOptions,
               focus_map: str | None = None, index_map: str | None = None) -> None:
-    """All checks that need no pixels (see the module docstring)."""
+    """All checks that need no pixels (see the module docstring). `output` may be None when
+    a map is asked for (a batch item whose fused image exists)."""
     options.validate()
     if len(sources) < 2:
         raise InputError("need at least two sources to fuse, got "
                          + (f"one: {sources[0]}" if sources else "none"))
     for path in sources:
         image_io.check_input_file(path)
-    outputs = [output] + [p for p in (focus_map, index_map) if p]
+    outputs = [p for p in (output, focus_map, index_map) if p]
+    if not outputs:
+        raise InputError("nothing to write: no output file and no map")
     if len(set(map(os.path.realpath, outputs))) != len(outputs):
-        raise InputError(f"{output}: the output and map paths must differ")
-    image_io.check_output_path(output, options.overwrite, sources)
+        raise InputError(f"{outputs[0]}: the output and map paths must differ")
+    if output:
+        image_io.check_output_path(output, options.overwrite, sources)
     if focus_map:
         if len(sources) > 2:
             raise InputError(f"{focus_map}: --focus_map is for pairs; a stack of "
@@ -104,14 +125,20 @@ def check_job(sources: Sequence[str], output: str, options: FuseOptions,
         _check_map_path(index_map, "--index_map", options.overwrite, sources)
 
 
-def fuse_files(sources: Sequence[str], output: str, generator: Generator | str | None,
+def fuse_files(sources: Sequence[str], output: str | None, generator: Generator | str | None,
                options: FuseOptions, focus_map: str | None = None,
                index_map: str | None = None) -> fusion.FusionResult:
     """Fuses image files into `output` (EXIF of the first file kept); optionally writes
-    F_final (`focus_map`, pairs) and the index map (`index_map`, raw frame numbers 0..N-1)."""
+    F_final (`focus_map`, pairs) and the index map (`index_map`, raw frame numbers 0..N-1).
+    With `output` None only the maps are written."""
     check_job(sources, output, options, focus_map, index_map)
+    if options.remove_stale_parts:
+        for folder in {os.path.dirname(os.path.abspath(p))
+                       for p in (output, focus_map, index_map) if p}:
+            image_io.remove_stale_parts(folder)
     first = image_io.read_image(sources[0])
-    image_io.check_can_store(output, first.pixels)
+    if output:
+        image_io.check_can_store(output, first.pixels)
     frames = itertools.chain([first.pixels],
                              (image_io.read_image(p).pixels for p in sources[1:]))
     result = fusion.fuse_stack(
@@ -122,7 +149,8 @@ def fuse_files(sources: Sequence[str], output: str, generator: Generator | str |
         scales=options.scales, mode=options.mode, working_side=options.working_side,
         refiner=options.refiner)
     with image_io.OutputSet(options.overwrite) as out:
-        out.add(output, result.fused, first.exif, options.jpeg_quality)
+        if output:
+            out.add(output, result.fused, first.exif, options.jpeg_quality)
         if focus_map:
             out.add(focus_map, focus_map_image(result.f_final))
         if index_map:
@@ -133,13 +161,21 @@ def fuse_files(sources: Sequence[str], output: str, generator: Generator | str |
 
 @dataclasses.dataclass
 class BatchItem:
-    """One pair or stack of a batch folder, and where its results go."""
+    """One pair or stack of a batch folder, and where its results go. With `skip_existing`
+    the outputs that exist already are moved from `output`, `focus_map` and `index_map`
+    (then None) to `existing`."""
 
     stem: str
     sources: list[str]
-    output: str = ""
+    output: str | None = ""
     focus_map: str | None = None
     index_map: str | None = None
+    existing: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        """Whether any of the item's outputs is still to be written."""
+        return bool(self.output or self.focus_map or self.index_map)
 
 
 def find_batch_items(input_dir: str) -> list[BatchItem]:
@@ -197,12 +233,17 @@ def find_batch_items(input_dir: str) -> list[BatchItem]:
 def plan_batch(input_dir: str, output_dir: str, options: FuseOptions,
                output_format: str | None = None, focus_map_dir: str | None = None,
                index_map_dir: str | None = None) -> list[BatchItem]:
-    """Batch items with their output paths, all checked before anything runs."""
+    """Batch items with their output paths, all checked before anything runs. Existing
+    outputs are refused, replaced (`options.overwrite`) or kept (`options.skip_existing`:
+    they move to `BatchItem.existing`)."""
     options.validate()
     items = find_batch_items(input_dir)
-    for folder in (output_dir, focus_map_dir, index_map_dir):
+    for folder, flag in ((output_dir, "--output_dir"), (focus_map_dir, "--focus_map"),
+                         (index_map_dir, "--index_map")):
         if folder and os.path.exists(folder) and not os.path.isdir(folder):
             raise InputError(f"{folder}: exists and is not a directory")
+        if folder:
+            image_io.check_output_folder(folder, f"{flag} folder")
     if output_format is not None:
         output_format = "." + output_format.lower().lstrip(".")
         image_io.output_format("x" + output_format)
@@ -228,15 +269,27 @@ def plan_batch(input_dir: str, output_dir: str, options: FuseOptions,
                 raise InputError(f"{path}: output would replace one of the input files")
             if os.path.isdir(path):
                 raise InputError(f"{path}: is a directory, expected an output file name")
-            if os.path.exists(path) and not options.overwrite:
-                raise InputError(f"{path}: already exists (pass --overwrite to replace it)")
+            if os.path.exists(path) and options.skip_existing:
+                item.existing.append(path)
+            elif os.path.exists(path) and not options.overwrite:
+                raise InputError(f"{path}: already exists (pass --overwrite to replace it, or "
+                                 f"--skip_existing to keep it and fuse only the missing "
+                                 f"outputs)")
+        if item.existing:
+            item.output, item.focus_map, item.index_map = (
+                None if p in item.existing else p
+                for p in (item.output, item.focus_map, item.index_map))
     return items
 
 
 @dataclasses.dataclass
 class BatchReport:
+    """Stems fused, stems failed (with the message) and stems whose outputs all existed
+    (`skip_existing`)."""
+
     done: list[str]
     failed: list[tuple[str, str]]
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
 
 def fuse_batch(input_dir: str, output_dir: str, generator: Generator | str | None,
@@ -245,17 +298,28 @@ def fuse_batch(input_dir: str, output_dir: str, generator: Generator | str | Non
                log: Callable[[str], None] = print) -> BatchReport:
     """Fuses every pair or stack of `input_dir` into `output_dir/<stem>.<ext>`.
 
-    The model is loaded once. A failing item (a damaged file, sources of different sizes)
-    is reported through `log` and skipped; the others still run.
+    The model is loaded once, and not at all when `options.skip_existing` finds every
+    output in place. A failing item (a damaged file, sources of different sizes,
+    an output that cannot be written) is reported through `log` and skipped; the others
+    still run. Output folders that cannot be written stop the batch before any work.
     """
     items = plan_batch(input_dir, output_dir, options, output_format, focus_map_dir,
                        index_map_dir)
     for folder in (output_dir, focus_map_dir, index_map_dir):
         if folder:
-            os.makedirs(folder, exist_ok=True)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as err:
+                raise InputError(f"{folder}: cannot create the folder "
+                                 f"({err.strerror or err})") from None
+            if options.remove_stale_parts:
+                image_io.remove_stale_parts(folder)
+    report = BatchReport([], [], [item.stem for item in items if not item.pending])
+    items = [item for item in items if item.pending]
+    if not items:
+        return report
     model = fusion.resolve_generator(generator)
-    item_options = dataclasses.replace(options, progress=False)
-    report = BatchReport([], [])
+    item_options = dataclasses.replace(options, progress=False, remove_stale_parts=False)
     disable = None if options.progress is None else not options.progress
     for item in tqdm(items, desc="batch", unit="image", disable=disable):
         try:

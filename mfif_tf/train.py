@@ -1,6 +1,8 @@
 """Trains MFIF-GAN: `python -m mfif_tf.train --flagfile=configs/paper.flags --workdir=DIR`.
 
-Restarting with the same --workdir resumes from its latest checkpoint.
+Restarting with the same --workdir resumes from its latest checkpoint; flags that change the
+networks (--preset and the size overrides, --use_se, --branches) must be those of the run
+in it (checked against its config.json before anything changes).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from data_pipeline import SYNTHESIS_METHODS
-from mfif_tf.cli import check_workdir, fail, parse_flags
+from mfif_tf.cli import check_workdir, fail, parse_flags, quiet_native_stderr
 
 from mfif_tf import config as config_lib
 
@@ -118,17 +120,23 @@ def main(argv) -> None:
     try:
         config = config_from_flags()
         config.validate()
-        check_workdir(FLAGS.workdir)
+        check_workdir(FLAGS.workdir, config.to_dict()["model"])
     except ValueError as e:
         fail(str(e))
-    import tensorflow as tf  # after validation: bad flags fail fast, without TF's logs
+    # After validation: bad flags fail fast. TensorFlow's C++ runtime prints notes while it
+    # loads and starts (CPU features, GPU probing); silenced, so that a data error that
+    # follows stands alone.
+    with quiet_native_stderr():
+        import tensorflow as tf
 
-    if FLAGS.cpu_devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices)
-    from data_pipeline.readers import DataError
-    from mfif_tf import train_lib
+        if FLAGS.cpu_devices > 1:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices)
+        tf.config.list_logical_devices("CPU")
+        import data_pipeline.pipeline  # noqa: F401 (loads tf.data's libraries here)
+        from data_pipeline.readers import DataError
+        from mfif_tf import train_lib
 
     try:
         train_lib.train_and_evaluate(config, FLAGS.workdir)

@@ -7,11 +7,16 @@ the latest checkpoint in `workdir/checkpoints`, else `config.init_checkpoint`, e
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import logging
 import os
+import re
+import shutil
+import stat
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import keras
 import tensorflow as tf
@@ -19,8 +24,17 @@ import tensorflow as tf
 from mfif_tf.cli import check_workdir
 from mfif_tf import inference
 from mfif_tf.config import TrainConfig
-from mfif_tf.model_io import save_generator
+from mfif_tf.model_io import CONFIG_FILE, WEIGHTS_FILE, save_generator
 from mfif_tf.trainer import Trainer, make_strategy
+
+CONFIG_TMP = ".config.json.part"  # config.json while it is written
+# What an interrupted save leaves in checkpoints/: TensorFlow's unfinished checkpoint
+# `ckpt-N_temp/` (shard files `part-00000-of-00001.index`, `.data-00000-of-00001`, and
+# their `.tempstate<n>` while written) and its unfinished list of checkpoints.
+_CKPT_TEMP_DIR = re.compile(r"ckpt-[0-9]+_temp")
+_CKPT_TEMP_FILE = re.compile(r"part-[0-9]+-of-[0-9]+(\.index|\.data-[0-9]+-of-[0-9]+)"
+                             r"(\.tempstate[0-9]+)?")
+_CKPT_STATE_TEMP = re.compile(r"checkpoint\.tmp[0-9a-f]{32}")
 
 
 def build_dataset(config: TrainConfig, seed_offset: int = 0) -> tf.data.Dataset:
@@ -50,6 +64,38 @@ def build_dataset(config: TrainConfig, seed_offset: int = 0) -> tf.data.Dataset:
     if d.swap_sources:
         dataset = swap_sources(dataset, config.seed + seed_offset)
     return dataset
+
+
+class _Held(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _logs_dropped_on_data_error() -> Iterator[None]:
+    """Holds the log records of the block (the data pipeline logs what it lists and skips)
+    and passes them on when it ends, unless it raises `DataError`: its message says what
+    matters, and the tools print it as their only line."""
+    from data_pipeline.readers import DataError
+
+    root = logging.getLogger()
+    held, handlers = _Held(), root.handlers[:]
+    root.handlers = [held]
+    try:
+        yield
+    except DataError:
+        held.records.clear()
+        raise
+    finally:
+        root.handlers = handlers
+        for record in held.records:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
 
 
 def swap_sources(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
@@ -107,13 +153,16 @@ def train_and_evaluate(
     to simulate an interruption) and returns the trainer."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     config.validate()
-    check_workdir(workdir)
+    # A work dir of a run with other networks is refused before anything in it changes.
+    check_workdir(workdir, config.to_dict()["model"])
     own_dataset = dataset is None
     if own_dataset:  # before touching the work dir: bad data fails with nothing written
-        dataset = build_dataset(config)
+        with _logs_dropped_on_data_error():
+            dataset = build_dataset(config)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json())
+    for path in remove_stale_files(workdir):
+        log(f"removed {path}, left by an interrupted run")
+    write_config(workdir, config)
 
     _set_precision(config)
     keras.utils.set_random_seed(config.seed)  # Python, NumPy, TF and Keras initialisers
@@ -208,6 +257,56 @@ def _write_images(trainer: Trainer, batch: dict, writer, step: int, max_outputs:
         tf.summary.image("fused", _to_uint8(fused, True), max_outputs=max_outputs)
         if "image" in batch:
             tf.summary.image("I_ground_truth", _to_uint8(batch["image"], True), max_outputs=max_outputs)
+
+
+def remove_stale_files(workdir: str) -> list[str]:
+    """Removes what a killed run (kill -9, a power cut) left in `workdir`, matched by exact
+    name and nothing else: `checkpoints/ckpt-N_temp/` holding only TensorFlow's shard files,
+    `checkpoints/checkpoint.tmp<32 hex digits>`, the temporary `config.json`, and the
+    temporaries of `model_io.save_generator` in `export/`. Only one run may use a work dir
+    at a time, so none of them can belong to a live run. Returns the paths removed."""
+    removed = []
+
+    def remove_file(path: str) -> None:
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.remove(path)
+                removed.append(path)
+        except OSError:
+            pass
+
+    remove_file(os.path.join(workdir, CONFIG_TMP))
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        remove_file(os.path.join(workdir, "export", ".tmp." + name))
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    try:
+        names = os.listdir(ckpt_dir)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(ckpt_dir, name)
+        if _CKPT_STATE_TEMP.fullmatch(name):
+            remove_file(path)
+        elif (_CKPT_TEMP_DIR.fullmatch(name) and not os.path.islink(path)
+              and os.path.isdir(path)):
+            try:
+                entries = list(os.scandir(path))
+                if all(_CKPT_TEMP_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False)
+                       for e in entries):
+                    shutil.rmtree(path)
+                    removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def write_config(workdir: str, config: TrainConfig) -> None:
+    """Writes `workdir/config.json` through a temporary file, so that an interruption never
+    leaves it empty or half written."""
+    tmp = os.path.join(workdir, CONFIG_TMP)
+    with open(tmp, "w") as f:
+        f.write(config.to_json())
+    os.replace(tmp, os.path.join(workdir, "config.json"))
 
 
 def read_config(workdir: str) -> dict:

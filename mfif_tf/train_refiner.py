@@ -9,7 +9,8 @@ with their exact F; G runs on the sources area-downscaled by a random factor in
 its map is brought back up bilinearly as c, and R learns to redraw c's outline on the
 full-resolution pixels: binary cross-entropy against F over R's band (eq. 4's role for G).
 Sensor noise of a random strength is added to both sources after the synthesis, so R does
-not mistake noise for focus. In half of the samples I_A and I_B are swapped (F -> 1 - F).
+not mistake noise for focus; with --jpeg_quality half of the pairs are then JPEG-compressed,
+so that it does not mistake block artefacts for focus either. In half of the samples I_A and I_B are swapped (F -> 1 - F).
 
 Resumable: checkpoints in WORKDIR/checkpoints every --checkpoint_every steps; the same command
 continues from the latest one. WORKDIR/refiner/ holds the latest weights in the packaged
@@ -38,6 +39,8 @@ flags.DEFINE_integer("resize_shorter", 288, "Images are resized to this shorter 
 flags.DEFINE_list("sigma_range", ["1.0", "6.0"], "Blur sigma ~ U[lo, hi] (pixels).")
 flags.DEFINE_float("max_factor", 2.0, "Downscaling factors of G's pass ~ U[1, max_factor].")
 flags.DEFINE_float("max_noise", 3.0, "Sensor noise std ~ U[0, max_noise] / 255.")
+flags.DEFINE_list("jpeg_quality", [], "lo,hi: half of the pairs are JPEG-compressed at a "
+                  "quality ~ U[lo, hi] after the noise, as most photos are (default: none).")
 flags.DEFINE_integer("channels", 24, "R's hidden channels.")
 flags.DEFINE_integer("layers", 4, "R's 3x3 convolutions (also its halo in pixels).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (decays linearly to 0).")
@@ -81,6 +84,14 @@ def main(argv: list[str]) -> int:
         print(f"train_refiner: --sigma_range must be lo,hi with 0 < lo <= hi, got "
               f"{','.join(FLAGS.sigma_range)}", file=sys.stderr)
         return 2
+    try:
+        jpeg = tuple(int(q) for q in FLAGS.jpeg_quality)
+        if jpeg and (len(jpeg) != 2 or not 1 <= jpeg[0] <= jpeg[1] <= 100):
+            raise ValueError
+    except ValueError:
+        print(f"train_refiner: --jpeg_quality must be lo,hi with 1 <= lo <= hi <= 100, got "
+              f"{','.join(FLAGS.jpeg_quality)}", file=sys.stderr)
+        return 2
     if FLAGS.max_factor < 1.0:
         print(f"train_refiner: --max_factor must be >= 1, got {FLAGS.max_factor}",
               file=sys.stderr)
@@ -111,8 +122,8 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(FLAGS.workdir, "flags.json"), "w") as f:
         json.dump({k: getattr(FLAGS, k) for k in (
             "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
-            "sigma_range", "max_factor", "max_noise", "channels", "layers", "learning_rate",
-            "seed")}, f, indent=2)
+            "sigma_range", "max_factor", "max_noise", "jpeg_quality", "channels", "layers",
+            "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
                           FLAGS.resize_shorter, sigma_range, FLAGS.seed
@@ -131,6 +142,20 @@ def main(argv: list[str]) -> int:
         noise = rng.uniform([n, 1, 1, 1], 0.0, FLAGS.max_noise / 255.0)
         a = tf.clip_by_value(a + noise * rng.normal(tf.shape(a)), 0.0, 1.0)
         b = tf.clip_by_value(b + noise * rng.normal(tf.shape(b)), 0.0, 1.0)
+        if jpeg:
+            quality = tf.cast(rng.uniform([n], jpeg[0], jpeg[1] + 1), tf.int32)
+            compress = rng.uniform([n]) < 0.5
+
+            def maybe_jpeg(args):
+                image, q, on = args
+                return tf.cond(on, lambda: tf.image.adjust_jpeg_quality(image, q),
+                               lambda: image)
+
+            signature = tf.TensorSpec([None, None, 3], tf.float32)
+            a = tf.map_fn(maybe_jpeg, (a, quality, compress), fn_output_signature=signature)
+            b = tf.map_fn(maybe_jpeg, (b, quality, compress), fn_output_signature=signature)
+            a = tf.reshape(a, [n, size, size, 3])
+            b = tf.reshape(b, [n, size, size, 3])
         factor = rng.uniform([], 1.0, FLAGS.max_factor)
         small = tf.cast(tf.round(size / factor), tf.int32)
         x = tf.concat([a, b], axis=-1)

@@ -264,17 +264,44 @@ def test_cli_fuses_with_the_shipped_model_and_records_its_settings(map_dataset, 
 
 def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
     out = _run_cli(f"--dataset_dir={tmp_path}", f"--fused_dir={dataset / 'perfect'}")
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.strip().startswith("error:") and "missing the folder A/" in out.stderr
     assert "Traceback" not in out.stderr
     out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--mode=paper",
                    "--scales=1,2")
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.strip() == "error: scale '2' must be in (0, 1] (1 is full resolution)"
     out = _run_cli(f"--dataset_dir={dataset}", "--model=default", "--mode=coarse_to_fine",
                    "--scales=1,0.5")
-    assert out.returncode == 1
-    assert out.stderr.strip().startswith("error: scales apply to mode 'paper'")
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: scales apply to mode")
+
+
+def test_cli_errors_exit_2_in_one_line_like_the_other_tools(dataset, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text("{}")
+    (tmp_path / "a_file").write_text("keep")
+    model_dir = tmp_path / "not_a_model"
+    model_dir.mkdir()
+    cases = [
+        ([f"--fused_dir={dataset / 'perfect'}", f"--output_dir={tmp_path / 'out'}"],
+         f"error: {tmp_path / 'out'}: results.json exists; pass --overwrite to replace it"),
+        ([f"--fused_dir={dataset / 'perfect'}", f"--output_dir={tmp_path / 'a_file' / 'o'}"],
+         f"error: {tmp_path / 'a_file' / 'o'}: cannot be the output folder: "
+         f"{tmp_path / 'a_file'} is not a directory"),
+        ([f"--model={model_dir}", "--mode=paper"],
+         f"error: {model_dir} holds neither generator.weights.h5 + model.json nor a training "
+         "work dir"),
+        (["--fused_dir=x", "--no_such_flag"], "error: Unknown command line flag 'no_such_flag'"),
+        ([], "error: give --dataset_dir and either --focus_map_dir or any of --fused_dir, "
+             "--model, --classical"),
+    ]
+    for args, message in cases:
+        out = _run_cli(f"--dataset_dir={dataset}" if args else "--metrics=MI", *args)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.strip() == message
+    assert (tmp_path / "out" / "results.json").read_text() == "{}"
+    assert (tmp_path / "a_file").read_text() == "keep"
 
 
 def test_fuse_fn_returning_a_fusion_result_keeps_its_timings(dataset, tmp_path):
@@ -433,6 +460,6 @@ def test_cli_classical_with_ground_truth_and_maps(map_dataset, tmp_path):
         f"{s}.png" for s in STEMS]
     bad = _run_cli(f"--dataset_dir={map_dataset}", f"--fused_dir={map_dataset / 'perfect'}",
                    f"--fused_map_dir={map_dataset / 'true_maps'}", "--fused_map_dir=x")
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert bad.stderr.strip() == ("error: 2 --fused_map_dir given for 1 --fused_dir; give one "
                                   "per --fused_dir ('' for none)")

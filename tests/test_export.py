@@ -17,8 +17,10 @@ import io
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
+import zlib
 
 import keras
 import numpy as np
@@ -389,6 +391,42 @@ def test_bad_bytes_pairs(server, pairs):
                                       image_b=np.array([jpeg[:200]], object)))
 
 
+def oversized_png(width: int, height: int) -> bytes:
+    """A PNG whose header announces width x height pixels (its data is two short rows)."""
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 61)) + chunk(b"IEND", b""))
+
+
+def test_bad_bytes_name_the_input_and_the_pair(server, pairs):
+    png = tf.io.encode_png(pairs[0][0]).numpy()
+    jpeg = tf.io.encode_jpeg(pairs[0][0]).numpy()
+    cases = [  # tf.debugging.Assert prints each piece of the message in brackets
+        ("image_a", 0, jpeg[:len(jpeg) // 2], "[is a truncated JPEG"),
+        ("image_b", 1, jpeg[:-2], "[is a truncated JPEG"),  # only the end marker missing
+        ("image_a", 1, jpeg[:150], "[is a truncated JPEG"),  # cut inside the header
+        ("image_b", 0, png[:len(png) // 2], "[is a truncated PNG"),
+        ("image_b", 1, oversized_png(100000, 100000),
+         "[is a PNG of width and height] [100000] [100000] [pixels, more than the decoder "
+         "takes"),
+        ("image_a", 0, oversized_png(2000000, 1), "[is a PNG of width and height] [2000000] [1]"),
+    ]
+    for name, index, data, message in cases:
+        inputs = {"image_a": [png, png], "image_b": [png, png]}
+        inputs[name][index] = data
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=re.escape(f"[{name} of pair] [{index}] {message}")):
+            server.run("fuse_bytes", {k: np.array(v, object) for k, v in inputs.items()})
+    # Bytes after the end marker (some cameras append data) are no truncation.
+    out = server.run("fuse_bytes", dict(image_a=np.array([jpeg + b"\0trailer"], object),
+                                        image_b=np.array([png + b"trailer"], object)))
+    assert len(out["fused_bytes"]) == 1
+
+
 # ---------------------------------------------------------------- REST bodies of the docs
 
 
@@ -538,9 +576,8 @@ def test_docs_rest_requests(generator, server, rest_files, key):
 
     fraction = 0.002 if name == "fuse_bytes_srr" else 0.001
     if name.startswith("fuse_bytes"):
-        # The sources as the graph decodes them (libjpeg), for the reference.
-        a = tf.io.decode_image(files["a.jpg"], channels=3).numpy()
-        b = tf.io.decode_image(files["b.jpg"], channels=3).numpy()
+        # JPEG bytes give the maps of `fuse` on Pillow's pixels of the same files.
+        a, b = pixels["a.jpg"], pixels["b.jpg"]
         first = (response["predictions"][0] if row else
                  {k: v[0] for k, v in response["outputs"].items()})
         png = {k: np.asarray(Image.open(io.BytesIO(base64.b64decode(v["b64"]))))

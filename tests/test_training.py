@@ -121,3 +121,101 @@ def test_workdir_that_is_a_file_is_refused(tmp_path):
     proc = _run_cli(["--flagfile=configs/smoke.flags", f"--workdir={path}"])
     assert proc.returncode == 2 and "not a directory" in proc.stderr
     assert path.read_text() == "keep me"
+
+
+def snapshot(folder):
+    """Every file under `folder` with its bytes and modification time."""
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = (f.read(), os.stat(path).st_mtime_ns)
+    return found
+
+
+def test_resume_with_other_networks_changes_nothing(tmp_path):
+    from mfif_tf.model_io import load_generator
+
+    train_and_evaluate(tiny_config(), str(tmp_path), stop_after_steps=2, log=lambda m: None)
+    before = snapshot(tmp_path)
+    other = tiny_config()
+    other.model = config_lib.model_config("compact", num_blocks=3, critic_layers=4,
+                                          use_se=False)
+    with pytest.raises(ValueError) as err:
+        train_and_evaluate(other, str(tmp_path), log=lambda m: None)
+    assert str(err.value) == (f"{tmp_path} holds a run with other networks: num_blocks (2 there, "
+                              "3 now), use_se (True there, False now); resume with its settings "
+                              "or use another --workdir")
+    assert snapshot(tmp_path) == before
+    assert load_generator(str(tmp_path)).config.num_blocks == 2
+    # Settings that leave the networks alone may change on resume.
+    longer = tiny_config(num_steps=5)
+    assert int(train_and_evaluate(longer, str(tmp_path), log=lambda m: None).step.numpy()) == 5
+
+
+def test_cli_resume_with_other_preset_is_refused(tmp_path):
+    stored = config_lib.TrainConfig(model=config_lib.model_config("compact")).to_json()
+    (tmp_path / "config.json").write_text(stored)
+    proc = _run_cli(["--flagfile=configs/smoke.flags", f"--workdir={tmp_path}",
+                     "--preset=paper"])
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {tmp_path} holds a run with other networks: "
+                                  "critic_channels (32 there, 64 now), ")
+    assert "preset (compact there, paper now)" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert os.listdir(tmp_path) == ["config.json"]
+    assert (tmp_path / "config.json").read_text() == stored
+    (tmp_path / "config.json").write_text("")  # e.g. a disk that filled up
+    proc = _run_cli(["--flagfile=configs/smoke.flags", f"--workdir={tmp_path}"])
+    assert proc.returncode == 2 and "not a readable run configuration" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_data_errors_are_one_line(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for sub in ("images", "masks"):
+        (data / sub).mkdir(parents=True)
+    for i in range(3):  # empty masks: every example is skipped
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(data / "images" / f"{i}.png")
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(data / "masks" / f"{i}.png")
+    for data_dir, message in ((tmp_path / "none", "images folder not found: "),
+                              (data, "no usable examples in ")):
+        proc = _run_cli(["--flagfile=configs/smoke.flags", f"--workdir={tmp_path / 'w'}",
+                         "--data_source=folder", f"--data_dir={data_dir}"])
+        assert proc.returncode == 2
+        assert proc.stderr.startswith(f"error: {message}"), proc.stderr[-3000:]
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr[-3000:]
+        assert not (tmp_path / "w").exists()
+
+
+def test_stale_files_of_killed_runs_are_removed_and_nothing_else(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    (ckpt / "ckpt-6_temp").mkdir(parents=True)
+    for name in ("part-00000-of-00001.index", "part-00000-of-00001.data-00000-of-00001",
+                 "part-00000-of-00001.index.tempstate1234567890"):
+        (ckpt / "ckpt-6_temp" / name).write_bytes(b"x")
+    (ckpt / "ckpt-8_temp").mkdir()  # empty: also a leftover
+    (ckpt / ("checkpoint.tmp" + "0123456789abcdef" * 2)).write_text("x")
+    (tmp_path / ".config.json.part").write_text("{")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / ".tmp.generator.weights.h5").write_bytes(b"x")
+    (tmp_path / "export" / ".tmp.model.json").write_text("{")
+    kept = ["ckpt-7_temp", "ckpt-9_temp", "ckpt-x_temp", "ckpt-1_temp_old", "other_temp",
+            "checkpoint.tmp0123", "ckpt-5_tmp"]
+    (ckpt / "ckpt-7_temp").mkdir()
+    (ckpt / "ckpt-7_temp" / "notes.txt").write_text("mine")  # not only shard files
+    (ckpt / "ckpt-9_temp").symlink_to(ckpt / "ckpt-7_temp")
+    for name in kept[2:]:
+        (ckpt / name).write_text("keep")
+    (tmp_path / "export" / ".tmp.notes").write_text("keep")
+    logs = []
+    train_and_evaluate(tiny_config(), str(tmp_path), stop_after_steps=0, log=logs.append)
+    assert sorted(os.listdir(ckpt)) == sorted(kept)
+    assert (ckpt / "ckpt-7_temp" / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path / "export")) == [".tmp.notes"]
+    assert ".config.json.part" not in os.listdir(tmp_path)
+    assert (tmp_path / "config.json").exists()
+    assert sum("left by an interrupted run" in m for m in logs) == 6
