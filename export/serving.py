@@ -4,11 +4,18 @@ Symbols: `image_a`, `image_b` are the sources I_A and I_B; `focus_map_raw` is F_
 [0, 1], built by `mfif_tf.inference` in the export's mode (refined by default: G's
 full-resolution pass, optionally averaged over `scales`, its outline redrawn by the
 refinement head R; paper: the pass alone; coarse_to_fine: G at a working resolution and R up
-to full resolution), the same graph `mfif_tf.fuse` runs; `focus_map` is F_final, F_hat binarised at 0.5 with regions of fewer than
-N = `min_size_fraction` * W * H pixels removed (SRR, section 3.3, 0.001 in the paper);
-`fused` is I_fused = I_A * F_final + I_B * (1 - F_final) (eq. 14).
+to full resolution), the same graph `mfif_tf.fuse` runs; `focus_map` is F_final, F_hat
+binarised at 0.5 with regions of fewer than N = `min_size_fraction` * W * H pixels removed
+(SRR, section 3.3, 0.001 in the paper); `fused` is I_fused = I_A * F_final + I_B *
+(1 - F_final) (eq. 14).
 
-Signatures (one `tf.function` per input kind, see docs/serving.md):
+Every exported graph runs one core, `FusionModule.serve`: float sources in [0, 1] -> F_hat
+-> SRR -> F_final -> eq. 14 (the TFLite models of export/tflite.py too). What differs between
+the signatures is read from one table, `SIGNATURES`: each entry names a signature, its input
+kind (`InputKind`: the TensorSpec of `image_a` and `image_b`, how they are checked and
+decoded into [0, 1] floats, how the outputs are encoded) and whether the request gives
+`min_size_fraction`. `ServingModule` builds every signature by looping over the table
+(docs/serving.md lists them):
 
   serving_default   uint8 image tensors in [0, 255], N = 0.001 W H
   fuse_float        float32 image tensors in [0, 1], N = 0.001 W H
@@ -27,6 +34,8 @@ names the problem (and for encoded images the input and the pair), before G runs
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -177,7 +186,7 @@ def _check_encoded(data: tf.Tensor, name: str, index: tf.Tensor) -> list[tf.Oper
     ]
 
 
-# ---------------------------------------------------------------- the module
+# ---------------------------------------------------------------- G and R in a module
 
 
 def decode_rgb(data: tf.Tensor) -> tf.Tensor:
@@ -224,26 +233,28 @@ def model_variables(model: Generator | Refiner | None) -> list[tf.Variable]:
             for v in model.variables]
 
 
-class ServingModule(tf.Module):
-    """Holds G and the serving `tf.function`s; `signatures()` maps names to them.
+class FusionModule(tf.Module):
+    """Holds G (and R) and the core of every exported graph, `serve`.
 
     Args:
       generator: the trained G.
-      min_size_fraction: the N / (W * H) of the signatures without a `min_size_fraction`
-        input (0.001, section 3.3).
+      min_size_fraction: SRR's N / (W * H) where a request does not give it (0.001, section
+        3.3).
       scales: modes "refined" and "paper": G's map is the mean of its maps at these scales
         (`mfif_tf.scales`).
       mode: "refined" (G at full resolution, then R), "paper" (G alone) or
         "coarse_to_fine" (G at `working_side`, then R); `mfif_tf.inference`.
       refiner: R (modes refined and coarse_to_fine).
       working_side: the working resolution's shorter side (coarse-to-fine mode).
+      name: the module's name.
     """
 
     def __init__(self, generator: Generator, min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
                  scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
                  refiner: Refiner | None = None,
-                 working_side: int = inference.DEFAULT_WORKING_SIDE):
-        super().__init__(name="mfif_serving")
+                 working_side: int = inference.DEFAULT_WORKING_SIDE,
+                 name: str = "mfif_fusion"):
+        super().__init__(name=name)
         if not 0.0 <= float(min_size_fraction) <= 1.0:
             raise ValueError(f"min_size_fraction must lie in [0, 1], got {min_size_fraction}")
         self.scales = scales_lib.parse_scales(scales)
@@ -256,143 +267,279 @@ class ServingModule(tf.Module):
         self.refiner = ModelHolder(refiner) if self.mode != "paper" else None
         self.refiner_variables = model_variables(refiner if self.mode != "paper" else None)
         self.min_size_fraction = float(min_size_fraction)
-        image = lambda dtype: tf.TensorSpec([None, None, None, None], dtype)  # noqa: E731
-        encoded = tf.TensorSpec([None], tf.string)
-        fraction = tf.TensorSpec(None, tf.float32)
-
-        # One traced graph per input kind; the default-N signatures call it with a constant.
-        self._fuse_uint8 = tf.function(
-            self._fuse_uint8_impl, input_signature=[image(tf.uint8), image(tf.uint8), fraction])
-        self._fuse_float = tf.function(
-            self._fuse_float_impl,
-            input_signature=[image(tf.float32), image(tf.float32), fraction])
-        self._fuse_bytes = tf.function(
-            self._fuse_bytes_impl, input_signature=[encoded, encoded, fraction])
-
-        default = lambda: tf.constant(self.min_size_fraction, tf.float32)  # noqa: E731
-
-        def fuse_uint8(image_a, image_b):
-            return self._fuse_uint8(image_a, image_b, default())
-
-        def fuse_float(image_a, image_b):
-            return self._fuse_float(image_a, image_b, default())
-
-        def fuse_bytes(image_a, image_b):
-            return self._fuse_bytes(image_a, image_b, default())
-
-        def fuse_srr(image_a, image_b, min_size_fraction):
-            return self._fuse_uint8(image_a, image_b, min_size_fraction)
-
-        def fuse_float_srr(image_a, image_b, min_size_fraction):
-            return self._fuse_float(image_a, image_b, min_size_fraction)
-
-        def fuse_bytes_srr(image_a, image_b, min_size_fraction):
-            return self._fuse_bytes(image_a, image_b, min_size_fraction)
-
-        self.fuse_uint8 = tf.function(fuse_uint8, input_signature=[image(tf.uint8)] * 2)
-        self.fuse_float = tf.function(fuse_float, input_signature=[image(tf.float32)] * 2)
-        self.fuse_bytes = tf.function(fuse_bytes, input_signature=[encoded] * 2)
-        self.fuse_srr = tf.function(
-            fuse_srr, input_signature=[image(tf.uint8), image(tf.uint8), fraction])
-        self.fuse_float_srr = tf.function(
-            fuse_float_srr, input_signature=[image(tf.float32), image(tf.float32), fraction])
-        self.fuse_bytes_srr = tf.function(
-            fuse_bytes_srr, input_signature=[encoded, encoded, fraction])
-
-    def signatures(self) -> dict[str, Any]:
-        return {
-            "serving_default": self.fuse_uint8,
-            "fuse_float": self.fuse_float,
-            "fuse_bytes": self.fuse_bytes,
-            "fuse_srr": self.fuse_srr,
-            "fuse_float_srr": self.fuse_float_srr,
-            "fuse_bytes_srr": self.fuse_bytes_srr,
-        }
 
     def predict_focus(self, image_a: tf.Tensor, image_b: tf.Tensor) -> tf.Tensor:
         """F_hat of the module's mode for float sources in [0, 1]."""
         return predict_focus(self.generator, image_a, image_b, self.scales, self.mode,
                              self.refiner, self.working_side)
 
-    # -------------------------------------------------------- tensors
+    def serve(self, image_a: tf.Tensor, image_b: tf.Tensor,
+              min_size: Any) -> dict[str, tf.Tensor]:
+        """Sources -> F_hat -> SRR -> F_final -> eq. 14, with no input checks.
 
-    def _fuse_tensors(self, image_a, image_b, min_size_fraction, scale: float):
-        """Sources as float in [0, scale] -> float outputs; `fused` in [0, scale]."""
-        shape = tf.shape(image_a)
-        fractions = _fractions_per_pair(min_size_fraction, shape[0])
-        min_sizes = min_size_from_fraction(fractions, shape[1], shape[2])
-        f_hat = self.predict_focus(image_a / scale, image_b / scale)
-        f_final = remove_small_regions_per_pair(f_hat, min_sizes)
-        return fuse(image_a, image_b, f_final), f_final, f_hat
+        Args:
+          image_a, image_b: float32 sources in [0, 1], (N, H, W, C) with C = 1 or 3.
+          min_size: SRR's N: one for every map (a number or a scalar tensor), or one per pair
+            (a vector of N values).
 
-    def _fuse_uint8_impl(self, image_a, image_b, min_size_fraction):
-        with tf.control_dependencies(_check_pair(image_a, image_b)):
-            a = tf.cast(image_a, tf.float32)
-            b = tf.cast(image_b, tf.float32)
-        fused, f_final, f_hat = self._fuse_tensors(a, b, min_size_fraction, 255.0)
-        # F_final is 0 or 1, so eq. 14 picks whole pixels and the rounding is exact.
-        fused = tf.saturate_cast(tf.round(fused), tf.uint8)
-        return {"fused": fused, "focus_map": f_final, "focus_map_raw": f_hat}
+        Returns:
+          `fused` (I_fused, float32 in [0, 1], (N, H, W, C)), `focus_map` (F_final, float32
+          0 or 1, (N, H, W, 1)) and `focus_map_raw` (F_hat in [0, 1], (N, H, W, 1)).
+        """
+        f_hat = self.predict_focus(image_a, image_b)
+        if tf.TensorShape(getattr(min_size, "shape", ())).rank == 0:
+            f_final = small_region_removal(f_hat, min_size=min_size)
+        else:
+            f_final = remove_small_regions_per_pair(f_hat, min_size)
+        return {"fused": fuse(image_a, image_b, f_final), "focus_map": f_final,
+                "focus_map_raw": f_hat}
 
-    def _fuse_float_impl(self, image_a, image_b, min_size_fraction):
-        checks = _check_pair(image_a, image_b)
+
+# ---------------------------------------------------------------- the signature table
+
+
+@dataclasses.dataclass(frozen=True)
+class InputKind:
+    """How one kind of request reaches `FusionModule.serve` and how its answer leaves it.
+
+    Attributes:
+      name: the kind's name; the signatures of one kind share one traced graph.
+      image: TensorSpec of `image_a` and of `image_b`.
+      decode: `decode(image_a, image_b)` -> float32 sources in [0, 1], (N, H, W, C), after
+        the input checks (assertions that name the problem). Kinds with `pair_outputs` are
+        decoded pair by pair: `decode(image_a[i], image_b[i], i)` -> (1, H, W, C).
+      encode: `serve`'s outputs (`fused`, `focus_map`, `focus_map_raw`) -> the signature's
+        outputs (of one pair for kinds with `pair_outputs`).
+      pair_outputs: for kinds whose pairs are decoded, fused and encoded one by one (each
+        pair may then have its own size): the TensorSpec of each output of one pair. None:
+        the whole batch goes through `serve` at once.
+      check_batch: kinds with `pair_outputs`: `check_batch(image_a, image_b)` -> assertions
+        on the whole batch, run before any pair.
+    """
+
+    name: str
+    image: tf.TensorSpec
+    decode: Callable[..., tuple[tf.Tensor, tf.Tensor]]
+    encode: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
+    pair_outputs: dict[str, tf.TensorSpec] | None = None
+    check_batch: Callable[[tf.Tensor, tf.Tensor], list[tf.Operation]] | None = None
+
+    @property
+    def per_pair(self) -> bool:
+        return self.pair_outputs is not None
+
+
+# `min_size_fraction`: one number, or one per pair.
+FRACTION_SPEC = tf.TensorSpec(None, tf.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """One serving signature: its name, its input kind and whether the request gives SRR's
+    `min_size_fraction` (else the export's value is used)."""
+
+    name: str
+    kind: InputKind
+    fraction_input: bool = False
+
+    @property
+    def inputs(self) -> dict[str, tf.TensorSpec]:
+        """The signature's inputs, in the order of its function's arguments."""
+        specs = {"image_a": self.kind.image, "image_b": self.kind.image}
+        if self.fraction_input:
+            specs["min_size_fraction"] = FRACTION_SPEC
+        return specs
+
+
+def _decode_uint8(image_a: tf.Tensor, image_b: tf.Tensor):
+    """uint8 pixels 0..255, after the pair checks, divided by 255."""
+    with tf.control_dependencies(_check_pair(image_a, image_b)):
+        a = tf.cast(image_a, tf.float32)
+        b = tf.cast(image_b, tf.float32)
+    return a / 255.0, b / 255.0
+
+
+def _encode_uint8(outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    # F_final is 0 or 1, so eq. 14 picks whole pixels and the rounding is exact.
+    return {**outputs, "fused": tf.saturate_cast(tf.round(outputs["fused"] * 255.0), tf.uint8)}
+
+
+def _decode_float(image_a: tf.Tensor, image_b: tf.Tensor):
+    """float pixels in [0, 1] as they are, after the pair and range checks."""
+    checks = _check_pair(image_a, image_b)
+    with tf.control_dependencies(checks):
+        checks = [_check_unit_range(image_a, "image_a"), _check_unit_range(image_b, "image_b")]
+    with tf.control_dependencies(checks):
+        return tf.identity(image_a), tf.identity(image_b)
+
+
+def _encode_float(outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return outputs
+
+
+def _check_encoded_batch(image_a: tf.Tensor, image_b: tf.Tensor) -> list[tf.Operation]:
+    count_a, count_b = tf.size(image_a), tf.size(image_b)
+    return [
+        _assert(
+            tf.equal(count_a, count_b),
+            ["image_a and image_b must hold the same number of images; got", count_a,
+             "and", count_b]),
+        _assert(count_a >= 1, ["the batch holds no image pair"]),
+    ]
+
+
+def _decode_encoded_pair(data_a: tf.Tensor, data_b: tf.Tensor, index: tf.Tensor):
+    """Pair `index` of JPEG/PNG strings -> (1, H, W, 3) divided by 255, after checks on the
+    bytes and the decoded sizes that name the input and the pair."""
+    checks = _check_encoded(data_a, "image_a", index) + _check_encoded(data_b, "image_b",
+                                                                         index)
+    with tf.control_dependencies(checks):
+        a, b = decode_rgb(data_a), decode_rgb(data_b)
+    shape_a, shape_b = tf.shape(a), tf.shape(b)
+    checks = [
+        _assert(
+            tf.reduce_all(tf.equal(shape_a, shape_b)),
+            ["image_a and image_b of pair", index, "must have the same size; got (H, W, C)",
+             shape_a, "and", shape_b]),
+        _assert(
+            tf.reduce_all(shape_a[:2] >= MIN_IMAGE_SIDE),
+            ["images of pair", index, f"must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} "
+             "pixels; got (H, W, C)", shape_a]),
+    ]
+    with tf.control_dependencies(checks):
+        a = tf.cast(a, tf.float32)[tf.newaxis]
+        b = tf.cast(b, tf.float32)[tf.newaxis]
+    return a / 255.0, b / 255.0
+
+
+def _png(image: tf.Tensor) -> tf.Tensor:
+    """One image of a batch of one, in [0, 1] -> 8-bit PNG."""
+    return tf.io.encode_png(tf.saturate_cast(tf.round(image[0] * 255.0), tf.uint8))
+
+
+def _encode_png_pair(outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    # fused: RGB; the maps: grey, F_final as 0/255 and round(255 F_hat).
+    return {f"{name}_bytes": _png(value) for name, value in outputs.items()}
+
+
+_IMAGES = lambda dtype: tf.TensorSpec([None, None, None, None], dtype)  # noqa: E731
+_PNG_OUT = tf.TensorSpec([], tf.string)
+
+UINT8 = InputKind("uint8", _IMAGES(tf.uint8), _decode_uint8, _encode_uint8)
+FLOAT = InputKind("float", _IMAGES(tf.float32), _decode_float, _encode_float)
+ENCODED = InputKind(
+    "encoded", tf.TensorSpec([None], tf.string), _decode_encoded_pair, _encode_png_pair,
+    pair_outputs={"fused_bytes": _PNG_OUT, "focus_map_bytes": _PNG_OUT,
+                  "focus_map_raw_bytes": _PNG_OUT},
+    check_batch=_check_encoded_batch)
+
+# Every signature of the SavedModel; a new input format is one InputKind and its entries.
+SIGNATURES: tuple[Signature, ...] = (
+    Signature("serving_default", UINT8),
+    Signature("fuse_float", FLOAT),
+    Signature("fuse_bytes", ENCODED),
+    Signature("fuse_srr", UINT8, fraction_input=True),
+    Signature("fuse_float_srr", FLOAT, fraction_input=True),
+    Signature("fuse_bytes_srr", ENCODED, fraction_input=True),
+)
+
+
+# ---------------------------------------------------------------- the serving module
+
+
+class ServingModule(FusionModule):
+    """G (and R) with one `tf.function` per entry of `signatures`; `signatures()` maps the
+    names to them.
+
+    Args:
+      generator, scales, mode, refiner, working_side: as `FusionModule`.
+      min_size_fraction: the N / (W * H) of the signatures without a `min_size_fraction`
+        input (0.001, section 3.3).
+      signatures: the signature table (`SIGNATURES`).
+    """
+
+    def __init__(self, generator: Generator, min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
+                 scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
+                 refiner: Refiner | None = None,
+                 working_side: int = inference.DEFAULT_WORKING_SIDE,
+                 signatures: tuple[Signature, ...] = SIGNATURES):
+        super().__init__(generator, min_size_fraction, scales, mode, refiner, working_side,
+                         name="mfif_serving")
+        names = [s.name for s in signatures]
+        if len(set(names)) != len(names):
+            raise ValueError(f"signature names must be unique, got {names}")
+        # One traced graph per input kind; the signatures without a min_size_fraction input
+        # call it with the export's value.
+        kinds: dict[str, InputKind] = {}
+        kind_functions: dict[str, Any] = {}
+        signature_functions: dict[str, Any] = {}
+        for signature in signatures:
+            kind = kinds.setdefault(signature.kind.name, signature.kind)
+            if kind is not signature.kind:
+                raise ValueError(f"two input kinds are named {kind.name!r}")
+            if kind.name not in kind_functions:
+                kind_functions[kind.name] = tf.function(
+                    self._kind_function(kind),
+                    input_signature=[kind.image, kind.image, FRACTION_SPEC])
+            signature_functions[signature.name] = tf.function(
+                self._signature_function(signature, kind_functions[kind.name]),
+                input_signature=list(signature.inputs.values()))
+        self.kind_functions = kind_functions
+        self.signature_functions = signature_functions
+
+    def signatures(self) -> dict[str, Any]:
+        return dict(self.signature_functions)
+
+    def _signature_function(self, signature: Signature, kind_function: Any):
+        """The signature's Python function; its argument names are the input names."""
+        if signature.fraction_input:
+            def fuse_with_fraction(image_a, image_b, min_size_fraction):
+                return kind_function(image_a, image_b, min_size_fraction)
+
+            function = fuse_with_fraction
+        else:
+            default = self.min_size_fraction
+
+            def fuse_with_default(image_a, image_b):
+                return kind_function(image_a, image_b, tf.constant(default, tf.float32))
+
+            function = fuse_with_default
+        function.__name__ = signature.name  # names the graph function (and its errors)
+        return function
+
+    def _kind_function(self, kind: InputKind):
+        def fuse_kind(image_a, image_b, min_size_fraction):
+            return self.fuse_request(kind, image_a, image_b, min_size_fraction)
+
+        fuse_kind.__name__ = f"fuse_{kind.name}"
+        return fuse_kind
+
+    def fuse_request(self, kind: InputKind, image_a: tf.Tensor, image_b: tf.Tensor,
+                     min_size_fraction: tf.Tensor) -> dict[str, tf.Tensor]:
+        """A request of `kind`: decode into [0, 1], SRR's N per pair from `min_size_fraction`
+        (a number, or one per pair), `serve`, encode."""
+        if not kind.per_pair:
+            a, b = kind.decode(image_a, image_b)
+            shape = tf.shape(a)
+            fractions = _fractions_per_pair(min_size_fraction, shape[0])
+            min_sizes = min_size_from_fraction(fractions, shape[1], shape[2])
+            return kind.encode(self.serve(a, b, min_sizes))
+
+        checks = kind.check_batch(image_a, image_b) if kind.check_batch else []
         with tf.control_dependencies(checks):
-            checks = [_check_unit_range(image_a, "image_a"), _check_unit_range(image_b, "image_b")]
-        with tf.control_dependencies(checks):
-            a = tf.identity(image_a)
-            b = tf.identity(image_b)
-        fused, f_final, f_hat = self._fuse_tensors(a, b, min_size_fraction, 1.0)
-        return {"fused": fused, "focus_map": f_final, "focus_map_raw": f_hat}
+            count = tf.shape(image_a)[0]
+            fractions = _fractions_per_pair(min_size_fraction, count)
 
-    # -------------------------------------------------------- encoded images
+        def one_pair(args):
+            index, data_a, data_b, fraction = args
+            a, b = kind.decode(data_a, data_b, index)
+            shape = tf.shape(a)
+            n = tf.reshape(min_size_from_fraction(fraction, shape[1], shape[2]), [])
+            return kind.encode(self.serve(a, b, n))
 
-    def _fuse_bytes_impl(self, image_a, image_b, min_size_fraction):
-        count_a, count_b = tf.size(image_a), tf.size(image_b)
-        checks = [
-            _assert(
-                tf.equal(count_a, count_b),
-                ["image_a and image_b must hold the same number of images; got", count_a,
-                 "and", count_b]),
-            _assert(count_a >= 1, ["the batch holds no image pair"]),
-        ]
-        with tf.control_dependencies(checks):
-            fractions = _fractions_per_pair(min_size_fraction, count_a)
         # Pairs are fused one by one, so each pair may have its own size.
-        fused, focus, raw = tf.map_fn(
-            lambda args: self._fuse_encoded_pair(*args),
-            (tf.range(count_a), image_a, image_b, fractions),
-            fn_output_signature=(tf.string, tf.string, tf.string),
-        )
-        return {"fused_bytes": fused, "focus_map_bytes": focus, "focus_map_raw_bytes": raw}
-
-    def _fuse_encoded_pair(self, index, data_a, data_b, fraction):
-        checks = _check_encoded(data_a, "image_a", index) + _check_encoded(data_b, "image_b",
-                                                                             index)
-        with tf.control_dependencies(checks):
-            a, b = decode_rgb(data_a), decode_rgb(data_b)
-        shape_a, shape_b = tf.shape(a), tf.shape(b)
-        checks = [
-            _assert(
-                tf.reduce_all(tf.equal(shape_a, shape_b)),
-                ["image_a and image_b of pair", index, "must have the same size; got (H, W, C)",
-                 shape_a, "and", shape_b]),
-            _assert(
-                tf.reduce_all(shape_a[:2] >= MIN_IMAGE_SIDE),
-                ["images of pair", index, f"must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} "
-                 "pixels; got (H, W, C)", shape_a]),
-        ]
-        with tf.control_dependencies(checks):
-            a = tf.cast(a, tf.float32)[tf.newaxis]
-            b = tf.cast(b, tf.float32)[tf.newaxis]
-        f_hat = self.predict_focus(a / 255.0, b / 255.0)
-        n = min_size_from_fraction(fraction, shape_a[0], shape_a[1])
-        f_final = small_region_removal(f_hat, min_size=n)
-        fused = tf.saturate_cast(tf.round(fuse(a, b, f_final)), tf.uint8)
-        return (
-            tf.io.encode_png(fused[0]),
-            tf.io.encode_png(tf.saturate_cast(tf.round(f_final[0] * 255.0), tf.uint8)),
-            tf.io.encode_png(tf.saturate_cast(tf.round(f_hat[0] * 255.0), tf.uint8)),
-        )
+        return tf.map_fn(one_pair, (tf.range(count), image_a, image_b, fractions),
+                         fn_output_signature=kind.pair_outputs)
 
 
 def save_serving_model(generator: Generator, directory: str,

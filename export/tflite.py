@@ -11,7 +11,8 @@ Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) a
 (1 x S x S x 3, for delegates that want static shapes), each as "float32", "float16" (weights
 stored as float16) and "int8" (dynamic-range quantisation: int8 weights, float activations).
 The graphs contain no assertions (LiteRT has no Assert op); `TFLiteFuser` checks the inputs
-on the host instead.
+on the host instead. The graph is the SavedModel's core, `export.serving.FusionModule.serve`,
+with N computed from the model's fixed or dynamic input size.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from export.serving import ModelHolder, model_variables, predict_focus
+from export.serving import FusionModule
 from mfif_tf import inference
-from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION, fuse
+from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
 from mfif_tf.scales import parse_scales
-from mfif_tf.srr import default_min_size, small_region_removal
+from mfif_tf.srr import default_min_size
 
 QUANTIZATIONS = ("float32", "float16", "int8")
 VARIANTS = ("dynamic", "fixed")
@@ -81,47 +82,40 @@ def model_filename(variant: str, quantization: str, fixed_size: int) -> str:
     return f"mfif_{size}_{quantization}.tflite"
 
 
-class TFLiteModule(tf.Module):
-    """G with SRR and eq. 14 for float32 [0, 1] RGB sources; `function(variant)` gives the
-    concrete function to convert."""
+def input_shape(variant: str, fixed_size: int) -> list[int | None]:
+    """Shape of `image_a` and `image_b` of a variant: the TFLite input kind is float32 RGB in
+    [0, 1], one pair, checked on the host (`TFLiteFuser`), not in the graph."""
+    if variant == "dynamic":
+        return [1, None, None, 3]
+    if variant == "fixed":
+        return [1, fixed_size, fixed_size, 3]
+    raise ValueError(f"unknown TFLite variant {variant!r}; choose from {VARIANTS}")
+
+
+class TFLiteModule(FusionModule):
+    """G with SRR and eq. 14 (`FusionModule.serve`, the SavedModel's core) for float32 [0, 1]
+    RGB sources; `function(variant)` gives the concrete function to convert."""
 
     def __init__(self, generator: Generator, fixed_size: int = 512,
                  min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
                  scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
                  refiner: Refiner | None = None,
                  working_side: int = inference.DEFAULT_WORKING_SIDE):
-        super().__init__(name="mfif_tflite")
-        self.scales = parse_scales(scales)
-        self.mode = inference.check_mode(mode)
-        self.working_side = inference.check_working_side(working_side)
-        if self.mode != "paper" and refiner is None:
-            raise ValueError(f"{self.mode} mode needs the refinement head (refiner)")
-        self.generator = ModelHolder(generator)
-        self.generator_variables = model_variables(generator)
-        self.refiner = ModelHolder(refiner) if self.mode != "paper" else None
-        self.refiner_variables = model_variables(refiner if self.mode != "paper" else None)
+        super().__init__(generator, min_size_fraction, scales, mode, refiner, working_side,
+                         name="mfif_tflite")
         self.fixed_size = int(fixed_size)
-        self.min_size_fraction = float(min_size_fraction)
 
     def _fuse(self, image_a: tf.Tensor, image_b: tf.Tensor) -> dict[str, tf.Tensor]:
-        f_hat = predict_focus(self.generator, image_a, image_b, self.scales, self.mode,
-                              self.refiner, self.working_side)
+        # No input checks: LiteRT has no Assert op.
         height, width = image_a.shape[1], image_a.shape[2]
         if height is None or width is None:
             height, width = tf.shape(image_a)[1], tf.shape(image_a)[2]
         # Static sizes give an exact integer N; dynamic ones compute it in the graph.
         n = default_min_size(height, width, self.min_size_fraction)
-        f_final = small_region_removal(f_hat, min_size=n)
-        return {"fused": fuse(image_a, image_b, f_final), "focus_map": f_final,
-                "focus_map_raw": f_hat}
+        return self.serve(image_a, image_b, n)
 
     def function(self, variant: str):
-        if variant == "dynamic":
-            shape = [1, None, None, 3]
-        elif variant == "fixed":
-            shape = [1, self.fixed_size, self.fixed_size, 3]
-        else:
-            raise ValueError(f"unknown TFLite variant {variant!r}; choose from {VARIANTS}")
+        shape = input_shape(variant, self.fixed_size)
 
         def fuse_images(image_a, image_b):
             return self._fuse(image_a, image_b)

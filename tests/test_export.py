@@ -273,6 +273,51 @@ def test_signature_definitions(exported, loaded):
         assert set(fn.structured_outputs) == set(outputs)
 
 
+def test_signatures_are_the_table_entries(exported):
+    """The SavedModel has one signature per entry of `serving.SIGNATURES`, with the entry's
+    input specs, and no other."""
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(exported.saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    defs = {k: v for k, v in proto.meta_graphs[0].signature_def.items()
+            if not k.startswith("__")}
+    names = [entry.name for entry in serving.SIGNATURES]
+    assert len(set(names)) == len(names) and set(defs) == set(names)
+    for entry in serving.SIGNATURES:
+        sig = defs[entry.name]
+        assert list(entry.inputs)[:2] == ["image_a", "image_b"]
+        assert {k: (v.dtype, cli_shape(v.tensor_shape)) for k, v in sig.inputs.items()} == {
+            k: (spec.dtype.as_datatype_enum, cli_shape(spec.shape.as_proto()))
+            for k, spec in entry.inputs.items()}, entry.name
+        assert ("min_size_fraction" in sig.inputs) == entry.fraction_input
+        if entry.kind.per_pair:
+            assert set(sig.outputs) == set(entry.kind.pair_outputs)
+
+
+def test_a_new_input_kind_is_one_entry(generator, pairs):
+    """A table with one more entry (16-bit pixel tensors, decoded by the entry alone) gives a
+    module with one more signature, fused by the same core."""
+
+    def decode_uint16(image_a, image_b):
+        return tf.cast(image_a, tf.float32) / 65535.0, tf.cast(image_b, tf.float32) / 65535.0
+
+    uint16 = serving.InputKind("uint16", tf.TensorSpec([None, None, None, None], tf.uint16),
+                               decode_uint16, serving.UINT8.encode)
+    table = serving.SIGNATURES + (serving.Signature("fuse_uint16", uint16),)
+    module = serving.ServingModule(generator, mode="paper", signatures=table)
+    functions = module.signatures()
+    assert list(functions) == [entry.name for entry in table]
+    a, b = pairs[0][:1], pairs[1][:1]
+    wide = functions["fuse_uint16"](tf.constant(a.astype(np.uint16) * 257),
+                                    tf.constant(b.astype(np.uint16) * 257))
+    narrow = functions["serving_default"](tf.constant(a), tf.constant(b))
+    np.testing.assert_allclose(wide["focus_map_raw"], narrow["focus_map_raw"], atol=1e-5)
+    np.testing.assert_array_equal(wide["focus_map"], narrow["focus_map"])
+    np.testing.assert_array_equal(wide["fused"], narrow["fused"])
+    with pytest.raises(ValueError, match="unique"):
+        serving.ServingModule(generator, mode="paper", signatures=table + table[:1])
+
+
 # ---------------------------------------------------------------- numbers
 
 
