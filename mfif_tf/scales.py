@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # TensorFlow is imported inside the graph functions only, so that checking a --scales flag
 # does not load it.
-DEFAULT_SCALES = (1.0, 0.5)
+DEFAULT_SCALES = (1.0,)  # the paper's single pass; (1.0, 0.5) adds a half-resolution pass
 # G pads by mirroring to a multiple of 4, which needs at least 2 pixels a side.
 MIN_SIDE = 2
 
