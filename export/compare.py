@@ -113,24 +113,29 @@ class BenchmarkRow:
 def benchmark_export(generator, image_a: np.ndarray, image_b: np.ndarray, workdir: str,
                      repeats: int = 5, threads: int | None = None, fixed_size: int = 512,
                      quantizations: tuple[str, ...] = ("float32", "float16", "int8"),
-                     scales: tuple[float, ...] | str = DEFAULT_SCALES) -> list[BenchmarkRow]:
+                     scales: tuple[float, ...] | str = DEFAULT_SCALES,
+                     mode: str | None = None, refiner=None) -> list[BenchmarkRow]:
     """Exports G to `workdir`, then times the SavedModel (`serving_default`, uint8) and every
     TFLite model on the pair and compares their F_final with the SavedModel's.
 
     `image_a`, `image_b`: uint8 RGB (H, W, 3). The fixed-size models run on the pair resized
     to `fixed_size` (bilinear), compared with the SavedModel on that same resized pair.
-    `scales`: the F_hat passes built into every graph (`mfif_tf.scales`).
+    `scales`: the F_hat passes built into every graph (`mfif_tf.scales`); `mode` the fusion
+    mode of `mfif_tf.inference` (default: its default), `refiner` R for the modes that use it.
     """
     import tensorflow as tf
 
     from export import export_lib
     from export.tflite import TFLiteConfig, TFLiteFuser
 
+    from mfif_tf import inference
+
+    mode = mode or inference.DEFAULT_MODE
     config = export_lib.ExportConfig(
-        export_dir=workdir, version=1, tflite=True, scales=scales,
+        export_dir=workdir, version=1, tflite=True, scales=scales, mode=mode,
         tflite_config=TFLiteConfig(fixed_size=fixed_size, quantizations=quantizations,
-                                   scales=scales))
-    result = export_lib.export_model(generator, config)
+                                   scales=scales, mode=mode))
+    result = export_lib.export_model(generator, config, refiner)
     loaded = tf.saved_model.load(result.saved_model_dir)
     signature = loaded.signatures["serving_default"]
 

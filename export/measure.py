@@ -28,9 +28,13 @@ flags.DEFINE_string("workdir", "", "Where the export is written (default: a temp
 flags.DEFINE_integer("repeats", 5, "Timed runs per model (after one warm-up run).")
 flags.DEFINE_integer("threads", 1, "TF intra-op threads and LiteRT threads (0: defaults).")
 flags.DEFINE_integer("fixed_size", 512, "Side of the fixed-size TFLite models.")
-flags.DEFINE_string("scales", "1,0.5", "F_hat passes built into the graphs (1/k scales; 1 is "
-                    "the paper's single pass).")
+flags.DEFINE_string("scales", "1", "G's passes built into the graphs (1/k scales; 1 is the "
+                    "paper's single pass, 1,0.5 adds a half-resolution pass).")
 flags.DEFINE_string("json_out", "", "Also write the rows as JSON to this file.")
+flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
+                  "Fusion mode built into the graphs (as for mfif_tf.fuse).")
+flags.DEFINE_string("refiner", None, "Modes refined and coarse_to_fine: folder of the refinement "
+                    "head (default: the packaged one).")
 
 
 
@@ -80,12 +84,20 @@ def main(argv) -> None:
         generator = load_generator(FLAGS.weights)
     except ModelNotFoundError as e:
         fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
+    refiner = None
+    if FLAGS.mode != "paper":
+        from mfif_tf import fusion
+
+        try:
+            refiner = fusion.resolve_refiner(FLAGS.refiner)
+        except (fusion.InputError, ModelNotFoundError) as e:
+            fail(f"--refiner: {e}")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             rows = compare.benchmark_export(
                 generator, image_a, image_b, FLAGS.workdir or tmp, repeats=FLAGS.repeats,
                 threads=FLAGS.threads or None, fixed_size=FLAGS.fixed_size,
-                scales=scales)
+                scales=scales, mode=FLAGS.mode, refiner=refiner)
         except FileExistsError as e:
             fail(f"{e} (give a new --workdir)")
     print(compare.format_rows(rows))
