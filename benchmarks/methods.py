@@ -1,12 +1,16 @@
 """The fusion methods that the fusion, whole-process, stack and quality sections compare,
 and where their weights come from (no TensorFlow here: the suite process stays light).
 
-  coarse_to_fine    the default `fuse_arrays` call: G on the sources area-downscaled to a
-                    shorter side of `working_side` pixels, then the refinement head R redraws
-                    the map's outline octave by octave up to full resolution
-                    (`mfif_tf.inference`); packaged G and R unless --model / --refiner.
+  refined           the default `fuse_arrays` call (`mode="refined"`) and the reference of
+                    the tables: G's full-resolution pass (tiled where the image is large),
+                    then the refinement head R redraws the map's outline in the band where
+                    G's map is uncertain (`mfif_tf.inference`); packaged G and R unless
+                    --model / --refiner.
+  coarse_to_fine    `mode="coarse_to_fine"`: G on the sources area-downscaled to a shorter
+                    side of `working_side` pixels, then R redraws the map's outline octave by
+                    octave up to full resolution; the default before refined.
   paper             `mode="paper"`: the paper's single full-resolution pass of G (tiled
-                    where the image is large).
+                    where the image is large), without R.
   paper_two_scales  `mode="paper", scales=(1, 0.5)`: the mean of a full- and a
                     half-resolution pass, the default before coarse-to-fine.
   classical         `mfif_tf.classical.fuse_classical` (sum-modified-Laplacian + SRR + eq. 14).
@@ -24,24 +28,31 @@ PACKAGED_DIR = os.path.join(ROOT, "mfif_tf", "pretrained")
 GENERATOR_WEIGHTS = "generator.weights.h5"  # mfif_tf.model_io.WEIGHTS_FILE
 REFINER_WEIGHTS = "refiner.weights.h5"  # mfif_tf.refiner.REFINER_WEIGHTS_FILE
 
-METHODS = ("coarse_to_fine", "paper", "paper_two_scales", "classical", "enfuse")
-REFERENCE = "coarse_to_fine"  # ratios are given to this row and to enfuse's
+METHODS = ("refined", "coarse_to_fine", "paper", "paper_two_scales", "classical", "enfuse")
+REFERENCE = "refined"  # ratios are given to this row and to enfuse's
+# Modes in which the refinement head R runs (mfif_tf.inference.REFINED_MODES).
+REFINED_MODES = ("refined", "coarse_to_fine")
 # The keyword arguments of `fuse_arrays` beyond the sources and the models. None: not passed
-# (the function's default). coarse_to_fine adds working_side (when set) and the refiner.
+# (the function's default). refined and coarse_to_fine add the refiner; coarse_to_fine also
+# working_side (when set).
 MODEL_METHODS: dict[str, dict[str, Any]] = {
+    "refined": {"mode": "refined", "scales": None},
     "coarse_to_fine": {"mode": "coarse_to_fine", "scales": None},
     "paper": {"mode": "paper", "scales": None},
     "paper_two_scales": {"mode": "paper", "scales": [1.0, 0.5]},
 }
 LABELS = {
-    "coarse_to_fine": "coarse_to_fine (default: G at the working side, R to full size)",
+    "refined": "refined (default: G at full size, R redraws the outline)",
+    "coarse_to_fine": "coarse_to_fine (G at the working side, R to full size)",
     "paper": "paper (mode paper, one full-resolution pass)",
-    "paper_two_scales": "paper_two_scales (mode paper, scales 1 + 1/2: the previous default)",
+    "paper_two_scales": "paper_two_scales (mode paper, scales 1 + 1/2: the default before "
+                        "coarse_to_fine)",
     "classical": "classical (sum-modified-Laplacian + SRR + eq. 14)",
     "enfuse": "enfuse (focus-stacking options)",
 }
-# Whole-process section: the command-line tools as a user runs them.
-PROCESS_METHODS = ("coarse_to_fine", "enfuse")
+# Whole-process section: the command-line tools as a user runs them (`python -m
+# mfif_tf.fuse` in its default mode, refined).
+PROCESS_METHODS = ("refined", "enfuse")
 
 
 def uses_model(method: str) -> bool:
@@ -50,6 +61,17 @@ def uses_model(method: str) -> bool:
 
 def is_paper_mode(method: str) -> bool:
     return MODEL_METHODS.get(method, {}).get("mode") == "paper"
+
+
+def full_resolution_g(method: str) -> bool:
+    """G runs at the sources' full resolution (modes paper and refined): minutes, tiled,
+    on the largest sizes."""
+    return MODEL_METHODS.get(method, {}).get("mode") in ("paper", "refined")
+
+
+def uses_refiner(method: str) -> bool:
+    """The method runs the refinement head R (modes refined and coarse_to_fine)."""
+    return MODEL_METHODS.get(method, {}).get("mode") in REFINED_MODES
 
 
 def file_hash(path: str) -> str | None:
@@ -83,9 +105,9 @@ def refiner_dir(model: str, refiner: str) -> str | None:
 
 
 def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
-    """What identifies the weights a row was measured with: hashes of G's (and for
-    coarse_to_fine R's) weights files; a training work dir by its path. A results row whose
-    signature differs is measured again."""
+    """What identifies the weights a row was measured with: hashes of G's (and for refined
+    and coarse_to_fine R's) weights files; a training work dir by its path. A results row
+    whose signature differs is measured again."""
     if not uses_model(method):
         return {}
     g_dir = generator_dir(model)
@@ -93,7 +115,7 @@ def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
     if g_dir:
         signature["generator"] = (file_hash(os.path.join(g_dir, GENERATOR_WEIGHTS))
                                   or os.path.realpath(g_dir))
-    if method == "coarse_to_fine":
+    if uses_refiner(method):
         r_dir = refiner_dir(model, refiner)
         signature["refiner"] = r_dir and file_hash(os.path.join(r_dir, REFINER_WEIGHTS))
     return signature

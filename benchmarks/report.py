@@ -1,9 +1,10 @@
 """Markdown tables of a results dict (see `benchmarks.suite`), one per section.
 
 Ratios: the fusion, whole-process, stack and quality sections compare every method with
-enfuse and with coarse_to_fine (the default `fuse_arrays` call): "this / enfuse" is the row's
-time (or peak memory) divided by enfuse's in the same run, at the same size; above 1 the row
-is slower (or larger).
+enfuse and with refined (the default `fuse_arrays` call): "this / enfuse" is the row's time
+(or peak memory) divided by enfuse's in the same run, at the same size; above 1 the row is
+slower (or larger). A table without refined rows (a file measured while coarse_to_fine was
+the default) gives its ratios to coarse_to_fine instead, and says so in its header.
 
 Scaling: for each method the time and the memory increment (peak RSS minus the RSS after
 set-up) are fitted as c * MP^k over the measured sizes of at least `MIN_FIT_MEGAPIXELS`
@@ -31,6 +32,17 @@ METHOD_ORDER = {m: i for i, m in enumerate(methods_lib.METHODS)}
 COMPARED = ("fusion", "whole_process", "stack", "quality")  # sections of METHODS
 BASELINE = "enfuse"
 REFERENCE = methods_lib.REFERENCE
+# The reference of files measured while coarse_to_fine was the default (no refined rows).
+PREVIOUS_REFERENCE = "coarse_to_fine"
+
+
+def _reference(methods) -> str:
+    """The method a table's ratios are given to: `REFERENCE`, or for a table without it (a
+    file measured before the refined default) `PREVIOUS_REFERENCE` when that has rows."""
+    methods = set(methods)
+    if REFERENCE not in methods and PREVIOUS_REFERENCE in methods:
+        return PREVIOUS_REFERENCE
+    return REFERENCE
 
 
 def _key_parts(key: str) -> tuple[str, int, int]:
@@ -113,7 +125,7 @@ def _mode(row: dict[str, Any]) -> str:
     if row["mode"] == "coarse_to_fine":
         return f"coarse_to_fine, side {row.get('working_side')}"
     scales = row.get("scales") or [1.0]
-    return "paper, scales " + " + ".join(_f(v) for v in scales)
+    return f"{row['mode']}, scales " + " + ".join(_f(v) for v in scales)
 
 
 def _retired_note(results: dict[str, Any], section: str) -> str:
@@ -187,11 +199,12 @@ def _by_size(rows):
 
 
 def _tile(row: dict[str, Any]) -> str:
-    """Where G ran: its input size for coarse_to_fine, whole image or tiles, R's levels."""
+    """Where G ran: its input size for the modes with R (refined: the full size;
+    coarse_to_fine: the working resolution), whole image or tiles, R's levels."""
     if "tile_size" not in row:
         return ""
     where = f"{row['tile_size']} px tiles" if row["tile_size"] else "whole image"
-    if row.get("mode") == "coarse_to_fine" and row.get("network_input"):
+    if row.get("mode") in methods_lib.REFINED_MODES and row.get("network_input"):
         w, h = row["network_input"]
         levels = row.get("refiner_levels")
         return f"{w}x{h}, {where}" + (f"; R on {levels} level(s)" if levels else "")
@@ -231,26 +244,27 @@ def _capped_note(rows) -> str:
 
 
 def comparison_table(by_size: dict[tuple[int, int], dict[str, dict]]) -> str:
-    """Per size: each method's time and peak memory, and its ratio to enfuse and to
-    coarse_to_fine (wall-clock, CPU time in brackets)."""
+    """Per size: each method's time and peak memory, and its ratio to enfuse and to refined
+    (wall-clock, CPU time in brackets)."""
     if not by_size:
         return ""
+    reference = _reference(m for methods in by_size.values() for m in methods)
     head = ["size", "method", "total (s)", "CPU (s)", "peak RSS (MB)",
-            f"this / {BASELINE} (time)", f"this / {REFERENCE} (time)",
-            f"this / {BASELINE} (peak RSS)", f"this / {REFERENCE} (peak RSS)"]
+            f"this / {BASELINE} (time)", f"this / {reference} (time)",
+            f"this / {BASELINE} (peak RSS)", f"this / {reference} (peak RSS)"]
     lines = []
     for (w, h), methods in sorted(by_size.items(), key=lambda item: item[0][0] * item[0][1]):
-        base, ref = methods.get(BASELINE), methods.get(REFERENCE)
+        base, ref = methods.get(BASELINE), methods.get(reference)
         for method in sorted(methods, key=lambda m: METHOD_ORDER.get(m, 9)):
             row = methods[method]
             lines.append([f"{w}x{h}", method, _f(row["median_wall_s"]),
                           _f(row.get("median_cpu_s")), _f(row.get("peak_rss_mb")),
                           _ratio(row, base), _ratio(row, ref), _memory_ratio(row, base),
                           _memory_ratio(row, ref)])
-    return ("Every method against enfuse and against coarse_to_fine at each size: time ratio "
+    return (f"Every method against enfuse and against {reference} at each size: time ratio "
             "wall-clock (CPU time in brackets) and peak-memory ratio; above 1 means this row "
-            "is slower or larger (e.g. the coarse_to_fine row's \"this / enfuse\" is "
-            "coarse_to_fine / enfuse):\n\n" + _table(head, lines))
+            f"is slower or larger (e.g. the {reference} row's \"this / enfuse\" is "
+            f"{reference} / enfuse):\n\n" + _table(head, lines))
 
 
 def scaling_notes(rows) -> str:
@@ -330,8 +344,9 @@ def stack_table(results: dict[str, Any]) -> str:
 
 def per_frame_table(groups: dict[tuple[int, int], dict[str, list[dict]]]) -> str:
     """Per size and method: the cost of each added frame (the slope of total time over N),
-    its ratio to enfuse's and coarse_to_fine's, and the totals at N = 6 (or the largest N)."""
+    its ratio to enfuse's and refined's, and the totals at N = 6 (or the largest N)."""
     lines, shown_depths = [], set()
+    reference = _reference(m for methods in groups.values() for m in methods)
     for (w, h), methods in sorted(groups.items(), key=lambda item: item[0][0] * item[0][1]):
         depths = sorted({r["depth"] for rs in methods.values() for r in rs})
         shown = 6 if 6 in depths else depths[-1]
@@ -354,16 +369,16 @@ def per_frame_table(groups: dict[tuple[int, int], dict[str, list[dict]]]) -> str
                 _f(slope["median_wall_s"]) if slope else "",
                 _f(slope["median_cpu_s"]) if slope else "",
                 _f(slope["fixed"]) if slope else "",
-                _ratio(slope, slopes.get(BASELINE)), _ratio(slope, slopes.get(REFERENCE)),
+                _ratio(slope, slopes.get(BASELINE)), _ratio(slope, slopes.get(reference)),
                 _f(at[method]["median_wall_s"]) if at[method] else "",
-                _ratio(at[method], at.get(BASELINE)), _ratio(at[method], at.get(REFERENCE))])
+                _ratio(at[method], at.get(BASELINE)), _ratio(at[method], at.get(reference))])
     if not lines:
         return ""
     n = f"N={shown_depths.pop()}" if len(shown_depths) == 1 else "N=6 (else largest N)"
     head = ["size", "method", "N measured", "per added frame (s)", "CPU per added frame (s)",
-            "fixed (s)", f"per frame: this / {BASELINE}", f"per frame: this / {REFERENCE}",
+            "fixed (s)", f"per frame: this / {BASELINE}", f"per frame: this / {reference}",
             f"total at {n} (s)", f"{n} total: this / {BASELINE}",
-            f"{n} total: this / {REFERENCE}"]
+            f"{n} total: this / {reference}"]
     return ("Cost of each added frame: total = fixed + per added frame x N, fitted over the "
             "measured N (so enfuse's start-up and our set-up land in \"fixed\"); ratios "
             "wall-clock (CPU in brackets):\n\n" + _table(head, lines))
@@ -406,9 +421,10 @@ def quality_table(results: dict[str, Any]) -> str:
         notes = results.get("sections", {}).get("quality", {}).get("notes", [])
         return "; ".join(n for n in notes + [_retired_note(results, "quality")] if n)
     ok = {r["method"]: r for _, r in rows if _ok(r)}
-    base, ref = ok.get(BASELINE), ok.get(REFERENCE)
+    reference = _reference(ok)
+    base, ref = ok.get(BASELINE), ok.get(reference)
     head = ["method", "mode", "s per pair (median)", "CPU s per pair",
-            f"this / {BASELINE} (time)", f"this / {REFERENCE} (time)", *LYTRO_METRICS]
+            f"this / {BASELINE} (time)", f"this / {reference} (time)", *LYTRO_METRICS]
     lines = []
     for key, row in rows:
         if not _ok(row):
@@ -447,10 +463,11 @@ def whole_process_table(results: dict[str, Any]) -> str:
     if not rows:
         return ""
     ok = {r["method"]: r for _, r in rows if _ok(r)}
-    base, ref = ok.get(BASELINE), ok.get(REFERENCE)
+    reference = _reference(ok)
+    base, ref = ok.get(BASELINE), ok.get(reference)
     head = ["method", "command", "size", "runs", "median wall (s)", "CPU (s)",
             "fusion inside (s)", "start-up, I/O and rest (s)", "first run (s)",
-            "peak RSS (MB)", f"this / {BASELINE} (time)", f"this / {REFERENCE} (time)",
+            "peak RSS (MB)", f"this / {BASELINE} (time)", f"this / {reference} (time)",
             f"this / {BASELINE} (peak RSS)"]
     lines = []
     for key, row in rows:

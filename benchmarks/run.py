@@ -1,15 +1,16 @@
 """Runs the benchmark suite, prints markdown tables and writes (or resumes) a JSON file.
 
   python -m benchmarks.run [--quick] [--sections=fusion,stack] [--out=results.json] [--force]
-      [--methods=coarse_to_fine,enfuse] [--model=DIR] [--refiner=DIR] [--lytro_dir=DIR]
+      [--methods=refined,enfuse] [--model=DIR] [--refiner=DIR] [--lytro_dir=DIR]
       [--train_dir=DIR] [--threads=N] [--stack_size=WxH]
 
 Sections: flops, srr, fusion, whole_process, stack, formats, quality, pipeline, training (all
-by default). The fusion, stack and quality sections compare the methods coarse_to_fine (the
-default fuse_arrays call), paper, paper_two_scales, classical and enfuse; whole_process times
-`python -m mfif_tf.fuse` against enfuse as processes. Configurations already in --out are
-kept and skipped; --force measures the selected sections again. --quick stops at 2
-megapixels and leaves out the paper modes' stacks and paper-size training.
+by default). The fusion, stack and quality sections compare the methods refined (the default
+fuse_arrays call, and the reference of the ratios besides enfuse), coarse_to_fine, paper,
+paper_two_scales, classical and enfuse; whole_process times `python -m mfif_tf.fuse` (mode
+refined) against enfuse as processes. Configurations already in --out are kept and skipped;
+--force measures the selected sections again. --quick stops at 2 megapixels and leaves out
+the paper modes' stacks and paper-size training.
 See docs/benchmarks.md for what each section measures.
 """
 
@@ -33,10 +34,13 @@ flags.DEFINE_bool("force", False, "Measure the selected sections again.")
 flags.DEFINE_list("sizes", [], "Fusion sizes: 0.27MP, 2MP, 12MP, 24MP or WIDTHxHEIGHT "
                   "(default: all four, the first two with --quick).")
 flags.DEFINE_list("methods", list(suite.methods_lib.METHODS), "Methods of the fusion, stack "
-                  "and quality sections (the whole-process section runs coarse_to_fine and "
-                  "enfuse among them): " + ", ".join(suite.methods_lib.METHODS) + ".")
-flags.DEFINE_string("refiner", "", "Refinement head R for coarse_to_fine (a folder with "
-                    "refiner.weights.h5); default: the one beside --model, else the packaged one.")
+                  "and quality sections (the whole-process section runs "
+                  + " and ".join(suite.methods_lib.PROCESS_METHODS) + " among them; ratios are "
+                  f"given to {suite.methods_lib.REFERENCE} and enfuse): "
+                  + ", ".join(suite.methods_lib.METHODS) + ".")
+flags.DEFINE_string("refiner", "", "Refinement head R for refined and coarse_to_fine (a folder "
+                    "with refiner.weights.h5); default: the one beside --model, else the "
+                    "packaged one.")
 flags.DEFINE_integer("working_side", 0, "coarse_to_fine's working side in pixels (0: the "
                      "fuse_arrays default).")
 flags.DEFINE_list("presets", ["compact", "paper"], "Generator presets of the flops and "

@@ -1,13 +1,13 @@
 """The benchmark suite: which configurations each section measures, running them one per
 fresh process, and keeping the results in one JSON file that later runs resume.
 
-Resuming: every configuration has a key ("fusion/coarse_to_fine/1728x1152"). A rerun with
-the same --out keeps the rows already measured and runs only the missing (or failed) ones;
---force measures the selected sections again. Rows of the fusion, whole-process, stack and
-quality sections also carry a signature (method, mode, working side, scales, hashes of the
-weights); a row whose signature differs from the planned one (other weights, a row from
-before the coarse-to-fine default) is measured again. The file records the machine; a file
-measured on another CPU is refused rather than mixed.
+Resuming: every configuration has a key ("fusion/refined/1728x1152"). A rerun with the same
+--out keeps the rows already measured and runs only the missing (or failed) ones; --force
+measures the selected sections again. Rows of the fusion, whole-process, stack and quality
+sections also carry a signature (method, mode, working side, scales, hashes of the weights);
+a row whose signature differs from the planned one (other weights, a row from before the
+coarse-to-fine default) is measured again. The file records the machine; a file measured on
+another CPU is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ FULL_SIZES = ("0.27MP", "2MP", "12MP", "24MP")
 STACK_SIZE = "1600x1066"
 PROCESS_SIZE = "0.27MP"
 PROCESS_REPEATS = 3  # whole-process runs: the median of 3 (fewer only with --repeats)
-# The paper modes above this many pixels run G tiled for minutes: one timed run (after the
-# warm-up on a 2 MP crop), whatever --repeats and --budget allow.
+# The modes with G at full resolution (paper, refined) above this many pixels run G tiled for
+# minutes: one timed run (after the warm-up on a 2 MP crop), whatever --repeats and --budget
+# allow.
 PAPER_ONE_RUN_MIN_PIXELS = 2_100_000
 FORMATS = ("keras_fuse", "keras_eager_network", "tf_function_network", "tf_function_xla_network",
            "savedmodel") + tuple(f"tflite/{v}/{q}" for v in ("dynamic", "fixed")
@@ -70,8 +71,8 @@ class SuiteConfig:
       methods: fusion methods of the fusion, stack and quality sections
         (`benchmarks.methods.METHODS`); the whole-process section runs those of
         `benchmarks.methods.PROCESS_METHODS` among them.
-      refiner: R for coarse_to_fine (a folder with refiner.weights.h5); empty for the default
-        (beside --model, else the packaged one).
+      refiner: R for refined and coarse_to_fine (a folder with refiner.weights.h5); empty for
+        the default (beside --model, else the packaged one).
       working_side: coarse_to_fine's working side; 0 for fuse_arrays' default.
       stack_size: the frame size of the stack section (a name of `inputs.SIZES` or WxH).
       stack_depths: N of the stack section.
@@ -193,11 +194,11 @@ def _methods(config: SuiteConfig, notes: list[str], with_paper: bool = True,
             and not config.model:
         methods = [m for m in methods if not methods_lib.uses_model(m)]
         notes.append("our model left out: no packaged model and no --model")
-    if "coarse_to_fine" in methods and methods_lib.refiner_dir(config.model,
-                                                               config.refiner) is None:
-        methods.remove("coarse_to_fine")
-        notes.append("coarse_to_fine left out: no refinement head (give --refiner, or install "
-                     "mfif_tf/pretrained/refiner.weights.h5)")
+    with_r = [m for m in methods if methods_lib.uses_refiner(m)]
+    if with_r and methods_lib.refiner_dir(config.model, config.refiner) is None:
+        methods = [m for m in methods if m not in with_r]
+        notes.append(f"{' and '.join(with_r)} left out: no refinement head (give --refiner, or "
+                     "install mfif_tf/pretrained/refiner.weights.h5)")
     return methods
 
 
@@ -211,8 +212,9 @@ def _method_spec(method: str, config: SuiteConfig) -> dict[str, Any]:
     signature: dict[str, Any] = {"method": method}
     if methods_lib.uses_model(method):
         settings = dict(methods_lib.MODEL_METHODS[method])
-        if method == "coarse_to_fine":
+        if settings["mode"] == "coarse_to_fine":
             settings["working_side"] = config.working_side or None
+        if methods_lib.uses_refiner(method):
             spec["refiner"] = config.refiner
         spec.update(settings)
         signature.update(settings)
@@ -247,9 +249,9 @@ def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
             for method in methods:
                 spec = _sign({**_method_spec(method, config), "kind": "fusion", "height": h,
                               "width": w, "depth": 2, **common}, size=[w, h])
-                if methods_lib.is_paper_mode(method) and h * w > PAPER_ONE_RUN_MIN_PIXELS:
+                if methods_lib.full_resolution_g(method) and h * w > PAPER_ONE_RUN_MIN_PIXELS:
                     spec["repeats"] = 1
-                    spec["repeats_note"] = (f"one timed run: paper mode above "
+                    spec["repeats_note"] = (f"one timed run: G at full resolution above "
                                             f"{PAPER_ONE_RUN_MIN_PIXELS / 1e6:.1f} MP")
                 tasks.append(Task(f"fusion/{method}/{w}x{h}", f"{method} pair {w}x{h}", spec))
     elif section == "whole_process":

@@ -4,12 +4,13 @@ Every task takes a spec dict and returns a JSON-able row. Memory: `setup_rss_mb`
 resident memory once TensorFlow, the model and the input images are loaded; `peak_rss_mb`
 the largest resident memory of the process (for enfuse: of the enfuse process).
 
-Methods (`benchmarks.methods`): "coarse_to_fine", "paper" and "paper_two_scales" call
-`mfif_tf.fusion.fuse_arrays` with the trained G (`spec["model"]`, else the packaged one) and,
-for coarse_to_fine, the refinement head R (`spec["refiner"]`, else the one beside the model,
-else the packaged one): trained weights, because coarse_to_fine's cost depends on them (R
-runs only in the band where G's map is uncertain). "classical" is
-`mfif_tf.classical.fuse_classical`, "enfuse" the enfuse program on files.
+Methods (`benchmarks.methods`): "refined" (the default mode), "coarse_to_fine", "paper" and
+"paper_two_scales" call `mfif_tf.fusion.fuse_arrays` with the trained G (`spec["model"]`,
+else the packaged one) and, for refined and coarse_to_fine, the refinement head R
+(`spec["refiner"]`, else the one beside the model, else the packaged one): trained weights,
+because the cost of those modes depends on them (R runs only in the band where G's map is
+uncertain). "classical" is `mfif_tf.classical.fuse_classical`, "enfuse" the enfuse program
+on files.
 
 The export formats section still times the compact preset with random weights (seeded)
 unless `spec["model"]` is a trained compact model: speed does not depend on the weights there.
@@ -93,13 +94,15 @@ def model_fuse(spec: dict[str, Any]):
     kwargs: dict[str, Any] = {"mode": spec["mode"]}
     info: dict[str, Any] = {"mode": spec["mode"], "preset": generator.config.preset,
                             "weights": model_identity(model or PACKAGED_MODEL_DIR)}
+    if spec["mode"] in inference.REFINED_MODES:
+        kwargs["refiner"] = resolve_refiner(spec.get("refiner") or None, model)
+        info["refiner"] = refiner_identity(model or "", spec.get("refiner", ""))
     if spec["mode"] == "coarse_to_fine":
         if spec.get("working_side"):
             kwargs["working_side"] = int(spec["working_side"])
-        kwargs["refiner"] = resolve_refiner(spec.get("refiner") or None, model)
         info.update(working_side=kwargs.get("working_side", inference.DEFAULT_WORKING_SIDE),
-                    scales=None, refiner=refiner_identity(model or "", spec.get("refiner", "")))
-    else:
+                    scales=None)
+    else:  # refined and paper: G at full resolution, optionally over several scales
         if spec.get("scales"):
             kwargs["scales"] = tuple(spec["scales"])
         info.update(working_side=None, scales=list(kwargs.get("scales", (1.0,))))
@@ -107,7 +110,8 @@ def model_fuse(spec: dict[str, Any]):
 
 
 def _network_plan(generator, info: dict[str, Any], height: int, width: int) -> dict[str, Any]:
-    """Where G runs for this size: its input size, whole image or tiles, R's levels."""
+    """Where G runs for this size: its input size, whole image or tiles, R's levels (refined:
+    one, at full resolution; coarse_to_fine: one per octave from the working size)."""
     from mfif_tf import inference, tiling
 
     if info["mode"] == "coarse_to_fine":
@@ -115,8 +119,11 @@ def _network_plan(generator, info: dict[str, Any], height: int, width: int) -> d
         return {"network_input": [work_w, work_h],
                 "tile_size": tiling.plan_tile_size(generator, work_h, work_w),
                 "refiner_levels": inference.level_count(height, width, work_h, work_w)}
-    return {"network_input": [width, height],
+    plan = {"network_input": [width, height],
             "tile_size": tiling.plan_tile_size(generator, height, width)}
+    if info["mode"] == "refined":
+        plan["refiner_levels"] = 1
+    return plan
 
 
 def get_generator(preset: str, model: str, seed: int):
@@ -144,10 +151,11 @@ def _frames(spec: dict[str, Any]) -> list[np.ndarray]:
 
 
 def _warmup_frames(frames: list[np.ndarray], method: str) -> tuple[list[np.ndarray], str]:
-    """The paper modes above 2.1 MP warm up on a 2 MP crop (same tiled path, no doubled
-    minutes-long run); everything else on the frames themselves."""
+    """The modes with G at full resolution (paper, refined) above 2.1 MP warm up on a 2 MP
+    crop (same tiled path, no doubled minutes-long run); everything else on the frames
+    themselves."""
     h, w = frames[0].shape[:2]
-    if h * w <= WARMUP_FULL_MAX_PIXELS or not methods_lib.is_paper_mode(method):
+    if h * w <= WARMUP_FULL_MAX_PIXELS or not methods_lib.full_resolution_g(method):
         return frames, "full size"
     ch, cw = inputs.SIZES["2MP"]
     return [np.ascontiguousarray(f[:min(h, ch), :min(w, cw)]) for f in frames], "2 MP crop"
@@ -414,8 +422,9 @@ _FUSED_IN = re.compile(r"fused in ([0-9.]+) s \(network ([0-9.]+) s")
 
 def process_task(spec: dict[str, Any]) -> dict[str, Any]:
     """One pair fused by a command-line tool as its own process, from PNG files to a PNG
-    file: `python -m mfif_tf.fuse A.png B.png -o fused.png` (the default mode, start-up of
-    Python and TensorFlow included) or enfuse. One untimed run first (page cache), then
+    file: `python -m mfif_tf.fuse A.png B.png -o fused.png --mode=MODE` (the method's mode,
+    refined (the tool's default) in `benchmarks.methods.PROCESS_METHODS`; start-up of Python
+    and TensorFlow included) or enfuse. One untimed run first (page cache), then
     spec["repeats"] runs; the median is reported. CPU time and peak RSS are the child's."""
     from PIL import Image
 
@@ -439,25 +448,34 @@ def process_task(spec: dict[str, Any]) -> dict[str, Any]:
             env, cwd = enfuse_lib.enfuse_env(threads or None), None
             shown = ["enfuse", *command[1:]]
             row["weights"] = "none"
-        elif method == "coarse_to_fine":
-            command = [sys.executable, "-m", "mfif_tf.fuse", *paths, "-o", out]
+        elif methods_lib.uses_model(method):
+            mode = spec["mode"]
+            # The mode is passed even when it is the tool's default, so that the row says
+            # what ran whatever the default becomes.
+            command = [sys.executable, "-m", "mfif_tf.fuse", *paths, "-o", out, f"--mode={mode}"]
             if spec.get("model"):
                 command.append(f"--model={spec['model']}")
-            if spec.get("refiner"):
+            if spec.get("refiner") and methods_lib.uses_refiner(method):
                 command.append(f"--refiner={spec['refiner']}")
-            if spec.get("working_side"):
+            if spec.get("working_side") and mode == "coarse_to_fine":
                 command.append(f"--working_side={int(spec['working_side'])}")
+            if spec.get("scales") and mode != "coarse_to_fine":
+                command.append("--scales=" + ",".join(f"{v:g}" for v in spec["scales"]))
             if threads:
                 command.append(f"--threads={threads}")
             env, cwd = dict(os.environ), methods_lib.ROOT
             shown = ["python", *command[1:]]
             from mfif_tf import inference
 
-            row.update(mode="coarse_to_fine",
-                       working_side=spec.get("working_side") or inference.DEFAULT_WORKING_SIDE,
-                       weights=model_identity(spec.get("model") or methods_lib.PACKAGED_DIR),
-                       refiner=refiner_identity(spec.get("model") or "",
-                                                spec.get("refiner", "")))
+            row.update(mode=mode,
+                       weights=model_identity(spec.get("model") or methods_lib.PACKAGED_DIR))
+            if mode == "coarse_to_fine":
+                row["working_side"] = spec.get("working_side") or inference.DEFAULT_WORKING_SIDE
+            else:
+                row["scales"] = list(spec.get("scales") or [1.0])
+            if methods_lib.uses_refiner(method):
+                row["refiner"] = refiner_identity(spec.get("model") or "",
+                                                  spec.get("refiner", ""))
         else:
             raise ValueError(f"whole-process timing has no command for {method!r}")
         row["command"] = " ".join(shown).replace(tmp + os.sep, "")
