@@ -10,7 +10,12 @@ Each element is a dict of fixed-shape float32 tensors (B = batch size, S = image
 Order of work per example: read, draw the per-example randomness from (seed, example index),
 synthesise I_A and I_B at the photo's own resolution (the blur acts on real pixels, before any
 resampling), crop and resize I, I_A, I_B and F together (F bilinearly, then thresholded at 0.5,
-so its edge follows the same geometry as the images), flip, scale to [-1, 1].
+so its edge follows the same geometry as the images), flip, scale to [-1, 1]; then batch and,
+with `swap_sources`, swap I_A and I_B (F with 1 - F) in a random half of the samples.
+
+`PipelineConfig` (defined in `data_pipeline/__init__.py`, which needs no TensorFlow) holds the
+settings; `training_dataset(config, batch_size=..., seed=...)` reads it, and
+`make_training_dataset(**settings)` takes them as keyword arguments.
 
 Sources: "embedded" (photos inside scikit-image, random masks), "folder" (`images/` + `masks/`),
 "voc" (PASCAL VOC 2012), "plain" (images only, random masks), "tfds" (the built
@@ -21,90 +26,65 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline import embedded, random_masks, readers, synthesis
+from data_pipeline import SOURCES, PipelineConfig, embedded, random_masks, readers, synthesis
 
-__all__ = ["PipelineConfig", "list_examples", "make_eval_dataset", "make_training_dataset"]
+__all__ = ["PipelineConfig", "SOURCES", "list_examples", "make_eval_dataset",
+           "make_training_dataset", "training_dataset"]
 
-SOURCES = ("embedded", "folder", "voc", "plain", "tfds")
 _TF_DECODABLE = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _EMBEDDED_EVAL_COPIES = 4
+_SWAP_SEED = 7919  # offset of the swap coins' seed from the stream's
+# Settings that `make_eval_dataset` fixes: centre crop, no flips, no swaps.
+_EVAL_FIXED = ("crop", "flip", "swap_sources")
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-    """Arguments of `make_training_dataset` (see its docstring), checked on creation."""
+class _Stream(PipelineConfig):
+    """A `PipelineConfig` with what one dataset reads of it: the split, the batch size, the
+    seed, and whether it shuffles, repeats and drops the last partial batch."""
 
-    source: str = "embedded"
-    data_dir: str | None = None
     split: str = "train"
     batch_size: int = 4
-    image_size: int = 256
-    crop: str = "center"
-    center_crop_size: int = 178
-    resize_shorter: int = 288
-    synthesis: str = "alpha_matte"
-    sigma: float = 1.0
-    sigma_range: tuple[float, float] | None = None
-    flip: bool = True
     seed: int = 0
-    shuffle_buffer: int = 256
     repeat: bool = True
-    tfds_name: str = "mfif_alpha_matte"
-    tfds_data_dir: str | None = None
-    extra_dirs: tuple[str, ...] = ()
     shuffle: bool = True
     drop_remainder: bool = True
 
-    def __post_init__(self):
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
-        if self.source in ("folder", "voc", "plain") and not self.data_dir:
-            raise ValueError(f"source {self.source!r} needs data_dir")
-        if self.crop not in ("center", "random"):
-            raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
-        if self.synthesis not in synthesis.METHODS:
-            raise ValueError(
-                f"synthesis must be one of {', '.join(synthesis.METHODS)}, got {self.synthesis!r}")
-        for name in ("batch_size", "image_size", "center_crop_size", "resize_shorter"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.crop == "random" and self.image_size > self.resize_shorter:
-            raise ValueError(
-                f"random crop of image_size {self.image_size} needs resize_shorter >= it, got "
-                f"{self.resize_shorter}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma}")
-        if self.sigma_range is not None:
-            lo, hi = self.sigma_range
-            if not 0 < lo <= hi:
-                raise ValueError(f"sigma_range must be (lo, hi) with 0 < lo <= hi, got "
-                                 f"{self.sigma_range}")
-        if self.shuffle_buffer < 1:
-            raise ValueError(f"shuffle_buffer must be positive, got {self.shuffle_buffer}")
+    def validate(self) -> None:
+        super().validate()
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
-def list_examples(cfg: PipelineConfig) -> list[readers.Example]:
-    """Lists and validates the on-disk examples of a file source; logs what was skipped."""
+def _stream(cfg: PipelineConfig, **reading) -> _Stream:
+    data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(PipelineConfig)}
+    return _Stream(**data, **reading)
+
+
+def list_examples(cfg: PipelineConfig, split: str) -> list[readers.Example]:
+    """Lists and validates the on-disk examples of `split` of a file source; logs what was
+    skipped."""
     dirs = (cfg.data_dir,) + tuple(cfg.extra_dirs)
     examples: list[readers.Example] = []
     for d in dirs:
         if cfg.source == "voc" and d == cfg.data_dir:
-            examples += readers.list_voc(d, cfg.split)
+            examples += readers.list_voc(d, split)
         elif cfg.source == "plain":
             examples += readers.list_plain_folder(d)
         else:  # "folder", and mask folders added to VOC with extra_dirs
-            examples += readers.list_mask_folder(d, cfg.split)
+            examples += readers.list_mask_folder(d, split)
     good, skipped = readers.validate_examples(examples)
-    logging.info("%s split %r: %d examples from %s (%d skipped)", cfg.source, cfg.split,
+    logging.info("%s split %r: %d examples from %s (%d skipped)", cfg.source, split,
                  len(good), ", ".join(dirs), len(skipped))
     if not good:
         raise readers.DataError(
-            f"no usable examples in {', '.join(dirs)} (split {cfg.split!r}); "
+            f"no usable examples in {', '.join(dirs)} (split {split!r}); "
             f"{len(skipped)} skipped, first: {skipped[0].path}: {skipped[0].reason}"
             if skipped else f"no examples in {', '.join(dirs)}")
     return good
@@ -189,7 +169,7 @@ def _finish(sample: dict, seeds: tf.Tensor, cfg: PipelineConfig) -> dict:
     }
 
 
-def _element_seeds(index: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
+def _element_seeds(index: tf.Tensor, cfg: _Stream) -> tf.Tensor:
     """Eight independent stateless seeds of one sample: 0 sigma, 1 mask, 5 crop, 6-7 flips."""
     return tf.random.experimental.stateless_split(
         tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(index, tf.int64)]), num=8)
@@ -211,8 +191,8 @@ def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: Pipel
 # Sources
 
 
-def _file_source(cfg: PipelineConfig):
-    examples = list_examples(cfg)
+def _file_source(cfg: _Stream):
+    examples = list_examples(cfg, cfg.split)
     use_tf_image = all(e.image_path.lower().endswith(_TF_DECODABLE) for e in examples)
     use_tf_mask = all(e.mask_path is None or (
         e.mask_kind == "binary" and e.mask_path.lower().endswith(_TF_DECODABLE))
@@ -241,7 +221,7 @@ def _file_source(cfg: PipelineConfig):
     return tf.data.Dataset.from_tensor_slices(table), len(examples), load
 
 
-def _embedded_source(cfg: PipelineConfig):
+def _embedded_source(cfg: _Stream):
     items = embedded.load_embedded(cfg.split)
     # A single pass (evaluation) shows every photo with several random masks, so that even the
     # two held-out photos fill a few batches.
@@ -261,7 +241,7 @@ def _embedded_source(cfg: PipelineConfig):
     return ds, len(items) * copies, load
 
 
-def _tfds_source(cfg: PipelineConfig, training: bool):
+def _tfds_source(cfg: _Stream, training: bool):
     import tensorflow_datasets as tfds
 
     from data_pipeline.tfds import register  # noqa: F401  (registers the builders)
@@ -271,7 +251,7 @@ def _tfds_source(cfg: PipelineConfig, training: bool):
     if base == "mfif_alpha_matte":  # no config named: the synthesis argument picks it
         name = f"{base}/{cfg.synthesis}" + (f":{version}" if version else "")
     split = {"val": "validation"}.get(cfg.split, cfg.split)
-    builder = tfds.builder(name, data_dir=cfg.tfds_data_dir)
+    builder = tfds.builder(name, data_dir=cfg.tfds_data_dir or None)
     if not builder.is_prepared():
         raise readers.DataError(
             f"tfds dataset {name} is not built in {builder.data_dir_root}; build it with "
@@ -299,7 +279,30 @@ def _tfds_source(cfg: PipelineConfig, training: bool):
     return ds, n, load
 
 
-def _build(cfg: PipelineConfig, training: bool) -> tf.data.Dataset:
+def _swap_sources(ds: tf.data.Dataset, cfg: _Stream) -> tf.data.Dataset:
+    """Swaps I_A and I_B, and F with 1 - F, in a random half of the samples of the batches.
+
+    The synthesis always puts the sharp foreground in I_A (eqs. 10-13); users give sources in
+    any order, so a model must not learn "I_A holds the near focus". The coins depend only on
+    the seed and the sample's position in the stream.
+    """
+
+    def swap(coins, batch):
+        n = tf.shape(batch["focus"])[0]
+        flip = tf.reshape(coins[:n] < 0.5, [-1, 1, 1, 1])
+        a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+        out = dict(batch)
+        out["image_a"] = tf.where(flip, b, a)
+        out["image_b"] = tf.where(flip, a, b)
+        out["focus"] = tf.where(flip, 1.0 - f, f)
+        return out
+
+    coins = tf.data.Dataset.random(seed=cfg.seed + _SWAP_SEED).map(
+        lambda x: tf.cast(x % 1000, tf.float32) / 1000.0).batch(cfg.batch_size)
+    return tf.data.Dataset.zip(coins, ds).map(swap, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _build(cfg: _Stream, training: bool) -> tf.data.Dataset:
     if cfg.source == "embedded":
         ds, n, load = _embedded_source(cfg)
     elif cfg.source == "tfds":
@@ -321,105 +324,65 @@ def _build(cfg: PipelineConfig, training: bool) -> tf.data.Dataset:
 
     ds = ds.map(per_sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
+    if cfg.swap_sources:
+        ds = _swap_sources(ds, cfg)
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def make_training_dataset(
-    *,
-    source: str = "embedded",
-    data_dir: str | None = None,
-    split: str = "train",
-    batch_size: int = 4,
-    image_size: int = 256,
-    crop: str = "center",
-    center_crop_size: int = 178,
-    resize_shorter: int = 288,
-    synthesis: str = "alpha_matte",
-    sigma: float = 1.0,
-    sigma_range: tuple[float, float] | None = None,
-    flip: bool = True,
-    seed: int = 0,
-    shuffle_buffer: int = 256,
-    repeat: bool = True,
-    tfds_name: str = "mfif_alpha_matte",
-    tfds_data_dir: str | None = None,
-    extra_dirs: tuple[str, ...] = (),
-) -> tf.data.Dataset:
-    """Batches of training pairs {image_a, image_b, focus, image} (see the module docstring).
+def training_dataset(cfg: PipelineConfig, *, batch_size: int, seed: int = 0,
+                     split: str = "train", repeat: bool = True) -> tf.data.Dataset:
+    """Batches of training pairs {image_a, image_b, focus, image} (see the module docstring)
+    made as `cfg` says.
 
     Args:
-      source: "embedded" (scikit-image photos, random masks; needs nothing on disk), "folder"
-        (`images/` + `masks/` + optional split files), "voc" (PASCAL VOC 2012), "plain" (a
-        folder of images, random masks) or "tfds" (the built `tfds_name` dataset).
-      data_dir: the folder of a "folder", "voc" or "plain" source.
-      split: "train" or "val" (a split file name for folders; "all" = every image).
+      cfg: the data and its synthesis, crops and augmentations.
       batch_size: B; the last partial batch is dropped so every batch has a fixed shape.
-      image_size: S.
-      crop: "center" (the paper: centre crop `center_crop_size`, resize to S) or "random"
-        (resize the shorter side to `resize_shorter`, random S x S crop).
-      synthesis: "alpha_matte" (eqs. 10-11), "alpha_matte_filled" (eqs. 10-11 with the
-        hidden background filled, no dark seam) or "conventional" (eqs. 12-13); see
-        `data_pipeline.SYNTHESIS_METHODS`.
-      sigma: sigma of G (the paper's data: 1, with MATLAB imgaussfilt).
-      sigma_range: (lo, hi): sigma ~ U[lo, hi] per example instead of `sigma`.
-      flip: random horizontal and vertical flips.
-      seed: fixes file order, masks, sigmas, crops and flips; same seed, same batches.
-      shuffle_buffer: shuffle buffer of the "tfds" source (file sources shuffle the full list).
+      seed: fixes file order, masks, sigmas, crops, flips and swaps; same seed, same batches.
+      split: "train" or "val" (a split file name for folders; "all" = every image).
       repeat: repeat forever (epochs reshuffled).
-      tfds_name: dataset name, optionally with config and version
-        ("mfif_alpha_matte/conventional:1.0.0"); without a config, `synthesis` picks it.
-      tfds_data_dir: tfds data folder (default: tfds's own, ~/tensorflow_datasets).
-      extra_dirs: more `images/` + `masks/` folders whose `split` joins the same dataset.
     """
-    cfg = PipelineConfig(
-        source=source, data_dir=data_dir, split=split, batch_size=batch_size,
-        image_size=image_size, crop=crop, center_crop_size=center_crop_size,
-        resize_shorter=resize_shorter, synthesis=synthesis, sigma=sigma,
-        sigma_range=tuple(sigma_range) if sigma_range is not None else None, flip=flip,
-        seed=seed, shuffle_buffer=shuffle_buffer, repeat=repeat, tfds_name=tfds_name,
-        tfds_data_dir=tfds_data_dir, extra_dirs=tuple(extra_dirs))
-    return _build(cfg, training=True)
+    return _build(_stream(cfg, split=split, batch_size=batch_size, seed=seed, repeat=repeat),
+                  training=True)
 
 
-def make_eval_dataset(
-    *,
-    source: str = "embedded",
-    data_dir: str | None = None,
-    split: str = "val",
-    batch_size: int = 4,
-    image_size: int = 256,
-    center_crop_size: int = 178,
-    synthesis: str = "alpha_matte",
-    sigma: float = 1.0,
-    sigma_range: tuple[float, float] | None = None,
-    seed: int = 0,
-    tfds_name: str = "mfif_alpha_matte",
-    tfds_data_dir: str | None = None,
-    extra_dirs: tuple[str, ...] = (),
-    drop_remainder: bool = True,
-) -> tf.data.Dataset:
-    """One pass over a validation split: centre crop, no flips, no shuffling, no repeat.
+def make_training_dataset(*, split: str = "train", batch_size: int = 4, seed: int = 0,
+                          repeat: bool = True, **settings: Any) -> tf.data.Dataset:
+    """`training_dataset(PipelineConfig(**settings), ...)`: the settings as keyword arguments.
 
-    Arguments as in `make_training_dataset`. Random masks and sigmas (embedded/plain sources,
-    `sigma_range`) depend only on `seed` and the example's position, so every call yields the
-    same batches. `drop_remainder=False` keeps the last, smaller batch.
+    `settings` are fields of `PipelineConfig` (source, data_dir, extra_dirs, tfds_name,
+    tfds_data_dir, image_size, crop, center_crop_size, resize_shorter, synthesis, sigma,
+    sigma_range, flip, swap_sources, shuffle_buffer), with its defaults; the other arguments
+    are those of `training_dataset`.
     """
-    cfg = PipelineConfig(
-        source=source, data_dir=data_dir, split=split, batch_size=batch_size,
-        image_size=image_size, crop="center", center_crop_size=center_crop_size,
-        synthesis=synthesis, sigma=sigma,
-        sigma_range=tuple(sigma_range) if sigma_range is not None else None, flip=False,
-        seed=seed, repeat=False, tfds_name=tfds_name, tfds_data_dir=tfds_data_dir,
-        extra_dirs=tuple(extra_dirs), shuffle=False, drop_remainder=drop_remainder)
-    return _build(cfg, training=False)
+    return training_dataset(PipelineConfig(**settings), batch_size=batch_size, seed=seed,
+                            split=split, repeat=repeat)
 
 
-def describe(cfg: PipelineConfig) -> str:
-    """One line naming the data a config reads (for logs)."""
+def make_eval_dataset(*, split: str = "val", batch_size: int = 4, seed: int = 0,
+                      drop_remainder: bool = True, **settings: Any) -> tf.data.Dataset:
+    """One pass over a validation split: centre crop, no flips, no swaps, no shuffling, no
+    repeat.
+
+    `settings` as in `make_training_dataset`, except crop, flip and swap_sources, which it
+    fixes. Random masks and sigmas (embedded/plain sources, `sigma_range`) depend only on
+    `seed` and the example's position, so every call yields the same batches.
+    `drop_remainder=False` keeps the last, smaller batch.
+    """
+    fixed = sorted(set(settings) & set(_EVAL_FIXED))
+    if fixed:
+        raise TypeError(f"make_eval_dataset fixes {', '.join(_EVAL_FIXED)}; got {fixed}")
+    cfg = PipelineConfig(**settings, crop="center", flip=False, swap_sources=False)
+    stream = _stream(cfg, split=split, batch_size=batch_size, seed=seed, repeat=False,
+                     shuffle=False, drop_remainder=drop_remainder)
+    return _build(stream, training=False)
+
+
+def describe(cfg: PipelineConfig, split: str = "train") -> str:
+    """One line naming the data a config reads from `split` (for logs)."""
     where = {"embedded": "skimage.data", "tfds": cfg.tfds_name}.get(
         cfg.source, os.pathsep.join((cfg.data_dir or "",) + tuple(cfg.extra_dirs)))
     sig = f"sigma~U{cfg.sigma_range}" if cfg.sigma_range else f"sigma={cfg.sigma}"
-    return f"{cfg.source}:{where} split={cfg.split} {cfg.synthesis} {sig} crop={cfg.crop}"
+    return f"{cfg.source}:{where} split={split} {cfg.synthesis} {sig} crop={cfg.crop}"

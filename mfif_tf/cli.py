@@ -1,14 +1,13 @@
-"""What every entry point shares: one-line errors with exit code 2 for bad flags."""
+"""What every entry point shares: one-line errors with exit code 2 for bad flags, and flags
+made from config fields (`define_flags`)."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import sys
-from typing import Any, Iterator, Mapping, NoReturn
+from typing import Any, Iterable, Iterator, NoReturn
 
 from absl import flags
 
@@ -54,37 +53,57 @@ def parse_flags(argv: list[str], prog: str | None = None) -> list[str]:
         fail(str(e), prog)
 
 
-def check_workdir(workdir: str, model: Mapping[str, Any] | None = None) -> None:
-    """Raises ValueError when `workdir` cannot be a directory of ours or, given the network
-    settings of a run (`TrainConfig.to_dict()["model"]`), when its `config.json` records
-    other ones: the run could not restore its checkpoints, and `config.json` must keep
-    describing them (`model_io.load_generator` builds the networks from it)."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"work dir exists and is not a directory: {workdir}")
-    parent = os.path.dirname(os.path.abspath(workdir))
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        raise ValueError(f"parent of the work dir is not a directory: {parent}")
-    stored_path = os.path.join(workdir, "config.json")
-    if model is None or not os.path.isfile(stored_path):
-        return
-    try:
-        with open(stored_path) as f:
-            stored = json.load(f)["model"]
-        if not isinstance(stored, dict):
-            raise TypeError("'model' is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(e, KeyError):
-            detail = f"no {detail} entry"
-        raise ValueError(f"{stored_path}: not a readable run configuration ({detail}); repair "
-                         f"it or use another --workdir") from None
-    from mfif_tf.config import ModelConfig  # pylint: disable=import-outside-toplevel
+class TupleParser(flags.ArgumentParser):
+    """Parses "a,b,c" into a tuple of `item_type` items (`length` of them when given). An
+    empty value is () or, for a fixed length, None (not given)."""
 
-    # Fields a work dir of an older version lacks have their defaults, as when it is loaded.
-    stored = {**json.loads(json.dumps(dataclasses.asdict(ModelConfig()))), **stored}
-    given = json.loads(json.dumps(dict(model)))
-    differ = [f"{k} ({stored.get(k)} there, {given.get(k)} now)"
-              for k in sorted(set(stored) | set(given)) if stored.get(k) != given.get(k)]
-    if differ:
-        raise ValueError(f"{workdir} holds a run with other networks: {', '.join(differ)}; "
-                         f"resume with its settings or use another --workdir")
+    def __init__(self, item_type: type, length: int | None = None):
+        self.item_type = item_type
+        self.length = length
+
+    def parse(self, argument: Any) -> tuple | None:
+        if argument is None:
+            return None
+        if isinstance(argument, str):
+            text = argument.strip()
+            if not text:
+                return None if self.length else ()
+            argument = [item.strip() for item in text.split(",")]
+        items = list(argument)
+        if self.length is not None and len(items) != self.length:
+            raise ValueError(f"needs {self.length} comma-separated values, got {len(items)}")
+        try:
+            return tuple(self.item_type(item) for item in items)
+        except (TypeError, ValueError):
+            raise ValueError(f"needs {self.item_type.__name__} values") from None
+
+    def flag_type(self) -> str:
+        return f"comma-separated {self.item_type.__name__}s"
+
+
+def define_flags(specs: Iterable[Any], flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines one flag per spec (`mfif_tf.config.FlagSpec`: name, kind, default, help,
+    choices, item_type, length). Entry points call it; `read_flags` gives the values back."""
+    common = dict(flag_values=flag_values)
+    for spec in specs:
+        if spec.kind is bool:
+            flags.DEFINE_bool(spec.name, spec.default, spec.help, **common)
+        elif spec.kind is int:
+            flags.DEFINE_integer(spec.name, spec.default, spec.help, **common)
+        elif spec.kind is float:
+            flags.DEFINE_float(spec.name, spec.default, spec.help, **common)
+        elif spec.kind is str and spec.choices:
+            flags.DEFINE_enum(spec.name, spec.default, list(spec.choices), spec.help, **common)
+        elif spec.kind is str:
+            flags.DEFINE_string(spec.name, spec.default, spec.help, **common)
+        elif spec.kind is tuple:
+            flags.DEFINE(TupleParser(spec.item_type, spec.length), spec.name, spec.default,
+                         spec.help, serializer=flags.CsvListSerializer(","), **common)
+        else:
+            raise TypeError(f"no flag type for --{spec.name} ({spec.kind})")
+
+
+def read_flags(specs: Iterable[Any], flag_values: flags.FlagValues = flags.FLAGS
+               ) -> dict[str, Any]:
+    """{name: value} of the flags of `specs` (after parsing)."""
+    return {spec.name: flag_values[spec.name].value for spec in specs}

@@ -1,58 +1,21 @@
-"""Typed configuration with the paper's defaults (sections 3.1, 3.2 and 4.1.2).
+"""Typed configuration with the paper's defaults (sections 3.1, 3.2 and 4.1).
 
-Variants are flagfiles in `configs/`; every hyperparameter lives here and nowhere else.
+Variants are flagfiles in `configs/`. Every setting of a training run is a field of one of the
+dataclasses below or of `data_pipeline.PipelineConfig` (the training data), declared once with
+its default and a one-line help (`data_pipeline.option`); `flag_specs` makes the flags of
+`python -m mfif_tf.train` from those fields and `config_from_flags` turns their values back
+into a `TrainConfig`. No TensorFlow here: bad settings fail before it loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+import types
+import typing
+from typing import Any, Mapping
 
-from data_pipeline import SYNTHESIS_METHODS
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    """Sizes of the generator G and the critic D (Fig. 3).
-
-    Attributes:
-      preset: "paper" or "compact"; `model_config(preset)` fills the sizes.
-      stem_channels: channels of the 7x7 stem conv of one branch (64 in the paper).
-      down_channels: channels of the stride-2 3x3 convs, one encoder stage each (two in the
-        paper: 128, 256); the decoder's transposed convs mirror them, and G works on
-        multiples of 2 ** len(down_channels) pixels (`Generator.size_multiple`).
-      num_blocks: SE-ResNet blocks per branch (9).
-      se_reduction: SE bottleneck ratio (16).
-      use_se: False gives plain residual blocks (ablation "no SE").
-      branches: "six" (one branch per colour channel of I_A and I_B) or "two" (grey input,
-        ablation "two branches").
-      critic_channels: channels of the first critic conv; doubles per layer up to
-        `critic_max_channels`.
-      critic_layers: number of conv layers of D (eight in the paper).
-    """
-
-    preset: str = "paper"
-    stem_channels: int = 64
-    down_channels: tuple[int, int] = (128, 256)
-    num_blocks: int = 9
-    se_reduction: int = 16
-    use_se: bool = True
-    branches: str = "six"
-    critic_channels: int = 64
-    critic_max_channels: int = 512
-    critic_layers: int = 8
-
-    def validate(self) -> None:
-        if self.branches not in ("six", "two"):
-            raise ValueError(f"branches must be 'six' or 'two', got {self.branches!r}")
-        if self.num_blocks < 0 or self.stem_channels < 1 or min(self.down_channels) < 1:
-            raise ValueError("model sizes must be positive")
-        if self.down_channels[1] // self.se_reduction < 1:
-            raise ValueError("se_reduction is larger than the block width")
-        if self.critic_layers < 2:
-            raise ValueError("critic_layers must be at least 2")
-
+from data_pipeline import PipelineConfig, check_choices, option
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Fig. 3 of the paper: 13,700,928 trainable parameters in G.
@@ -62,6 +25,46 @@ PRESETS: dict[str, dict[str, Any]] = {
     "compact": dict(stem_channels=16, down_channels=(32, 64), num_blocks=6, se_reduction=8,
                     critic_channels=32, critic_max_channels=256),
 }
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Sizes of the generator G and the critic D (Fig. 3).
+
+    `model_config(preset, **overrides)` fills the sizes marked `preset=True` from
+    `PRESETS[preset]` (the others keep the defaults below, which are the paper's). G works on
+    multiples of 2 ** len(down_channels) pixels (`Generator.size_multiple`).
+    """
+
+    preset: str = option("paper", "Network size preset; fills the sizes G and D are built with.",
+                         choices=tuple(sorted(PRESETS)))
+    stem_channels: int = option(64, "Channels of the 7x7 stem conv of one branch (paper: 64).",
+                                preset=True)
+    down_channels: tuple[int, int] = option(
+        (128, 256), "Channels of the two stride-2 3x3 convs, one encoder stage each (paper: "
+        "128,256); the decoder's transposed convs mirror them.", preset=True)
+    num_blocks: int = option(9, "SE-ResNet blocks per branch (paper: 9).", preset=True)
+    se_reduction: int = option(16, "SE bottleneck ratio (paper: 16).", preset=True)
+    use_se: bool = option(True, "SE blocks in the residual blocks (false: the 'no SE' ablation).")
+    branches: str = option(
+        "six", "'six': one encoder branch per colour channel of I_A and I_B; 'two': grey "
+        "sources ('two branches' ablation).", choices=("six", "two"))
+    critic_channels: int = option(
+        64, "Channels of the first conv of D; they double per layer up to critic_max_channels.",
+        preset=True)
+    critic_max_channels: int = option(512, "Most channels of a conv of D.", preset=True)
+    critic_layers: int = option(8, "Conv layers of D (paper: 8, section 3.1).", preset=True)
+
+    def validate(self) -> None:
+        check_choices(self)
+        if self.num_blocks < 0 or self.stem_channels < 1 or min(self.down_channels) < 1:
+            raise ValueError("model sizes must be positive")
+        if self.down_channels[1] // self.se_reduction < 1:
+            raise ValueError("se_reduction is larger than the block width")
+        if self.critic_channels < 1 or self.critic_max_channels < 1:
+            raise ValueError("critic sizes must be positive")
+        if self.critic_layers < 2:
+            raise ValueError("critic_layers must be at least 2")
 
 
 def model_config(preset: str = "paper", **overrides: Any) -> ModelConfig:
@@ -79,17 +82,16 @@ class LossConfig:
     """Eqs. 1-6. `gan` is "wgan_gp" (the paper) or "lsgan" (ablation "LS");
     `reconstruction` is "l1" (eq. 4) or "bce" (ablation "BCE"); lambda_gp = 0 is "no gp"."""
 
-    gan: str = "wgan_gp"
-    reconstruction: str = "l1"
-    lambda_gp: float = 10.0
-    lambda_rec: float = 10.0
-    lambda_adv: float = 1.0
+    gan: str = option("wgan_gp", "Adversarial loss: eqs. 1-2 (WGAN-GP) or least squares ('LS').",
+                      flag="gan_loss", choices=("wgan_gp", "lsgan"))
+    reconstruction: str = option("l1", "Reconstruction loss: eq. 4 (l1) or BCE ('BCE').",
+                                 choices=("l1", "bce"))
+    lambda_gp: float = option(10.0, "Weight of the gradient penalty, eq. 5 (0: 'no gp').")
+    lambda_rec: float = option(10.0, "Weight of the reconstruction loss, eq. 6.")
+    lambda_adv: float = option(1.0, "Weight of G's adversarial loss, eq. 6 (1 in the paper).")
 
     def validate(self) -> None:
-        if self.gan not in ("wgan_gp", "lsgan"):
-            raise ValueError(f"gan must be 'wgan_gp' or 'lsgan', got {self.gan!r}")
-        if self.reconstruction not in ("l1", "bce"):
-            raise ValueError(f"reconstruction must be 'l1' or 'bce', got {self.reconstruction!r}")
+        check_choices(self)
         if self.lambda_gp < 0 or self.lambda_rec < 0 or self.lambda_adv < 0:
             raise ValueError("loss weights must be non-negative")
 
@@ -100,12 +102,15 @@ class OptimConfig:
     generator step. The learning rates stay constant for the first `1 - decay_fraction` of
     the steps and fall linearly to zero over the rest."""
 
-    learning_rate: float = 1e-4
-    beta_1: float = 0.5
-    beta_2: float = 0.999
-    decay_fraction: float = 0.5
-    warmup_decay_fraction: float = 0.0  # the same decay over the supervised warm-up
-    critic_steps: int = 5
+    learning_rate: float = option(1e-4, "Adam learning rate of G and D.")
+    beta_1: float = option(0.5, "Adam beta_1.")
+    beta_2: float = option(0.999, "Adam beta_2.")
+    decay_fraction: float = option(
+        0.5, "Fraction of the adversarial steps over which the learning rates fall linearly "
+        "to zero.")
+    warmup_decay_fraction: float = option(
+        0.0, "The same decay over the supervised warm-up steps.")
+    critic_steps: int = option(5, "Critic updates per generator update.")
 
     def validate(self) -> None:
         if self.learning_rate <= 0:
@@ -118,72 +123,55 @@ class OptimConfig:
             raise ValueError("critic_steps must be at least 1")
 
 
-@dataclasses.dataclass
-class DataConfig:
-    """Training data (section 4.1.1); passed to `data_pipeline.make_training_dataset`."""
-
-    source: str = "embedded"
-    data_dir: str = ""
-    extra_dirs: tuple[str, ...] = ()
-    tfds_data_dir: str = ""
-    image_size: int = 256
-    crop: str = "center"
-    center_crop_size: int = 178
-    resize_shorter: int = 288
-    synthesis: str = "alpha_matte"
-    sigma: float = 1.0
-    sigma_range: tuple[float, float] | None = None
-    flip: bool = True
-    swap_sources: bool = False  # swap I_A and I_B (and F -> 1 - F) for half the samples
-    shuffle_buffer: int = 256
-
-    def validate(self) -> None:
-        if self.source not in ("embedded", "folder", "voc", "plain", "tfds"):
-            raise ValueError(f"unknown data source {self.source!r}")
-        if self.source in ("folder", "voc", "plain") and not self.data_dir:
-            raise ValueError(f"data source {self.source!r} needs --data_dir")
-        if self.image_size <= 0 or self.image_size % 4:
-            raise ValueError(f"image_size must be a positive multiple of 4, got {self.image_size}")
-        if self.synthesis not in SYNTHESIS_METHODS:
-            raise ValueError(f"unknown synthesis {self.synthesis!r}")
+# The name of `TrainConfig.data`'s class in earlier versions; its fields are those of
+# `PipelineConfig`, which adds tfds_name.
+DataConfig = PipelineConfig
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything one training run needs; written to `<workdir>/config.json` at start."""
+    """Everything one training run needs; written to `<workdir>/config.json` at start.
+
+    The batch size and the seed are the run's: the data pipeline reads `data` with them.
+    """
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    batch_size: int = 1
-    num_steps: int = 200_000
-    warmup_steps: int = 0  # supervised L1-only generator steps before the adversarial phase
-    seed: int = 0
-    mixed_precision: str = "none"  # "none" | "float16" | "bfloat16"
-    jit_compile: bool = False
-    distribution: str = "auto"  # "auto" | "default" | "mirrored"
-    log_every: int = 50
-    image_every: int = 1000
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    init_checkpoint: str = ""
+    data: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    batch_size: int = option(1, "Global batch size (the paper: 1).")
+    num_steps: int = option(200_000, "Generator steps in total (warm-up included).")
+    warmup_steps: int = option(
+        0, "Supervised generator steps (eq. 4 alone) before the adversarial phase.")
+    seed: int = option(0, "Seed of data order, synthesis and initialisation.")
+    mixed_precision: str = option("none", "Mixed precision policy.",
+                                  choices=("none", "float16", "bfloat16"))
+    jit_compile: bool = option(False, "Compile the steps with XLA.")
+    distribution: str = option("auto", "auto: MirroredStrategy when several GPUs are visible.",
+                               choices=("auto", "default", "mirrored"))
+    log_every: int = option(50, "Steps between progress lines and scalar summaries.")
+    image_every: int = option(1000, "Steps between image summaries.")
+    checkpoint_every: int = option(500, "Steps between checkpoints.")
+    keep_checkpoints: int = option(3, "Checkpoints kept.")
+    init_checkpoint: str = option(
+        "", "Checkpoint to start from when the work dir has none.")
 
     def validate(self) -> None:
         self.model.validate()
         self.loss.validate()
         self.optim.validate()
         self.data.validate()
+        check_choices(self)
+        multiple = 2 ** len(self.model.down_channels)  # `Generator.size_multiple`
+        if self.data.image_size % multiple:
+            raise ValueError(f"image_size must be a positive multiple of {multiple}, got "
+                             f"{self.data.image_size}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.num_steps < 0:
             raise ValueError(f"num_steps must be non-negative, got {self.num_steps}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be non-negative, got {self.warmup_steps}")
-        if self.mixed_precision not in ("none", "float16", "bfloat16"):
-            raise ValueError(f"mixed_precision must be none, float16 or bfloat16, got {self.mixed_precision!r}")
-        if self.distribution not in ("auto", "default", "mirrored"):
-            raise ValueError(f"unknown distribution {self.distribution!r}")
         for name in ("log_every", "image_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -194,10 +182,148 @@ class TrainConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The validated config of `to_dict()` (or of `config.json`).
+
+        Also reads what earlier versions wrote: a field they lack takes its default (such as
+        `optim.warmup_decay_fraction`, `data.swap_sources`, `data.tfds_name`), and their
+        `data` (`DataConfig`) has the fields of `PipelineConfig`. Unknown keys are errors.
+        """
+        values = dict(values)
+        kwargs = {name: _from_dict(section, values.pop(name), name)
+                  for name, section in _SECTIONS if name in values}
+        unknown = sorted(set(values) - {f.name for f in _leaf_fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(unknown)}")
+        cfg = cls(**kwargs, **values)
+        cfg.validate()
+        return cfg
+
+
+# The nested sections of `TrainConfig`, by field name.
+_SECTIONS = (("model", ModelConfig), ("loss", LossConfig), ("optim", OptimConfig),
+             ("data", PipelineConfig))
+
 
 def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
     values = dict(values)
     values["down_channels"] = tuple(values["down_channels"])
     cfg = ModelConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def _leaf_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of `cls` that are settings (all but `TrainConfig`'s sections)."""
+    sections = {name for name, _ in _SECTIONS}
+    return [f for f in dataclasses.fields(cls) if not (cls is TrainConfig and f.name in sections)]
+
+
+def _from_dict(cls: type, values: Any, name: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{name} must be an object, got {values!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {name} settings: {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: tuple(v) if isinstance(v, list) and _tuple_type(hints[k]) else v
+                  for k, v in values.items()})
+
+
+def _tuple_type(hint: Any) -> tuple[type, int | None, bool] | None:
+    """(item type, length or None for any, optional) of a tuple annotation, else None."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional, hint = len(args) < len(typing.get_args(hint)), args[0]
+    if typing.get_origin(hint) is not tuple:
+        return None
+    args = typing.get_args(hint)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return args[0], None, optional
+    return args[0], len(args), optional
+
+
+@dataclasses.dataclass(frozen=True)
+class FlagSpec:
+    """One flag of `python -m mfif_tf.train`, made from a config field.
+
+    Attributes:
+      name: the flag's name (the field's, or its `flag` metadata).
+      path: where the value goes in `TrainConfig`: ("data", "source") or ("batch_size",).
+      kind: bool, int, float, str or tuple.
+      default: the field's default; None for a network size the preset fills.
+      help: the field's help, plus where its default comes from when the preset fills it.
+      choices: the allowed values of a str flag, else None.
+      item_type: the type of a tuple flag's items.
+      length: the number of items of a tuple flag; None for any number.
+    """
+
+    name: str
+    path: tuple[str, ...]
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    item_type: type | None = None
+    length: int | None = None
+
+
+def flag_specs() -> tuple[FlagSpec, ...]:
+    """One flag per setting of `TrainConfig`: the fields of its sections and its own.
+
+    Every field needs a help (`data_pipeline.option`); a flag's default is its field's, so the
+    default flags give `TrainConfig()`. The sizes a preset fills default to None ("the
+    preset's").
+    """
+    specs = []
+    parts = [((name,), section) for name, section in _SECTIONS] + [((), TrainConfig)]
+    for prefix, cls in parts:
+        hints = typing.get_type_hints(cls)
+        for field in _leaf_fields(cls):
+            meta = field.metadata
+            if "help" not in meta:
+                raise TypeError(f"{cls.__name__}.{field.name} has no help; declare it with "
+                                f"data_pipeline.option")
+            help_text, default = meta["help"], field.default
+            if meta.get("preset"):
+                help_text, default = f"{help_text} Default: the preset's.", None
+            tuple_type = _tuple_type(hints[field.name])
+            kind = tuple if tuple_type else hints[field.name]
+            specs.append(FlagSpec(
+                name=meta.get("flag", field.name), path=prefix + (field.name,), kind=kind,
+                default=default, help=help_text, choices=meta.get("choices"),
+                item_type=tuple_type[0] if tuple_type else None,
+                length=tuple_type[1] if tuple_type else None))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise TypeError(f"two settings share a flag name: {sorted(names)}")
+    return tuple(specs)
+
+
+def config_from_flags(values: Mapping[str, Any]) -> TrainConfig:
+    """The validated `TrainConfig` of flag values ({flag name: value}; a flag left out has
+    its default): `model_config(preset, ...)` with the sizes given (not None), and every
+    other setting as given."""
+    specs = flag_specs()
+    unknown = sorted(set(values) - {s.name for s in specs})
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(unknown)}")
+    sections: dict[str, dict[str, Any]] = {name: {} for name, _ in _SECTIONS}
+    top: dict[str, Any] = {}
+    for spec in specs:
+        value = values.get(spec.name, spec.default)
+        if spec.kind is tuple and value is not None:
+            value = tuple(value)
+        target = sections[spec.path[0]] if len(spec.path) == 2 else top
+        target[spec.path[-1]] = value
+    model = sections.pop("model")
+    preset = model.pop("preset")
+    model = model_config(preset, **{k: v for k, v in model.items() if v is not None})
+    cfg = TrainConfig(model=model, loss=LossConfig(**sections["loss"]),
+                      optim=OptimConfig(**sections["optim"]),
+                      data=PipelineConfig(**sections["data"]), **top)
     cfg.validate()
     return cfg

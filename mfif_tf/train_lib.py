@@ -21,11 +21,11 @@ from typing import Callable, Iterator
 import keras
 import tensorflow as tf
 
-from mfif_tf.cli import check_workdir
 from mfif_tf import inference
 from mfif_tf.config import TrainConfig
 from mfif_tf.model_io import CONFIG_FILE, WEIGHTS_FILE, save_generator
 from mfif_tf.trainer import Trainer, make_strategy
+from mfif_tf.workdir import RUN_CONFIG, check_workdir
 
 CONFIG_TMP = ".config.json.part"  # config.json while it is written
 # What an interrupted save leaves in checkpoints/: TensorFlow's unfinished checkpoint
@@ -39,31 +39,10 @@ _CKPT_STATE_TEMP = re.compile(r"checkpoint\.tmp[0-9a-f]{32}")
 
 def build_dataset(config: TrainConfig, seed_offset: int = 0) -> tf.data.Dataset:
     """The training stream of dicts (`image_a`, `image_b`, `focus`, `image`), global batch."""
-    from data_pipeline.pipeline import make_training_dataset
+    from data_pipeline.pipeline import training_dataset
 
-    d = config.data
-    dataset = make_training_dataset(
-        source=d.source,
-        data_dir=d.data_dir or None,
-        split="train",
-        batch_size=config.batch_size,
-        image_size=d.image_size,
-        crop=d.crop,
-        center_crop_size=d.center_crop_size,
-        resize_shorter=d.resize_shorter,
-        synthesis=d.synthesis,
-        sigma=d.sigma,
-        sigma_range=tuple(d.sigma_range) if d.sigma_range else None,
-        flip=d.flip,
-        seed=config.seed + seed_offset,
-        shuffle_buffer=d.shuffle_buffer,
-        repeat=True,
-        tfds_data_dir=d.tfds_data_dir or None,
-        extra_dirs=tuple(d.extra_dirs),
-    )
-    if d.swap_sources:
-        dataset = swap_sources(dataset, config.seed + seed_offset)
-    return dataset
+    return training_dataset(config.data, batch_size=config.batch_size,
+                            seed=config.seed + seed_offset)
 
 
 class _Held(logging.Handler):
@@ -96,28 +75,6 @@ def _logs_dropped_on_data_error() -> Iterator[None]:
             for handler in handlers:
                 if record.levelno >= handler.level:
                     handler.handle(record)
-
-
-def swap_sources(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
-    """Swaps I_A and I_B, and F with 1 - F, in a random half of the samples.
-
-    The synthesis always puts the sharp foreground in I_A; users give sources in any order,
-    so the shipped model must not learn "I_A holds the near focus". Deterministic per seed.
-    """
-
-    def swap(coins, batch):
-        flip = tf.reshape(coins < 0.5, [-1, 1, 1, 1])
-        a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
-        out = dict(batch)
-        out["image_a"] = tf.where(flip, b, a)
-        out["image_b"] = tf.where(flip, a, b)
-        out["focus"] = tf.where(flip, 1.0 - f, f)
-        return out
-
-    batch_size = dataset.element_spec["focus"].shape[0]
-    coins = tf.data.Dataset.random(seed=seed + 7919).map(
-        lambda x: tf.cast(x % 1000, tf.float32) / 1000.0).batch(batch_size)
-    return tf.data.Dataset.zip(coins, dataset).map(swap, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _set_precision(config: TrainConfig) -> None:
@@ -306,9 +263,9 @@ def write_config(workdir: str, config: TrainConfig) -> None:
     tmp = os.path.join(workdir, CONFIG_TMP)
     with open(tmp, "w") as f:
         f.write(config.to_json())
-    os.replace(tmp, os.path.join(workdir, "config.json"))
+    os.replace(tmp, os.path.join(workdir, RUN_CONFIG))
 
 
 def read_config(workdir: str) -> dict:
-    with open(os.path.join(workdir, "config.json")) as f:
+    with open(os.path.join(workdir, RUN_CONFIG)) as f:
         return json.load(f)

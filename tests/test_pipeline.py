@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from data_pipeline import pipeline, readers, synthesis
+from data_pipeline import PipelineConfig, pipeline, readers, synthesis
 
 KEYS = ("image_a", "image_b", "focus", "image")
 
@@ -225,6 +225,9 @@ def test_embedded_source_needs_no_files():
     (dict(synthesis="other"), "synthesis must be"),
     (dict(sigma=0.0), "sigma must be > 0"),
     (dict(sigma_range=(3.0, 1.0)), "sigma_range"),
+    (dict(sigma_range=(1.0, 2.0, 3.0)), "sigma_range"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(shuffle_buffer=0), "shuffle_buffer"),
     (dict(crop="random", image_size=300, resize_shorter=288), "resize_shorter"),
 ])
 def test_bad_arguments(kwargs, match):
@@ -235,3 +238,40 @@ def test_bad_arguments(kwargs, match):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(readers.DataError, match="images folder not found"):
         pipeline.make_training_dataset(source="folder", data_dir=str(tmp_path / "none"))
+
+
+def test_swap_sources_swaps_a_random_half_of_the_samples():
+    kw = dict(batch_size=4, image_size=16, center_crop_size=32, seed=2)
+    plain = _batches(pipeline.make_training_dataset(**kw), 3)
+    swapped = _batches(pipeline.make_training_dataset(swap_sources=True, **kw), 3)
+    kinds = []
+    for p, s in zip(plain, swapped):
+        np.testing.assert_array_equal(p["image"], s["image"])
+        for j in range(4):
+            same = np.array_equal(p["image_a"][j], s["image_a"][j])
+            if same:
+                np.testing.assert_array_equal(p["image_b"][j], s["image_b"][j])
+                np.testing.assert_array_equal(p["focus"][j], s["focus"][j])
+            else:
+                np.testing.assert_array_equal(p["image_a"][j], s["image_b"][j])
+                np.testing.assert_array_equal(p["image_b"][j], s["image_a"][j])
+                np.testing.assert_array_equal(1.0 - p["focus"][j], s["focus"][j])
+            kinds.append(same)
+    assert 0 < sum(kinds) < len(kinds)
+
+
+def test_config_and_keyword_forms_agree():
+    cfg = PipelineConfig(image_size=16, crop="random", resize_shorter=24, sigma_range=(1, 3),
+                         swap_sources=True)
+    a = _batches(pipeline.training_dataset(cfg, batch_size=2, seed=7), 2)
+    # The keyword form of earlier versions: None for no folder, lists for tuples.
+    b = _batches(pipeline.make_training_dataset(
+        source="embedded", data_dir=None, tfds_data_dir=None, split="train", batch_size=2,
+        image_size=16, crop="random", resize_shorter=24, sigma_range=[1, 3], seed=7,
+        repeat=True, extra_dirs=[], swap_sources=True), 2)
+    for x, y in zip(a, b):
+        for k in KEYS:
+            np.testing.assert_array_equal(x[k], y[k])
+    assert cfg.sigma_range == (1.0, 3.0) and cfg.data_dir == ""
+    with pytest.raises(TypeError, match="fixes"):
+        pipeline.make_eval_dataset(crop="random")

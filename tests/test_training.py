@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_pipeline import PipelineConfig
 from mfif_tf import config as config_lib
 from mfif_tf.train_lib import train_and_evaluate
 from mfif_tf.trainer import Trainer
@@ -21,8 +22,8 @@ def tiny_config(num_steps=4, warmup_steps=1, **kwargs) -> config_lib.TrainConfig
         batch_size=2, num_steps=num_steps, warmup_steps=warmup_steps, log_every=1,
         image_every=2, checkpoint_every=2, **kwargs)
     cfg.optim.critic_steps = 2
-    cfg.data = config_lib.DataConfig(source="embedded", image_size=32, crop="random",
-                                     resize_shorter=48, swap_sources=True)
+    cfg.data = PipelineConfig(source="embedded", image_size=32, crop="random",
+                              resize_shorter=48, swap_sources=True)
     return cfg
 
 
