@@ -320,8 +320,12 @@ def refine(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.
     span = tf.range(tile + 2 * halo)
     rows = where[:, 0:1] * tile + span[None, :]  # (K, T + 2h)
     cols = where[:, 1:2] * tile + span[None, :]
-    patches = tf.gather(x[0], rows, axis=0)  # (K, T + 2h, W', 7)
-    patches = tf.gather(patches, cols, axis=2, batch_dims=1)  # (K, T + 2h, T + 2h, 7)
+    # One gather of each tile's own pixels from the flattened input: memory K tiles, not K
+    # full-width row bands.
+    x_width = tf.shape(x)[2]
+    flat = tf.reshape(x[0], [-1, 7])  # (H' W', 7)
+    index = rows[:, :, None] * x_width + cols[:, None, :]  # (K, T + 2h, T + 2h)
+    patches = tf.gather(flat, index)  # (K, T + 2h, T + 2h, 7)
     patches = tf.reshape(patches, [-1, tile + 2 * halo, tile + 2 * halo, 7])
     refined = refiner(patches)[..., 0]  # (K, T, T)
     grid = tf.pad(tf.reshape(c, [height, width]), [[0, pad_h], [0, pad_w]])
