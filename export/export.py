@@ -2,7 +2,7 @@
 
   python -m export.export --weights=default --export_dir=exports --model_name=mfif --version=1
       [--mode=refined|paper|coarse_to_fine] [--working_side=448] [--refiner=DIR] [--scales=1]
-      [--overwrite] [--tflite] [--tflite_fixed_size=512]
+      [--precision=float32|bfloat16] [--overwrite] [--tflite] [--tflite_fixed_size=512]
 
 writes exports/mfif/1/ (SavedModel), exports/models.config and, with --tflite,
 exports/tflite/mfif/1/*.tflite. See docs/serving.md.
@@ -37,6 +37,10 @@ flags.DEFINE_string("refiner", None, "refined, coarse_to_fine: folder of the ref
                     "the one beside --weights, else the packaged one).")
 flags.DEFINE_string("scales", "1", "--mode=refined/paper: G's map is the mean of its maps at "
                     "these scales (1/k for integer k); 1 is the paper's single pass.")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
+                  "What G computes in inside the SavedModel: float32 (default, runs anywhere) "
+                  "or bfloat16 (float32 weights, bfloat16 arithmetic; for servers whose CPUs "
+                  "have bfloat16 units). Not with --tflite.")
 flags.DEFINE_bool("tflite", False, "Also write TFLite models.")
 flags.DEFINE_integer("tflite_fixed_size", 512, "Side of the fixed-size TFLite model.")
 flags.DEFINE_list("tflite_variants", ["dynamic", "fixed"], "TFLite variants: dynamic, fixed.")
@@ -59,6 +63,7 @@ def config_from_flags():
         scales=FLAGS.scales,
         mode=FLAGS.mode,
         working_side=FLAGS.working_side,
+        precision=FLAGS.precision,
         tflite=FLAGS.tflite,
         tflite_config=TFLiteConfig(
             fixed_size=FLAGS.tflite_fixed_size,
@@ -88,7 +93,7 @@ def main(argv) -> None:
     except (ValueError, FileExistsError) as e:
         fail(str(e))
     try:
-        generator = load_generator(FLAGS.weights)
+        generator = load_generator(FLAGS.weights, config.precision)
     except ModelNotFoundError as e:
         fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
     refiner = None

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from export import serving
 from export import tflite as tflite_lib
 from mfif_tf.networks import Generator
-from mfif_tf import inference
+from mfif_tf import inference, model_io
 from mfif_tf.refiner import Refiner
 from mfif_tf.scales import parse_scales
 
@@ -50,6 +50,10 @@ class ExportConfig:
         "paper" (G alone) or "coarse_to_fine" (G at `working_side`, R to full resolution);
         `mfif_tf.inference`, in every graph.
       working_side: coarse-to-fine: shorter side of G's working resolution.
+      precision: what G computes in, in the SavedModel: "float32" or "bfloat16" (Keras'
+        mixed_bfloat16 policy: float32 weights, bfloat16 arithmetic; F_hat, R and SRR stay
+        float32; `model_io.with_precision`). TFLite models are float32-based, so bfloat16
+        does not go with `tflite`.
       tflite: also write the TFLite models.
       tflite_config: which TFLite models.
     """
@@ -62,6 +66,7 @@ class ExportConfig:
     scales: tuple[float, ...] | str = (1.0,)
     mode: str = inference.DEFAULT_MODE
     working_side: int = inference.DEFAULT_WORKING_SIDE
+    precision: str = "float32"
     tflite: bool = False
     tflite_config: tflite_lib.TFLiteConfig = dataclasses.field(
         default_factory=tflite_lib.TFLiteConfig)
@@ -84,6 +89,10 @@ class ExportConfig:
         inference.check_working_side(self.working_side)
         if self.mode == "coarse_to_fine" and self.scales != (1.0,):
             raise ValueError("scales apply to modes 'refined' and 'paper'")
+        model_io.check_precision(self.precision)
+        if self.tflite and self.precision != "float32":
+            raise ValueError("--tflite needs --precision=float32 (TFLite has its own reduced "
+                             "precisions: --tflite_quantizations float16, int8)")
         if self.tflite:
             self.tflite_config.validate()
 
@@ -194,9 +203,11 @@ def directory_size(root: str) -> int:
 def export_model(generator: Generator, config: ExportConfig,
                  refiner: Refiner | None = None) -> ExportResult:
     """Writes the SavedModel, the models.config example and (optionally) the TFLite models;
-    coarse-to-fine mode needs the refinement head `refiner`."""
+    coarse-to-fine mode needs the refinement head `refiner`. G runs in `config.precision`
+    (a copy of G is made when it computes in another one)."""
     config.validate()
     check_targets(config)
+    generator = model_io.with_precision(generator, config.precision)
     saved_model_dir = write_version_dir(
         config.saved_model_dir,
         lambda d: serving.save_serving_model(generator, d, config.min_size_fraction,

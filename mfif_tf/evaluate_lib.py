@@ -257,10 +257,12 @@ def fused_from_fn(
 
 def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
                   scales: Sequence[float] | str | None = None, mode: str = "paper",
-                  working_side: int | None = None, refiner: str | None = None) -> FuseFn:
+                  working_side: int | None = None, refiner: str | None = None,
+                  precision: str = "float32") -> FuseFn:
     """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called), with the
     settings of `fusion.fuse_arrays`: ``mode`` ("coarse_to_fine" or "paper"),
-    ``working_side``, ``refiner``, ``flips``, ``scales`` (paper mode)."""
+    ``working_side``, ``refiner``, ``flips``, ``scales`` (paper mode), ``precision`` of G
+    ("float32" or "bfloat16"; float32 by default, so that scores do not depend on the CPU)."""
     try:
         from mfif_tf import fusion, inference  # pylint: disable=import-outside-toplevel
     except ImportError as err:
@@ -268,10 +270,11 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
     side = inference.DEFAULT_WORKING_SIDE if working_side is None else working_side
     try:
         fusion.check_fusion_mode(mode, side, scales)
+        precision = fusion.effective_precision(None, precision)
     except fusion.InputError as err:
         raise EvaluationError(str(err)) from None
     try:
-        generator = fusion.resolve_generator(None if model == "default" else model)
+        generator = fusion.resolve_generator(None if model == "default" else model, precision)
         model_refiner = None
         if mode != "paper":
             model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mfif_tf import fusion, image_io
+from mfif_tf import fusion, image_io, model_io
 from mfif_tf.align import MODELS as ALIGN_MODELS
 from mfif_tf.image_io import InputError
 from mfif_tf.model_io import ModelNotFoundError
@@ -53,6 +53,7 @@ class FuseOptions:
     mode: str = inference.DEFAULT_MODE
     working_side: int = inference.DEFAULT_WORKING_SIDE
     refiner: str | None = None
+    precision: str | None = None  # None: model_io.default_precision() for a model path
     overwrite: bool = False
     skip_existing: bool = False  # batches: keep existing outputs, fuse only the missing ones
     jpeg_quality: int = 95
@@ -80,6 +81,9 @@ class FuseOptions:
             raise InputError(f"--mode/--working_side/--scales: {err}") from None
         if self.refiner is not None and not os.path.isdir(self.refiner):
             raise InputError(f"--refiner {self.refiner}: no such folder")
+        if self.precision is not None and self.precision not in model_io.PRECISIONS:
+            raise InputError(f"--precision must be float32 or bfloat16, got "
+                             f"{self.precision!r}")
         if self.align_model not in ALIGN_MODELS:
             raise InputError(f"--align_model must be one of {ALIGN_MODELS}, got "
                              f"{self.align_model!r}")
@@ -147,7 +151,7 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
         tile_size=options.tile_size, align=options.align, align_model=options.align_model,
         names=list(sources), progress=options.progress, flips=options.flips,
         scales=options.scales, mode=options.mode, working_side=options.working_side,
-        refiner=options.refiner)
+        refiner=options.refiner, precision=options.precision)
     with image_io.OutputSet(options.overwrite) as out:
         if output:
             out.add(output, result.fused, first.exif, options.jpeg_quality)
@@ -318,8 +322,10 @@ def fuse_batch(input_dir: str, output_dir: str, generator: Generator | str | Non
     items = [item for item in items if item.pending]
     if not items:
         return report
-    model = fusion.resolve_generator(generator)
-    item_options = dataclasses.replace(options, progress=False, remove_stale_parts=False)
+    model = fusion.resolve_generator(generator,
+                                     fusion.effective_precision(generator, options.precision))
+    item_options = dataclasses.replace(options, progress=False, remove_stale_parts=False,
+                                       precision=None)  # `model` is in it already
     disable = None if options.progress is None else not options.progress
     for item in tqdm(items, desc="batch", unit="image", disable=disable):
         try:

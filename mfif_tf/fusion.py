@@ -15,6 +15,9 @@ so each step is the pair fusion G was trained for, with the running result as I_
 binary F_final every output pixel is a pixel of one frame; the index map records which one.
 Cost: N - 1 generator passes and SRRs, memory of three frames whatever N (see
 docs/fusion.md for why this order and not all pairs).
+
+Precision: G runs in float32 or bfloat16 (`precision`; `model_io.with_precision`); F_hat
+comes out in float32 either way, and R, SRR and eq. 14 run in float32.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class FusionResult:
         "align", "fusion" (eq. 14) and "total" (the whole call).
       transforms: with alignment, one 3 x 3 matrix per frame mapping its pixels onto the
         first frame (the identity for frame 0); else None.
+      precision: what G computed in, "float32" or "bfloat16".
     """
 
     fused: np.ndarray
@@ -65,39 +69,71 @@ class FusionResult:
     index_map: np.ndarray
     timings: dict[str, float]
     transforms: list[np.ndarray] | None = None
+    precision: str = "float32"
 
 
-def resolve_generator(generator: Generator | str | os.PathLike | None) -> Generator:
+def effective_precision(generator: Generator | str | os.PathLike | None,
+                        precision: str | None) -> str | None:
+    """The precision a fusion runs G in: `precision` when given (checked; InputError
+    otherwise); for None, a `Generator` runs as it is (None returned) and a model loaded
+    from a path in `model_io.default_precision()`."""
+    if precision is None:
+        return None if isinstance(generator, Generator) else model_io.default_precision()
+    try:
+        return model_io.check_precision(precision)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+def resolve_generator(generator: Generator | str | os.PathLike | None,
+                      precision: str | None = None) -> Generator:
     """A `Generator` as is; a model directory or training work dir loaded (and cached);
-    None or "default" for the packaged model (`ModelNotFoundError` when none is installed)."""
+    None or "default" for the packaged model (`ModelNotFoundError` when none is installed).
+
+    `precision` "float32" or "bfloat16" gives G computing in it (`model_io.with_precision`:
+    a given `Generator` in another precision is copied on every call; loaded models are
+    cached per precision); None leaves a `Generator` as it is and loads paths in float32.
+    """
+    if precision is not None:
+        try:
+            model_io.check_precision(precision)
+        except ValueError as err:
+            raise InputError(str(err)) from None
     if isinstance(generator, Generator):
-        return generator
+        return generator if precision is None else model_io.with_precision(generator,
+                                                                           precision)
     if generator is not None and not isinstance(generator, (str, os.PathLike)):
         raise TypeError(f"generator must be a Generator, a path or None, got "
                         f"{type(generator).__name__}")
+    precision = precision or "float32"
     path = os.fspath(generator) if generator is not None else "default"
     if path in ("", "default"):
         if not model_io.packaged_model_available():
             return model_io.load_generator("default")  # raises ModelNotFoundError
         path = model_io.PACKAGED_MODEL_DIR
-    key = None
+    base = None
     if os.path.isdir(path):  # changes when weights or checkpoints are (re)written
         stamps = [os.stat(p).st_mtime_ns for p in (path, os.path.join(path, "checkpoints"))
                   if os.path.isdir(p)]
-        key = (os.path.realpath(path), *stamps)
-    if key is not None and key in _GENERATOR_CACHE:
-        return _GENERATOR_CACHE[key]
-    try:
-        loaded = model_io.load_generator(path)
-    except model_io.ModelNotFoundError:
-        raise
-    except Exception as err:  # a damaged weights file, a foreign config
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"{path}: cannot load the model ({detail})") from None
-    if key is not None:
-        _GENERATOR_CACHE.clear()
-        _GENERATOR_CACHE[key] = loaded
-    return loaded
+        base = (os.path.realpath(path), *stamps)
+    if base is not None and (*base, precision) in _GENERATOR_CACHE:
+        return _GENERATOR_CACHE[(*base, precision)]
+    loaded = _GENERATOR_CACHE.get((*base, "float32")) if base is not None else None
+    if loaded is None:
+        try:
+            loaded = model_io.load_generator(path, "float32")
+        except model_io.ModelNotFoundError:
+            raise
+        except Exception as err:  # a damaged weights file, a foreign config
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(f"{path}: cannot load the model ({detail})") from None
+    twin = model_io.with_precision(loaded, precision)
+    if base is not None:  # one model at a time, in each precision asked for
+        for key in [k for k in _GENERATOR_CACHE if k[:-1] != base]:
+            del _GENERATOR_CACHE[key]
+        _GENERATOR_CACHE[(*base, "float32")] = loaded
+        _GENERATOR_CACHE[(*base, precision)] = twin
+    return twin
 
 
 def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
@@ -254,7 +290,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                scales: Sequence[float] | str | None = None,
                mode: str = inference.DEFAULT_MODE,
                working_side: int = inference.DEFAULT_WORKING_SIDE,
-               refiner: Refiner | str | None = None) -> FusionResult:
+               refiner: Refiner | str | None = None,
+               precision: str | None = None) -> FusionResult:
     """Fuses a pair or a stack read one frame at a time (see `fuse_arrays` for the arguments;
     `frames` may be any iterable, e.g. lazily loaded files).
 
@@ -268,6 +305,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
     if min_size is not None and (isinstance(min_size, bool) or min_size < 0):
         raise InputError(f"min_size must be a non-negative number of pixels, got {min_size!r}")
     scales = check_fusion_mode(mode, working_side, scales)
+    precision = effective_precision(generator, precision)
     names = list(names) if names is not None else []
     name = lambda k: names[k] if k < len(names) else f"source {k}"  # noqa: E731
     model = model_refiner = None
@@ -301,7 +339,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                 continue
             _check_next(frame, first, k, name)
             if model is None:
-                model = resolve_generator(generator)
+                model = resolve_generator(generator, precision)
                 if mode != "paper":
                     model_refiner = resolve_refiner(refiner, generator)
             running, frame = _same_layout(running, frame)
@@ -328,7 +366,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
     timings["total"] = time.perf_counter() - start_total
     pair = count == 2
     return FusionResult(running, f_hat if pair else None, f_final if pair else None, index,
-                        timings, transforms)
+                        timings, transforms,
+                        model_io.precision_of(model) if model is not None else "float32")
 
 
 def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None = None,
@@ -340,7 +379,8 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                 scales: Sequence[float] | str | None = None,
                 mode: str = inference.DEFAULT_MODE,
                 working_side: int = inference.DEFAULT_WORKING_SIDE,
-                refiner: Refiner | str | None = None) -> FusionResult:
+                refiner: Refiner | str | None = None,
+                precision: str | None = None) -> FusionResult:
     """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
 
     Args:
@@ -374,6 +414,10 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         (sources are area-downscaled to it, never enlarged).
       refiner: modes refined and coarse_to_fine: R, a directory with its weights, or None
         (the one beside the model directory, else the packaged one).
+      precision: what G computes in: "float32" or "bfloat16" (Keras' mixed_bfloat16 policy:
+        float32 weights, bfloat16 arithmetic); F_hat, R, SRR and eq. 14 stay float32. None:
+        a `Generator` as it is, a model loaded from a path in
+        `model_io.default_precision()` (float32; docs/fusion.md, "Precision").
 
     Returns:
       `FusionResult`.
@@ -386,4 +430,4 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                       min_size_fraction=min_size_fraction, edge_pixels=edge_pixels,
                       tile_size=tile_size, align=align, align_model=align_model, names=names,
                       progress=progress, flips=flips, scales=scales, mode=mode,
-                      working_side=working_side, refiner=refiner)
+                      working_side=working_side, refiner=refiner, precision=precision)

@@ -40,6 +40,13 @@ has measured times against one whole-image call). Memory (m = 4): four (H/4, W/4
 float32 buffers (working pair, two accumulators), i.e. 4 * 4 * C / 16 = C bytes per image
 pixel (64 for the compact preset, 256 for the paper's), plus one tile's activations (about
 0.4 GB at the default T), independent of the image size.
+
+Precision: every piece of G is fed in G's compute dtype (`Generator.compute_dtype`; bfloat16
+under the mixed_bfloat16 policy) and its output is kept in the float32 buffers, where the SE
+means are summed in float64 and the excitation, identity addition and ReLU run in float32.
+A bfloat16 G in tiles therefore rounds less often than the same G in one call (which keeps
+bfloat16 between its blocks): the two agree to bfloat16 rounding, not float32's. The memory
+plan assumes float32 activations either way (bfloat16 needs less).
 """
 
 from __future__ import annotations

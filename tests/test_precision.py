@@ -1,0 +1,214 @@
+"""G in bfloat16 (Keras' mixed_bfloat16 policy) next to float32: the twin, fusion, tiles,
+the CLI flags and the CPU-dependent default (`mfif_tf.model_io`, `mfif_tf.fusion`)."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from export import export_lib
+from mfif_tf import evaluate_lib, fuse_lib, fusion, model_io, tiling
+from mfif_tf.config import model_config
+from mfif_tf.image_io import InputError
+from mfif_tf.networks import build_generator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# bfloat16 keeps 8 significant bits: F_hat of the test G (in 0.08 .. 0.7) moves by a few
+# thousandths; float32 agrees to 1e-6.
+BF16_ATOL = 0.02
+
+
+@pytest.fixture(scope="module")
+def generator():
+    """The compact preset with random weights and a steeper head (F_hat far from constant)."""
+    keras.utils.set_random_seed(11)
+    g = build_generator(model_config("compact"))
+    g.head.kernel.assign(g.head.kernel * 100.0)
+    return g
+
+
+@pytest.fixture(scope="module")
+def twin(generator):
+    return model_io.with_precision(generator, "bfloat16")
+
+
+def pair(height=70, width=90, seed=0):
+    """uint8 RGB sources, the first one blurred (so G has something to decide)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return gaussian_filter(a.astype(np.float32), (1, 1, 0)).astype(np.uint8), b
+
+
+def test_twin_computes_in_bfloat16_with_the_same_float32_weights(generator, twin):
+    assert model_io.precision_of(generator) == "float32"
+    assert model_io.precision_of(twin) == "bfloat16"
+    # Every layer computes in bfloat16, not only the outer model.
+    assert twin.stem_layers[0].conv.compute_dtype == "bfloat16"
+    assert twin.blocks[0].se.fc1.compute_dtype == "bfloat16"
+    assert twin.head.compute_dtype == "bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert len(twin.weights) == len(generator.weights)
+    for mine, theirs in zip(twin.weights, generator.weights):
+        assert mine.dtype == "float32"
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert model_io.with_precision(twin, "bfloat16") is twin
+    back = model_io.with_precision(twin, "float32")
+    a, b = pair()
+    np.testing.assert_array_equal(tiling.predict_focus_map(back, a, b, 0),
+                                  tiling.predict_focus_map(generator, a, b, 0))
+
+
+def test_bfloat16_f_hat_is_close_to_float32(generator, twin):
+    a, b = pair()
+    f32 = tiling.predict_focus_map(generator, a, b, 0)
+    bf16 = tiling.predict_focus_map(twin, a, b, 0)
+    assert bf16.dtype == np.float32 and bf16.shape == (70, 90)
+    assert 0.0 < np.abs(bf16 - f32).max() < BF16_ATOL  # rounded, yet close
+    assert np.mean((bf16 > 0.5) == (f32 > 0.5)) > 0.99
+
+
+def test_tiled_bfloat16_matches_whole_image(twin):
+    a, b = pair(seed=1)
+    whole = tiling.predict_focus_map(twin, a, b, 0)
+    tiled = tiling.predict_focus_map(twin, a, b, 32)  # 3 x 3 tiles
+    assert tiled.dtype == np.float32
+    np.testing.assert_allclose(tiled, whole, atol=BF16_ATOL)
+
+
+@pytest.mark.parametrize("mode", ["paper", "refined"])
+def test_fusion_in_bfloat16(generator, twin, mode):
+    a, b = pair(seed=2)
+    result = fusion.fuse_arrays([a, b], generator, mode=mode, precision="bfloat16")
+    assert result.precision == "bfloat16"
+    assert result.fused.dtype == np.uint8 and result.fused.shape == a.shape
+    for m in (result.f_hat, result.f_final):
+        assert m.dtype == np.float32 and m.shape == (70, 90)
+    assert set(np.unique(result.f_final)) <= {0.0, 1.0}
+    if mode == "paper":
+        np.testing.assert_array_equal(result.f_hat, tiling.predict_focus_map(twin, a, b, 0))
+    reference = fusion.fuse_arrays([a, b], generator, mode=mode, precision="float32")
+    assert reference.precision == "float32"
+    np.testing.assert_allclose(result.f_hat, reference.f_hat, atol=BF16_ATOL)
+    # A Generator without `precision` runs as it is.
+    assert fusion.fuse_arrays([a, b], twin, mode="paper").precision == "bfloat16"
+    assert fusion.fuse_arrays([a, b], generator, mode="paper").precision == "float32"
+
+
+def test_loaded_models_are_cached_per_precision(tmp_path, generator):
+    model_io.save_generator(generator, str(tmp_path / "model"))
+    path = str(tmp_path / "model")
+    f32 = fusion.resolve_generator(path, "float32")
+    bf16 = fusion.resolve_generator(path, "bfloat16")
+    assert model_io.precision_of(bf16) == "bfloat16"
+    # Alternating precisions reuses both models.
+    assert fusion.resolve_generator(path) is f32
+    assert fusion.resolve_generator(path, "bfloat16") is bf16
+    loaded = model_io.load_generator(path, "bfloat16")
+    assert model_io.precision_of(loaded) == "bfloat16"
+    for mine, theirs in zip(loaded.weights, generator.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_bad_precision_values_are_refused(generator, tmp_path):
+    a, b = pair()
+    with pytest.raises(InputError, match="precision must be 'float32' or 'bfloat16', got "
+                                         "'float16'"):
+        fusion.fuse_arrays([a, b], generator, precision="float16")
+    with pytest.raises(InputError, match="--precision must be float32 or bfloat16"):
+        fuse_lib.FuseOptions(precision="half").validate()
+    with pytest.raises(ValueError, match="precision must be"):
+        model_io.load_generator("default", "int8")
+    with pytest.raises(evaluate_lib.EvaluationError, match="precision must be"):
+        evaluate_lib.model_fuse_fn("default", mode="paper", precision="fp16")
+    with pytest.raises(ValueError, match="precision must be"):
+        export_lib.ExportConfig(export_dir=str(tmp_path), precision="bf16").validate()
+    with pytest.raises(ValueError, match="--tflite needs --precision=float32"):
+        export_lib.ExportConfig(export_dir=str(tmp_path), precision="bfloat16",
+                                tflite=True).validate()
+
+
+# ------------------------------------------------------------------ the default precision
+
+X86_BF16 = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+flags\t\t: fpu vme sse sse2 avx avx2 avx512f avx512bw avx512_vnni avx512_bf16 arch_capabilities
+bugs\t\t: spectre_v1
+
+processor\t: 1
+flags\t\t: fpu vme sse sse2 avx avx2 avx512f avx512bw avx512_vnni avx512_bf16
+"""
+X86_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+X86_AVX512_ONLY = "processor\t: 0\nflags\t\t: fpu sse avx avx2 avx512f avx512bw avx512_vnni\n"
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\nbugs\t\t: avx512_bf16\n"
+ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+@pytest.mark.parametrize("text,has", [(X86_BF16, True), (X86_AMX, True),
+                                      (X86_AVX512_ONLY, False), (X86_AVX2, False),
+                                      (ARM, False), ("", False)])
+def test_bf16_units_are_read_from_cpuinfo_flags(text, has, monkeypatch):
+    assert model_io.cpu_has_bf16(text) is has
+    monkeypatch.setattr(model_io, "BF16_DEFAULT_ON_BF16_CPUS", True)
+    assert model_io.default_precision(text) == ("bfloat16" if has else "float32")
+    monkeypatch.setattr(model_io, "BF16_DEFAULT_ON_BF16_CPUS", False)
+    assert model_io.default_precision(text) == "float32"
+
+
+def test_default_precision_applies_to_model_paths_only(generator, twin, monkeypatch):
+    monkeypatch.setattr(model_io, "default_precision", lambda cpuinfo=None: "bfloat16")
+    assert fusion.effective_precision("some/model", None) == "bfloat16"
+    assert fusion.effective_precision(None, None) == "bfloat16"
+    assert fusion.effective_precision(generator, None) is None  # as it is
+    assert fusion.effective_precision(twin, "float32") == "float32"
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def run(module, *args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_precision_is_one_line_exit_2(tmp_path):
+    done = run("mfif_tf.fuse", "a.png", "b.png", "-o", "f.png", "--precision=float16",
+               cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "mfif-fuse: error: flag --precision=float16: value should be one of "
+        "<float32|bfloat16>"]
+    done = run("mfif_tf.evaluate", f"--dataset_dir={tmp_path}", "--model=default",
+               "--precision=fp16", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: flag --precision=fp16: value should be one of <float32|bfloat16>"]
+    done = run("export.export", f"--export_dir={tmp_path / 'e'}", "--version=1",
+               "--precision=bfloat16", "--tflite", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: --tflite needs --precision=float32")
+    assert os.listdir(tmp_path) == []
+
+
+def test_bfloat16_saved_model_fuses_like_eager_bfloat16(tmp_path, generator):
+    import tensorflow as tf
+
+    config = export_lib.ExportConfig(export_dir=str(tmp_path), mode="paper",
+                                     precision="bfloat16")
+    result = export_lib.export_model(generator, config)
+    loaded = tf.saved_model.load(result.saved_model_dir)
+    a, b = pair(64, 64, seed=3)
+    out = loaded.signatures["serving_default"](image_a=tf.constant(a[None]),
+                                               image_b=tf.constant(b[None]))
+    eager = fusion.fuse_arrays([a, b], generator, mode="paper", precision="bfloat16")
+    served = out["focus_map"].numpy()[0, :, :, 0]
+    assert out["fused"].dtype == tf.uint8
+    assert np.mean(served == eager.f_final) > 0.99
