@@ -65,6 +65,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def decisive_generator(seed: int, gain: float = 300.0):
+    """The compact G with random weights and its head's kernel scaled by `gain`: random
+    weights alone give F_hat within 0.02 of 0.5; a steeper head gives maps with both sides
+    of 0.5 in quantity and outlines, as a trained model's are."""
+    import keras
+
+    from mfif_tf.config import model_config
+    from mfif_tf.networks import build_generator
+
+    keras.utils.set_random_seed(seed)
+    g = build_generator(model_config("compact"))
+    g.head.kernel.assign(g.head.kernel * gain)
+    return g
+
+
 def random_refiner(seed: int = 12, channels: int = 8, layers: int = 3):
     """A refinement head R with random, non-zero weights (it changes maps in its band)."""
     import numpy as np

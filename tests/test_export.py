@@ -22,7 +22,6 @@ import subprocess
 import sys
 import zlib
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,8 +34,7 @@ from export import compare, export_lib, serving
 from mfif_tf import fusion, srr
 from mfif_tf.config import model_config
 from mfif_tf.model_io import save_generator
-from mfif_tf.networks import build_generator
-from tests.conftest import random_refiner
+from tests.conftest import decisive_generator, random_refiner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs", "serving.md")
@@ -51,10 +49,7 @@ WORKING_SIDE = 24
 
 @pytest.fixture(scope="module")
 def generator():
-    keras.utils.set_random_seed(1)
-    g = build_generator(model_config("compact"))
-    g.head.kernel.assign(g.head.kernel * 100.0)
-    return g
+    return decisive_generator(1, gain=100.0)
 
 
 @pytest.fixture(scope="module")

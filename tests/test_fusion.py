@@ -9,17 +9,15 @@ from mfif_tf import fusion, inference, model_io, tiling
 from mfif_tf.config import model_config
 from mfif_tf.edge_morphology import diffuse
 from mfif_tf.image_io import InputError
-from mfif_tf.networks import Generator, build_generator
+from mfif_tf.networks import Generator
 from mfif_tf.srr import small_region_removal
+from tests.conftest import decisive_generator
 
 
 @pytest.fixture(scope="module")
 def generator():
     """Random weights with a steep head, so F_hat has both sides of 0.5 in quantity."""
-    tf.keras.utils.set_random_seed(11)
-    g = build_generator(model_config("compact"))
-    g.head.kernel.assign(g.head.kernel * 300.0)
-    return g
+    return decisive_generator(11)
 
 
 class SharpnessOracle(Generator):

@@ -7,17 +7,13 @@ import tensorflow as tf
 
 from mfif_tf import fusion, inference, tiling
 from mfif_tf import refiner as refiner_lib
-from mfif_tf.config import model_config
 from mfif_tf.image_io import InputError
-from mfif_tf.networks import build_generator
+from tests.conftest import decisive_generator
 
 
 @pytest.fixture(scope="module")
 def generator():
-    tf.keras.utils.set_random_seed(11)
-    g = build_generator(model_config("compact"))
-    g.head.kernel.assign(g.head.kernel * 300.0)  # decisive maps with outlines, not all 0.5
-    return g
+    return decisive_generator(11)
 
 
 @pytest.fixture(scope="module")

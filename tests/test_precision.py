@@ -12,9 +12,8 @@ from scipy.ndimage import gaussian_filter
 
 from export import export_lib
 from mfif_tf import evaluate_lib, fuse_lib, fusion, model_io, tiling
-from mfif_tf.config import model_config
 from mfif_tf.image_io import InputError
-from mfif_tf.networks import build_generator
+from tests.conftest import decisive_generator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bfloat16 keeps 8 significant bits: F_hat of the test G (in 0.08 .. 0.7) moves by a few
@@ -25,10 +24,7 @@ BF16_ATOL = 0.02
 @pytest.fixture(scope="module")
 def generator():
     """The compact preset with random weights and a steeper head (F_hat far from constant)."""
-    keras.utils.set_random_seed(11)
-    g = build_generator(model_config("compact"))
-    g.head.kernel.assign(g.head.kernel * 100.0)
-    return g
+    return decisive_generator(11, gain=100.0)
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,12 @@ import tensorflow as tf
 
 from export.serving import predict_focus
 from mfif_tf import scales, tiling
-from mfif_tf.config import model_config
-from mfif_tf.networks import build_generator
+from tests.conftest import decisive_generator
 
 
 @pytest.fixture(scope="module")
 def generator():
-    tf.keras.utils.set_random_seed(5)
-    g = build_generator(model_config("compact"))
-    g.head.kernel.assign(g.head.kernel * 300.0)
-    return g
+    return decisive_generator(5)
 
 
 def test_parse_scales():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -21,9 +20,7 @@ from export import compare, export_lib
 from export.examples import tflite_fuse
 from export.tflite import TFLiteConfig, TFLiteFuser, op_names
 from mfif_tf import srr
-from mfif_tf.config import model_config
-from mfif_tf.networks import build_generator
-from tests.conftest import random_refiner
+from tests.conftest import decisive_generator, random_refiner
 
 # Every test shares one SavedModel + TFLite export (minutes on a small CPU): the slow tier.
 pytestmark = pytest.mark.slow
@@ -35,9 +32,7 @@ LIMITS = {"float32": (100.0, 1e-5), "float16": (99.5, 5e-3), "int8": (97.0, 0.1)
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    keras.utils.set_random_seed(1)
-    generator = build_generator(model_config("compact"))
-    generator.head.kernel.assign(generator.head.kernel * 100.0)
+    generator = decisive_generator(1, gain=100.0)
     # Coarse-to-fine with a small working side: 64-pixel images go through two levels.
     config = export_lib.ExportConfig(
         export_dir=str(tmp_path_factory.mktemp("export")), version=4, tflite=True,
