@@ -6,9 +6,11 @@ edge diffusion/contraction (section 4.2.4); the fused image is eq. 14,
 I_fused = I_A * F_final + I_B * (1 - F_final), computed on the ORIGINAL pixels, so the output
 keeps the sources' dtype (uint8, uint16 or float in [0, 1]) and colour (grey in, grey out).
 
-F_hat comes from `mfif_tf.inference`: by default coarse-to-fine (G at a working resolution
-near the scale it learned, the refinement head R redrawing the outline on the full-resolution
-pixels), or the paper's single full-resolution pass (`mode="paper"`).
+F_hat comes from `mfif_tf.inference`: by default G's full-resolution pass with its outline
+redrawn by the refinement head R (`mode="refined"`), or the paper's single full-resolution
+pass (`mode="paper"`), or coarse-to-fine (G at a working resolution, R up to full resolution).
+This module runs the networks in TensorFlow; `mfif_tf.litert_engine` runs the packaged
+model's LiteRT graph through the same stack loop (`mfif_tf.stacking`).
 
 Stacks of N > 2 frames are fused sequentially: R_1 = frame 0, R_k = fuse(R_{k-1}, frame k),
 so each step is the pair fusion G was trained for, with the running result as I_A. With a
@@ -22,54 +24,27 @@ comes out in float32 either way, and R, SRR and eq. 14 run in float32.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mfif_tf import inference, model_io, tiling
 from mfif_tf import refiner as refiner_lib
-from mfif_tf.align import AlignmentError, StackAligner
 from mfif_tf.image_io import InputError
-from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION, fuse_with_map
+from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
-from mfif_tf.scales import parse_scales
 from mfif_tf.srr import small_region_removal
+# The stack loop and the source checks are shared with the LiteRT engine; re-exported here.
+from mfif_tf.stacking import (  # noqa: F401
+    TIMING_KEYS, FusionResult, check_edge_and_size, check_fusion_mode, check_source,
+    diffuse_map, fuse_frames)
 
-TIMING_KEYS = ("network", "srr", "edge", "align", "fusion", "total")
 _GENERATOR_CACHE: dict[tuple, Generator] = {}
 _REFINER_CACHE: dict[tuple, Refiner] = {}
-
-
-@dataclasses.dataclass
-class FusionResult:
-    """What one fusion returns.
-
-    Attributes:
-      fused: I_fused, the sources' dtype and layout ((H, W) grey or (H, W, 3)).
-      f_hat: F_hat (H, W) float32 in [0, 1] (pairs only, else None).
-      f_final: F_final (H, W) float32, {0, 1} with SRR or edge_pixels, else F_hat (pairs only).
-      index_map: (H, W) uint8 (uint16 for more than 256 frames): the frame each pixel comes
-        from (0-based, in input order); for a soft F_final the frame with the larger weight.
-      timings: seconds spent in "network" (G), "srr", "edge" (diffusion/contraction),
-        "align", "fusion" (eq. 14) and "total" (the whole call).
-      transforms: with alignment, one 3 x 3 matrix per frame mapping its pixels onto the
-        first frame (the identity for frame 0); else None.
-      precision: what G computed in, "float32" or "bfloat16".
-    """
-
-    fused: np.ndarray
-    f_hat: np.ndarray | None
-    f_final: np.ndarray | None
-    index_map: np.ndarray
-    timings: dict[str, float]
-    transforms: list[np.ndarray] | None = None
-    precision: str = "float32"
 
 
 def effective_precision(generator: Generator | str | os.PathLike | None,
@@ -172,21 +147,6 @@ def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
     return _REFINER_CACHE[key]
 
 
-def check_fusion_mode(mode: str, working_side: Any, scales: Any) -> tuple[float, ...]:
-    """Checks `mode`, `working_side` and `scales` together; returns the parsed scales
-    ((1,) unless given; only the paper mode takes other scales). InputError otherwise."""
-    try:
-        inference.check_mode(mode)
-        inference.check_working_side(working_side)
-        parsed = parse_scales(scales if scales is not None else (1.0,))
-    except ValueError as err:
-        raise InputError(str(err)) from None
-    if mode == "coarse_to_fine" and parsed != (1.0,):
-        raise InputError("scales apply to modes 'refined' and 'paper' (coarse-to-fine runs G "
-                         "once, at the working resolution)")
-    return parsed
-
-
 def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.ndarray,
                   image_b: np.ndarray, *, mode: str = inference.DEFAULT_MODE,
                   working_side: int = inference.DEFAULT_WORKING_SIDE,
@@ -212,44 +172,8 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
                                            progress=progress, progress_total=progress_total)
 
 
-def check_source(pixels: Any, name: str) -> np.ndarray:
-    """Validates one source: uint8, uint16 or float in [0, 1]; (H, W), (H, W, 1) or (H, W, 3);
-    at least `inference.MIN_IMAGE_SIDE` pixels a side. Returns (H, W) or (H, W, 3)."""
-    if not isinstance(pixels, np.ndarray):
-        raise InputError(f"{name}: expected a NumPy array, got {type(pixels).__name__}")
-    if pixels.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
-        raise InputError(f"{name}: unsupported dtype {pixels.dtype}; expected uint8, uint16 or "
-                         "float in [0, 1]")
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[:, :, 0]
-    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
-        raise InputError(f"{name}: expected an (H, W) grey or (H, W, 3) RGB image, got shape "
-                         f"{pixels.shape}")
-    side = inference.MIN_IMAGE_SIDE
-    if min(pixels.shape[:2]) < side:
-        raise InputError(f"{name}: image is {pixels.shape[1]}x{pixels.shape[0]} pixels; the "
-                         f"network needs at least {side}x{side}")
-    if pixels.dtype.kind == "f":
-        low, high = float(np.min(pixels)), float(np.max(pixels))
-        if not (np.isfinite(low) and np.isfinite(high)) or low < 0.0 or high > 1.0:
-            raise InputError(f"{name}: float images must lie in [0, 1], got values in "
-                             f"[{low:g}, {high:g}]")
-    return pixels
-
-
-def _as_rgb(pixels: np.ndarray) -> np.ndarray:
-    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
-
-
-def _same_layout(running: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Grey and colour sources fuse in colour: the grey one is tripled."""
-    if running.ndim != frame.ndim:
-        return _as_rgb(running), _as_rgb(frame)
-    return running, frame
-
-
 def final_map(f_hat: np.ndarray, srr: bool, min_size: int | None, min_size_fraction: float,
-               edge_pixels: int, timings: dict[str, float]) -> tuple[np.ndarray, bool]:
+              edge_pixels: int, timings: dict[str, float]) -> tuple[np.ndarray, bool]:
     """F_final and whether it is binary."""
     start = time.perf_counter()
     if srr:
@@ -259,26 +183,8 @@ def final_map(f_hat: np.ndarray, srr: bool, min_size: int | None, min_size_fract
         f_final = f_hat
     timings["srr"] += time.perf_counter() - start
     if edge_pixels:
-        from mfif_tf.edge_morphology import diffuse  # NumPy/SciPy only
-
-        start = time.perf_counter()
-        f_final = diffuse(f_final > 0.5, int(edge_pixels)).astype(np.float32)
-        timings["edge"] += time.perf_counter() - start
+        f_final = diffuse_map(f_final, edge_pixels, timings)
     return f_final, bool(srr or edge_pixels)
-
-
-def _check_next(frame: np.ndarray, first: np.ndarray, k: int, name) -> None:
-    """A later frame must match the first one in dtype and (after alignment) size."""
-    if frame.dtype != first.dtype:
-        raise InputError(f"{name(k)}: dtype {frame.dtype} differs from {name(0)}'s "
-                         f"{first.dtype}; all sources need the same bit depth")
-    if frame.shape[:2] != first.shape[:2]:
-        raise InputError(
-            f"{name(k)}: size {frame.shape[1]}x{frame.shape[0]} differs from {name(0)}'s "
-            f"{first.shape[1]}x{first.shape[0]}; sources must have the same size (use "
-            "--align to register hand-held frames)")
-    if k > np.iinfo(np.uint16).max:
-        raise InputError(f"{name(k)}: stacks are limited to 65536 frames")
 
 
 def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None = None, *,
@@ -298,76 +204,33 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
     Step k fuses the running result R (as I_A) with frame k (as I_B); the index map takes
     the value k where F_final < 0.5, i.e. where frame k is taken.
     """
-    start_total = time.perf_counter()
-    timings = dict.fromkeys(TIMING_KEYS, 0.0)
-    if int(edge_pixels) != edge_pixels:
-        raise InputError(f"edge_pixels must be an integer, got {edge_pixels!r}")
-    if min_size is not None and (isinstance(min_size, bool) or min_size < 0):
-        raise InputError(f"min_size must be a non-negative number of pixels, got {min_size!r}")
+    check_edge_and_size(edge_pixels, min_size)
     scales = check_fusion_mode(mode, working_side, scales)
     precision = effective_precision(generator, precision)
-    names = list(names) if names is not None else []
-    name = lambda k: names[k] if k < len(names) else f"source {k}"  # noqa: E731
-    model = model_refiner = None
-    aligner = StackAligner(align_model) if align else None
-    transforms: list[np.ndarray] | None = [] if align else None
-    first = running = index = f_hat = f_final = None
-    count = 0
-    bar = tqdm(total=0, desc="fusing", unit="tile", leave=False, delay=2.0,
-               disable=None if progress is None else not progress)
+    loaded: dict[str, Any] = {}
 
-    def add_total(n):
-        bar.total += n
-        bar.refresh()
+    def pair_maps(running, frame, bar, timings):
+        if not loaded:  # after the first two frames passed their checks
+            loaded["g"] = resolve_generator(generator, precision)
+            loaded["r"] = (resolve_refiner(refiner, generator) if mode != "paper" else None)
 
-    try:
-        for k, frame in enumerate(frames):
-            frame = check_source(frame, name(k))
-            count, covered = k + 1, None
-            if aligner is not None:
-                start = time.perf_counter()
-                try:
-                    frame, covered, matrix = aligner(frame)
-                except AlignmentError as err:
-                    raise InputError(f"{name(k)}: cannot align to {name(k - 1)}: {err}") \
-                        from None
-                timings["align"] += time.perf_counter() - start
-                transforms.append(matrix)
-            if first is None:
-                first = running = frame
-                index = np.zeros(frame.shape[:2], np.uint16)
-                continue
-            _check_next(frame, first, k, name)
-            if model is None:
-                model = resolve_generator(generator, precision)
-                if mode != "paper":
-                    model_refiner = resolve_refiner(refiner, generator)
-            running, frame = _same_layout(running, frame)
-            start = time.perf_counter()
-            f_hat = predict_f_hat(model, model_refiner, running, frame, mode=mode,
-                                  working_side=working_side, tile_size=tile_size, flips=flips,
-                                  scales=scales, progress=bar.update, progress_total=add_total)
-            timings["network"] += time.perf_counter() - start
-            f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction,
-                                         edge_pixels, timings)
-            start = time.perf_counter()
-            if covered is not None:  # where the aligned frame has no pixels, R stays
-                f_final = np.where(covered, f_final, np.float32(1.0))
-            running = fuse_with_map(running, frame, f_final, binary)  # eq. 14
-            index[f_final < 0.5] = k
-            timings["fusion"] += time.perf_counter() - start
-    finally:
-        bar.close()
-    if count < 2:
-        raise InputError(f"need at least two sources to fuse, got {count}"
-                         + (f" ({name(0)})" if count else ""))
-    if count <= 256:
-        index = index.astype(np.uint8)
-    timings["total"] = time.perf_counter() - start_total
-    pair = count == 2
-    return FusionResult(running, f_hat if pair else None, f_final if pair else None, index,
-                        timings, transforms,
-                        model_io.precision_of(model) if model is not None else "float32")
+        def add_total(n):
+            bar.total += n
+            bar.refresh()
+
+        start = time.perf_counter()
+        f_hat = predict_f_hat(loaded["g"], loaded["r"], running, frame, mode=mode,
+                              working_side=working_side, tile_size=tile_size, flips=flips,
+                              scales=scales, progress=bar.update, progress_total=add_total)
+        timings["network"] += time.perf_counter() - start
+        f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction, edge_pixels,
+                                    timings)
+        return f_hat, f_final, binary
+
+    result = fuse_frames(frames, pair_maps, align=align, align_model=align_model, names=names,
+                         progress=progress)
+    result.precision = model_io.precision_of(loaded["g"])
+    return result
 
 
 def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None = None,

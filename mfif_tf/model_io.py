@@ -23,15 +23,14 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from mfif_tf.common import PACKAGED_MODEL_DIR, PRECISIONS, ModelNotFoundError  # noqa: F401
 from mfif_tf.config import ModelConfig, model_config_from_dict
 from mfif_tf.networks import Generator
 
-PACKAGED_MODEL_DIR = os.path.join(os.path.dirname(__file__), "pretrained")
 WEIGHTS_FILE = "generator.weights.h5"
 CONFIG_FILE = "model.json"
 
 
-PRECISIONS = ("float32", "bfloat16")
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # Keras dtype policy names
 # CPU flags (Linux /proc/cpuinfo, x86) of instructions that compute in bfloat16: AVX512_BF16
 # (Cooper Lake, Sapphire Rapids and later, Zen 4 and later) and AMX-BF16 (Sapphire Rapids).
@@ -40,10 +39,6 @@ BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # its F_final agreed with float32's on less than 99.9 % of the pixels of some Lytro pairs
 # (docs/benchmarks.md, "bfloat16 inference").
 BF16_DEFAULT_ON_BF16_CPUS = False
-
-
-class ModelNotFoundError(FileNotFoundError):
-    pass
 
 
 def check_precision(precision: Any) -> str:

@@ -1,0 +1,100 @@
+"""What the TensorFlow and the LiteRT engines share, with no TensorFlow import: the constants
+of the inference graph (`mfif_tf.inference`), the scaling of source values, eq. 14 on the
+original pixels, and the error raised for a missing model. `mfif_tf.litert_engine` and the
+checks of `mfif-fuse` run on this alone, so a fusion through LiteRT never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+# The model shipped with the package: G and R weights, and their LiteRT graph.
+PACKAGED_MODEL_DIR = os.path.join(os.path.dirname(__file__), "pretrained")
+# What G may compute in (`model_io.with_precision`).
+PRECISIONS = ("float32", "bfloat16")
+
+# N = 0.001 W H (section 3.3).
+PAPER_MIN_SIZE_FRACTION = 0.001
+# G pads its input to a multiple of 4 by mirroring, which needs at least 2 pixels a side.
+MIN_IMAGE_SIDE = 2
+# ITU-R BT.601 luma weights (MATLAB's rgb2gray), for grey views of RGB sources.
+BT601 = (0.298936021293775, 0.587043074451121, 0.114020904255103)
+
+MODES = ("refined", "paper", "coarse_to_fine")
+DEFAULT_MODE = "refined"
+# Modes in which the refinement head R runs.
+REFINED_MODES = ("refined", "coarse_to_fine")
+# Shorter side of G's working resolution in coarse-to-fine mode (see MODEL_CARD.md for the
+# measurement behind it).
+DEFAULT_WORKING_SIDE = 448
+MIN_WORKING_SIDE = 16
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model (or refinement head) where one was asked for."""
+
+
+def check_mode(mode: str) -> str:
+    """`mode` if it is one of `MODES`; ValueError naming the choices otherwise."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def check_working_side(side: Any) -> int:
+    """The working resolution's shorter side as an int >= `MIN_WORKING_SIDE`."""
+    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) \
+            or side < MIN_WORKING_SIDE:
+        raise ValueError(f"working_side must be an integer of at least {MIN_WORKING_SIDE} "
+                         f"pixels, got {side!r}")
+    return int(side)
+
+
+# ---------------------------------------------------------------- values and eq. 14
+
+
+def unit_scale(dtype: np.dtype) -> float:
+    """The factor that maps a source's values to [0, 1]: 1/255 (uint8), 1/65535 (uint16),
+    1 (float, already in [0, 1])."""
+    if dtype == np.uint8:
+        return 1.0 / 255.0
+    if dtype == np.uint16:
+        return 1.0 / 65535.0
+    return 1.0
+
+
+def to_unit_rgb(pixels: np.ndarray) -> np.ndarray:
+    """A source (H, W) or (H, W, 3), any supported dtype, as float32 RGB in [0, 1]."""
+    x = pixels.astype(np.float32) * np.float32(unit_scale(pixels.dtype))
+    return np.repeat(x[:, :, None], 3, axis=2) if x.ndim == 2 else x
+
+
+_ROWS_PER_CHUNK = 512
+
+
+def fuse_with_map(image_a: np.ndarray, image_b: np.ndarray, f_final: np.ndarray,
+                  binary: bool = True) -> np.ndarray:
+    """Eq. 14 on the original pixels, in row chunks to bound memory.
+
+    A binary F_final selects pixels exactly; a soft one blends in float32 and rounds back
+    to integer dtypes.
+    """
+    out = np.empty_like(image_a)
+    for r0 in range(0, image_a.shape[0], _ROWS_PER_CHUNK):
+        rows = slice(r0, r0 + _ROWS_PER_CHUNK)
+        weight = f_final[rows]
+        if image_a.ndim == 3:
+            weight = weight[:, :, None]
+        if binary:
+            out[rows] = np.where(weight > 0.5, image_a[rows], image_b[rows])
+            continue
+        a = image_a[rows].astype(np.float32)
+        b = image_b[rows].astype(np.float32)
+        blend = b + weight * (a - b)
+        if image_a.dtype.kind == "u":
+            blend = np.clip(np.rint(blend), 0, np.iinfo(image_a.dtype).max)
+        out[rows] = blend.astype(image_a.dtype)
+    return out
