@@ -5,7 +5,7 @@ r"""Fuses multi-focus photos with MFIF-GAN (console script `mfif-fuse`).
       [--working_side S] [--refiner DIR] [--scales 1,0.5] [--precision float32|bfloat16]
       [--flips] [--no_srr] [--min_size N]
       [--edge_pixels K] [--align] [--align_model M] [--tile_size T] [--overwrite]
-      [--jpeg_quality Q] [--threads N]
+      [--jpeg_quality Q] [--threads N] [--engine auto|litert|tensorflow]
   python -m mfif_tf.fuse --input_dir DIR --output_dir OUT [--output_format png]
       [--skip_existing] ...
 
@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from absl import app, flags
 
-from mfif_tf.cli import fail, parse_flags, quiet_native_stderr
+from mfif_tf.cli import fail, parse_flags
 
 FLAGS = flags.FLAGS
 
@@ -74,7 +74,13 @@ flags.DEFINE_string("input_dir", None, "Batch mode: folder with A/, B/ (C/, ...)
 flags.DEFINE_string("output_dir", None, "Batch mode: folder for the fused images.")
 flags.DEFINE_enum("output_format", None, ["png", "jpg", "tif"], "Batch mode: output format "
                   "(default: that of the files in A/).")
-flags.DEFINE_integer("threads", 0, "CPU threads for TensorFlow (0: all).")
+flags.DEFINE_integer("threads", 0, "CPU threads of the engine (0: all).")
+flags.DEFINE_enum("engine", "auto", ["auto", "litert", "tensorflow"],
+                  "What runs the networks. auto (default): the packaged LiteRT graph when it "
+                  "computes what was asked (the packaged model in refined mode, float32, the "
+                  "paper's SRR N, images up to 1 megapixel; no TensorFlow start-up), else "
+                  "TensorFlow; litert: refuse what the graph cannot run; tensorflow: always "
+                  "TensorFlow. See docs/fusion.md, 'Engines'.")
 
 PROG = "mfif-fuse"
 EXIT_INPUT = 2
@@ -88,20 +94,11 @@ def main(argv: list[str]) -> None:
     sources = argv[1:]
     if FLAGS.threads < 0:
         _fail(f"--threads must be >= 0, got {FLAGS.threads}")
-    # Imported here so that `--help` and flag errors do not wait for TensorFlow.
-    with quiet_native_stderr():
-        import tensorflow as tf
-
-        # Thread counts can only be set before the runtime starts, which listing the
-        # devices does.
-        if FLAGS.threads > 0:
-            tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        tf.config.list_logical_devices("CPU")
-
+    # TensorFlow is imported only if the job needs it (`fuse_lib.choose_engine`), so that
+    # `--help`, flag errors and LiteRT jobs never wait for it.
     from mfif_tf import fuse_lib
+    from mfif_tf.common import ModelNotFoundError
     from mfif_tf.image_io import InputError
-    from mfif_tf.model_io import ModelNotFoundError
 
     options = fuse_lib.FuseOptions(
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
@@ -109,7 +106,8 @@ def main(argv: list[str]) -> None:
         tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, mode=FLAGS.mode,
         working_side=FLAGS.working_side, refiner=FLAGS.refiner, precision=FLAGS.precision,
         overwrite=FLAGS.overwrite,
-        skip_existing=FLAGS.skip_existing, jpeg_quality=FLAGS.jpeg_quality)
+        skip_existing=FLAGS.skip_existing, jpeg_quality=FLAGS.jpeg_quality,
+        engine=FLAGS.engine, threads=FLAGS.threads)
     try:
         if FLAGS.input_dir is not None:
             if sources or FLAGS.output:
@@ -141,8 +139,13 @@ def main(argv: list[str]) -> None:
         _fail("out of memory; try a smaller --tile_size")
     t = result.timings
     height, width = result.fused.shape[:2]
+    if result.engine == "litert":
+        parts = f"LiteRT graph {t['network']:.2f} s, fusion {t['fusion']:.2f} s"
+    else:
+        parts = (f"network {t['network']:.2f} s, SRR {t['srr']:.2f} s, fusion "
+                 f"{t['fusion']:.2f} s")
     print(f"{FLAGS.output}: {len(sources)} frames of {width}x{height} fused in {t['total']:.2f} s "
-          f"(network {t['network']:.2f} s, SRR {t['srr']:.2f} s, fusion {t['fusion']:.2f} s)")
+          f"({parts})")
 
 
 def run() -> None:

@@ -19,15 +19,22 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from tqdm.auto import tqdm
 
-from mfif_tf import fusion, image_io, model_io
+from mfif_tf import common, image_io, litert_engine, stacking
 from mfif_tf.align import MODELS as ALIGN_MODELS
+from mfif_tf.cli import quiet_native_stderr
+from mfif_tf.common import ModelNotFoundError
 from mfif_tf.image_io import InputError
-from mfif_tf.model_io import ModelNotFoundError
-from mfif_tf.networks import Generator
-from mfif_tf import inference
+
+if TYPE_CHECKING:
+    from mfif_tf.networks import Generator
+
+# TensorFlow is imported only when a job needs it (`start_tensorflow`): a job the LiteRT
+# engine runs (`choose_engine`) never loads it.
 
 MAP_FORMATS = ("png", "tiff")
 # The smallest tile side `--tile_size` takes. Every tile is extended on each side by G's
@@ -43,20 +50,22 @@ class FuseOptions:
 
     srr: bool = True
     min_size: int | None = None
-    min_size_fraction: float = inference.PAPER_MIN_SIZE_FRACTION
+    min_size_fraction: float = common.PAPER_MIN_SIZE_FRACTION
     edge_pixels: int = 0
     align: bool = False
     align_model: str = "similarity"
     tile_size: int | None = None
     flips: bool = False
     scales: tuple[float, ...] | str | None = None
-    mode: str = inference.DEFAULT_MODE
-    working_side: int = inference.DEFAULT_WORKING_SIDE
+    mode: str = common.DEFAULT_MODE
+    working_side: int = common.DEFAULT_WORKING_SIDE
     refiner: str | None = None
     precision: str | None = None  # None: model_io.default_precision() for a model path
     overwrite: bool = False
     skip_existing: bool = False  # batches: keep existing outputs, fuse only the missing ones
     jpeg_quality: int = 95
+    engine: str = "auto"  # "auto", "litert" or "tensorflow" (`choose_engine`)
+    threads: int = 0  # CPU threads of either engine; 0: all
     progress: bool | None = None  # None: progress bars only on a terminal
     # Remove what killed runs left in the output folders (`image_io.remove_stale_parts`).
     remove_stale_parts: bool = True
@@ -76,17 +85,22 @@ class FuseOptions:
         if not 1 <= self.jpeg_quality <= 100:
             raise InputError(f"--jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         try:
-            self.scales = fusion.check_fusion_mode(self.mode, self.working_side, self.scales)
+            self.scales = stacking.check_fusion_mode(self.mode, self.working_side, self.scales)
         except InputError as err:
             raise InputError(f"--mode/--working_side/--scales: {err}") from None
         if self.refiner is not None and not os.path.isdir(self.refiner):
             raise InputError(f"--refiner {self.refiner}: no such folder")
-        if self.precision is not None and self.precision not in model_io.PRECISIONS:
+        if self.precision is not None and self.precision not in common.PRECISIONS:
             raise InputError(f"--precision must be float32 or bfloat16, got "
                              f"{self.precision!r}")
         if self.align_model not in ALIGN_MODELS:
             raise InputError(f"--align_model must be one of {ALIGN_MODELS}, got "
                              f"{self.align_model!r}")
+        if self.threads < 0:
+            raise InputError(f"--threads must be >= 0, got {self.threads}")
+        if self.engine not in litert_engine.ENGINES:
+            raise InputError(f"--engine must be one of {', '.join(litert_engine.ENGINES)}, "
+                             f"got {self.engine!r}")
         if self.overwrite and self.skip_existing:
             raise InputError("--overwrite replaces existing outputs and --skip_existing keeps "
                              "them: pass one of the two")
@@ -129,12 +143,69 @@ def check_job(sources: Sequence[str], output: str | None, options: FuseOptions,
         _check_map_path(index_map, "--index_map", options.overwrite, sources)
 
 
+def litert_blockers(options: FuseOptions, generator: Generator | str | None) -> list[str]:
+    """Why the LiteRT engine cannot run a job with these settings (empty: it can, for
+    images up to `litert_engine.MAX_PIXELS`)."""
+    model = "a Generator" if not isinstance(generator, (str, os.PathLike, type(None))) \
+        else generator
+    reasons = litert_engine.unsupported(
+        model=model, mode=options.mode, refiner=options.refiner, scales=options.scales,
+        flips=options.flips, precision=options.precision, tile_size=options.tile_size,
+        min_size=options.min_size, min_size_fraction=options.min_size_fraction)
+    missing = litert_engine.missing()
+    return reasons + ([missing] if missing else [])
+
+
+def choose_engine(options: FuseOptions, generator: Generator | str | None,
+                  shape: tuple[int, ...] | None = None) -> str:
+    """"litert" or "tensorflow" for a job (`shape`: the first source's, when known).
+
+    `options.engine` "auto" picks LiteRT when the packaged graph computes what was asked
+    (`litert_engine.unsupported`) and the image is at most `litert_engine.MAX_PIXELS`,
+    else TensorFlow; "litert" refuses a job it cannot run, naming the flags; "tensorflow"
+    always runs TensorFlow.
+    """
+    if options.engine == "tensorflow":
+        return "tensorflow"
+    blockers = litert_blockers(options, generator)
+    if options.engine == "litert":
+        if blockers:
+            raise InputError("--engine=litert cannot run this job: " + "; ".join(blockers)
+                             + " (use --engine=auto or tensorflow)")
+        return "litert"
+    too_big = shape is not None and shape[0] * shape[1] > litert_engine.MAX_PIXELS
+    return "tensorflow" if blockers or too_big else "litert"
+
+
+_TF_STARTED = False
+
+
+def start_tensorflow(threads: int = 0) -> None:
+    """Imports TensorFlow with its native start-up lines silenced and, when `threads` > 0,
+    its thread pools sized (only possible before its runtime starts; later calls keep the
+    first setting)."""
+    global _TF_STARTED
+    if _TF_STARTED:
+        return
+    with quiet_native_stderr():
+        import tensorflow as tf
+
+        if threads > 0:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+            except RuntimeError:  # the runtime runs already (a library caller's own work)
+                pass
+        tf.config.list_logical_devices("CPU")  # starts the runtime
+    _TF_STARTED = True
+
+
 def fuse_files(sources: Sequence[str], output: str | None, generator: Generator | str | None,
                options: FuseOptions, focus_map: str | None = None,
-               index_map: str | None = None) -> fusion.FusionResult:
+               index_map: str | None = None) -> stacking.FusionResult:
     """Fuses image files into `output` (EXIF of the first file kept); optionally writes
     F_final (`focus_map`, pairs) and the index map (`index_map`, raw frame numbers 0..N-1).
-    With `output` None only the maps are written."""
+    With `output` None only the maps are written. The engine follows `choose_engine`."""
     check_job(sources, output, options, focus_map, index_map)
     if options.remove_stale_parts:
         for folder in {os.path.dirname(os.path.abspath(p))
@@ -145,13 +216,22 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
         image_io.check_can_store(output, first.pixels)
     frames = itertools.chain([first.pixels],
                              (image_io.read_image(p).pixels for p in sources[1:]))
-    result = fusion.fuse_stack(
-        frames, generator, srr=options.srr, min_size=options.min_size,
-        min_size_fraction=options.min_size_fraction, edge_pixels=options.edge_pixels,
-        tile_size=options.tile_size, align=options.align, align_model=options.align_model,
-        names=list(sources), progress=options.progress, flips=options.flips,
-        scales=options.scales, mode=options.mode, working_side=options.working_side,
-        refiner=options.refiner, precision=options.precision)
+    if choose_engine(options, generator, first.pixels.shape) == "litert":
+        result = litert_engine.fuse_stack(
+            frames, srr=options.srr, edge_pixels=options.edge_pixels, align=options.align,
+            align_model=options.align_model, names=list(sources), progress=options.progress,
+            num_threads=options.threads)
+    else:
+        start_tensorflow(options.threads)
+        from mfif_tf import fusion
+
+        result = fusion.fuse_stack(
+            frames, generator, srr=options.srr, min_size=options.min_size,
+            min_size_fraction=options.min_size_fraction, edge_pixels=options.edge_pixels,
+            tile_size=options.tile_size, align=options.align, align_model=options.align_model,
+            names=list(sources), progress=options.progress, flips=options.flips,
+            scales=options.scales, mode=options.mode, working_side=options.working_side,
+            refiner=options.refiner, precision=options.precision)
     with image_io.OutputSet(options.overwrite) as out:
         if output:
             out.add(output, result.fused, first.exif, options.jpeg_quality)
@@ -322,10 +402,18 @@ def fuse_batch(input_dir: str, output_dir: str, generator: Generator | str | Non
     items = [item for item in items if item.pending]
     if not items:
         return report
-    model = fusion.resolve_generator(generator,
-                                     fusion.effective_precision(generator, options.precision))
-    item_options = dataclasses.replace(options, progress=False, remove_stale_parts=False,
-                                       precision=None)  # `model` is in it already
+    model = generator
+    if choose_engine(options, generator) == "tensorflow":
+        # Loaded once for every item; with LiteRT, TensorFlow loads only for an image above
+        # the LiteRT size limit (and its model is cached from then on).
+        start_tensorflow(options.threads)
+        from mfif_tf import fusion
+
+        model = fusion.resolve_generator(
+            generator, fusion.effective_precision(generator, options.precision))
+    item_options = dataclasses.replace(options, progress=False, remove_stale_parts=False)
+    if model is not generator:
+        item_options.precision = None  # `model` is in it already
     disable = None if options.progress is None else not options.progress
     for item in tqdm(items, desc="batch", unit="image", disable=disable):
         try:

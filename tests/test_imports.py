@@ -17,6 +17,7 @@ ENTRY_POINTS = frozenset({
     "mfif_tf.ablate", "mfif_tf.evaluate", "mfif_tf.fuse", "mfif_tf.train",
     "mfif_tf.train_refiner", "data_pipeline.benchmark", "data_pipeline.blur_estimate",
     "data_pipeline.preview", "data_pipeline.tfds.build", "export.export", "export.measure",
+    "export.litert_package",
 })
 
 # Runs in a fresh interpreter, so that no flag defined by an earlier test or import counts.

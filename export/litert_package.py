@@ -1,0 +1,63 @@
+"""Writes the LiteRT graph that ships in the package for `mfif-fuse`'s LiteRT engine:
+
+  python -m export.litert_package [--output mfif_tf/pretrained/fusion_refined_float32.tflite]
+      [--overwrite]
+
+The graph is the dynamic-shape float32 TFLite model of `export.tflite` (the on-device
+export) built from the packaged G and R in refined mode: F_hat, SRR with N = 0.001 W H and
+eq. 14 inside (`mfif_tf.litert_engine`). Run it whenever the packaged weights change; the
+tests check that the shipped graph gives the packaged weights' maps.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from mfif_tf.cli import fail, parse_flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("output", None, "Where to write the graph (default: the package's).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing file.")
+
+
+def build_graph(generator=None, refiner=None) -> bytes:
+    """The packaged graph's flatbuffer for G and R (default: the packaged ones)."""
+    from export.tflite import TFLiteModule, convert
+    from mfif_tf import fusion, model_io
+
+    generator = generator or model_io.load_generator("default", "float32")
+    refiner = refiner or fusion.resolve_refiner(None)
+    module = TFLiteModule(generator, mode="refined", refiner=refiner)  # `GRAPH_FILE`
+    return convert(module, "dynamic", "float32")
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    from mfif_tf.litert_engine import PACKAGED_GRAPH
+
+    output = FLAGS.output or PACKAGED_GRAPH
+    if os.path.isdir(output):
+        fail(f"{output}: is a directory, expected a .tflite file name")
+    if os.path.exists(output) and not FLAGS.overwrite:
+        fail(f"{output}: already exists (pass --overwrite to replace it)")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        fail(f"{folder}: no such folder")
+    data = build_graph()
+    part = f"{output}.{os.getpid()}.part"
+    with open(part, "wb") as f:
+        f.write(data)
+    os.replace(part, output)
+    print(f"{output}: {len(data) / 1e6:.2f} MB")
+
+
+def run() -> None:
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,183 @@
+"""Fusion with the packaged model's LiteRT graph, without TensorFlow.
+
+`mfif-fuse` spends most of a small job starting TensorFlow (importing it takes seconds, the
+fusion of a 520 x 520 pair a fraction of one). The package therefore ships the TFLite graph
+of its own G and R (`PACKAGED_GRAPH`, written by `python -m export.litert_package` with
+`export.tflite`, the exporter of the on-device models): the refined mode's F_hat, SRR with
+N = 0.001 W H and eq. 14, float32, any image size. This module runs that graph with the
+LiteRT interpreter (`ai_edge_litert`) and the stack loop of `mfif_tf.stacking`, importing
+only NumPy, OpenCV (alignment) and LiteRT.
+
+What the graph computes is fixed when it is exported, so this engine covers the default
+job: the packaged model in refined mode, float32, SRR with the paper's N or no SRR
+(`focus_map_raw`), any `edge_pixels`, alignment, pairs, stacks and batches. Eq. 14 runs on
+the original pixels from the graph's F_final, as the TensorFlow path does, so 16-bit and grey
+sources keep their depth and layout. Everything else (a `--model` work dir, another mode,
+scales, flips, bfloat16, tiles, another N) needs TensorFlow (`unsupported`), and so do
+images above `MAX_PIXELS`: the graph runs the whole image at once, and its peak memory grows
+by about 2.7 kB per pixel (0.8 GB at 520 x 520, 5.8 GB at 1448 x 1448), where the
+TensorFlow path switches to tiles in bounded memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from mfif_tf.cli import quiet_native_stderr
+from mfif_tf.common import (DEFAULT_MODE, PACKAGED_MODEL_DIR, PAPER_MIN_SIZE_FRACTION,
+                            ModelNotFoundError, to_unit_rgb)
+from mfif_tf.image_io import InputError
+from mfif_tf.stacking import FusionResult, check_edge_and_size, diffuse_map, fuse_frames
+
+GRAPH_FILE = "fusion_refined_float32.tflite"
+PACKAGED_GRAPH = os.path.join(PACKAGED_MODEL_DIR, GRAPH_FILE)
+# Largest image (pixels) the graph runs on; above it the TensorFlow engine tiles G.
+MAX_PIXELS = 1_000_000
+ENGINES = ("auto", "litert", "tensorflow")
+
+_RUNNERS: dict[tuple, "GraphRunner"] = {}
+
+
+def missing() -> str | None:
+    """Why the engine cannot run here (no packaged graph, no LiteRT), or None."""
+    if not os.path.isfile(PACKAGED_GRAPH):
+        return f"the packaged LiteRT graph is not installed ({GRAPH_FILE})"
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401 (only whether it imports)
+    except ImportError:
+        return "the LiteRT interpreter (ai-edge-litert) is not installed"
+    return None
+
+
+def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = None,
+                scales: Any = None, flips: bool = False, precision: str | None = None,
+                tile_size: int | None = None, min_size: int | None = None,
+                min_size_fraction: float = PAPER_MIN_SIZE_FRACTION) -> list[str]:
+    """The settings of a job that the packaged graph does not compute (empty: it can run),
+    each named as its `mfif-fuse` flag."""
+    reasons = []
+    if model not in (None, "", "default"):
+        reasons.append("--model (the graph holds the packaged model only)")
+    if mode != DEFAULT_MODE:
+        reasons.append(f"--mode={mode} (the graph is the {DEFAULT_MODE} mode)")
+    if refiner is not None:
+        reasons.append("--refiner")
+    if scales not in (None, (1.0,), "1", "1.0", [1.0]):
+        reasons.append("--scales")
+    if flips:
+        reasons.append("--flips")
+    if precision not in (None, "float32"):
+        reasons.append(f"--precision={precision} (the graph computes in float32)")
+    if tile_size is not None:
+        reasons.append("--tile_size (the graph runs the whole image)")
+    if min_size is not None or min_size_fraction != PAPER_MIN_SIZE_FRACTION:
+        reasons.append("--min_size/--min_size_fraction (the graph's SRR has N = 0.001 W H)")
+    return reasons
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class GraphRunner:
+    """The packaged fusion graph in a LiteRT interpreter.
+
+    Args:
+      model: the .tflite file, or its bytes (inputs `image_a`, `image_b`: float32
+        (1, H, W, 3) in [0, 1]; outputs `focus_map` (F_final) and `focus_map_raw` (F_hat),
+        (1, H, W, 1)).
+      num_threads: interpreter threads; 0 or None for every CPU of the process.
+    """
+
+    def __init__(self, model: str | bytes = PACKAGED_GRAPH, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        name = "the graph" if isinstance(model, bytes) else model
+        if not isinstance(model, bytes) and not os.path.isfile(model):
+            raise ModelNotFoundError(f"{model}: no such LiteRT graph")
+        self.num_threads = int(num_threads or default_threads())
+        source = ({"model_content": model} if isinstance(model, bytes)
+                  else {"model_path": model})
+        with quiet_native_stderr():
+            interpreter = Interpreter(num_threads=self.num_threads, **source)
+        self._run = interpreter.get_signature_runner()
+        inputs = self._run.get_input_details()
+        if set(inputs) != {"image_a", "image_b"}:
+            raise ModelNotFoundError(f"{name}: not an mfif-tf fusion graph (inputs "
+                                     f"{sorted(inputs)})")
+
+    def __call__(self, image_a: np.ndarray, image_b: np.ndarray) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+        """(F_hat, F_final), (H, W) float32, for two sources of one size (any supported
+        dtype, grey or RGB)."""
+        a = to_unit_rgb(image_a)[None]
+        b = to_unit_rgb(image_b)[None]
+        with quiet_native_stderr():  # the runtime notes applying its CPU delegate here
+            out = self._run(image_a=a, image_b=b)
+        return out["focus_map_raw"][0, :, :, 0], out["focus_map"][0, :, :, 0]
+
+
+def packaged_runner(num_threads: int | None = None) -> GraphRunner:
+    """The packaged graph's runner, created once per thread count."""
+    key = (PACKAGED_GRAPH, int(num_threads or default_threads()))
+    if key not in _RUNNERS:
+        reason = missing()
+        if reason is not None:
+            raise ModelNotFoundError(reason)
+        _RUNNERS.clear()
+        _RUNNERS[key] = GraphRunner(PACKAGED_GRAPH, key[1])
+    return _RUNNERS[key]
+
+
+def check_size(height: int, width: int, name: str) -> None:
+    """InputError when an image is too large for the graph (see `MAX_PIXELS`)."""
+    if height * width > MAX_PIXELS:
+        raise InputError(f"{name}: {width}x{height} is above the LiteRT engine's "
+                         f"{MAX_PIXELS / 1e6:g} megapixels (it runs the whole image at "
+                         f"once); use --engine=tensorflow, which tiles large images")
+
+
+def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, *,
+               srr: bool = True, edge_pixels: int = 0, align: bool = False,
+               align_model: str = "similarity", names: Sequence[str] | None = None,
+               progress: bool | None = False, num_threads: int | None = None) -> FusionResult:
+    """Fuses a pair or a stack with the packaged graph, as `mfif_tf.fusion.fuse_stack` does
+    with the same settings in refined mode (see there for the arguments).
+
+    `srr` False takes the graph's F_hat as F_final (eq. 14 then blends softly);
+    `edge_pixels` grows or shrinks F_final (section 4.2.4) before eq. 14. `runner` defaults
+    to the packaged graph with `num_threads` threads.
+    """
+    check_edge_and_size(edge_pixels, None)
+    names = list(names) if names is not None else []
+
+    def pair_maps(running, frame, bar, timings):
+        nonlocal runner
+        check_size(*frame.shape[:2], names[0] if names else "source 0")
+        if runner is None:
+            runner = packaged_runner(num_threads)
+        bar.total += 1
+        bar.refresh()
+        start = time.perf_counter()
+        f_hat, f_final = runner(running, frame)  # F_hat, SRR (N = 0.001 W H) in the graph
+        timings["network"] += time.perf_counter() - start
+        bar.update(1)
+        if not srr:
+            f_final = f_hat
+        if edge_pixels:
+            f_final = diffuse_map(f_final, edge_pixels, timings)
+        return f_hat, f_final, bool(srr or edge_pixels)
+
+    result = fuse_frames(frames, pair_maps, align=align, align_model=align_model, names=names,
+                         progress=progress)
+    result.engine = "litert"
+    return result
