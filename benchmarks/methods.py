@@ -51,8 +51,12 @@ LABELS = {
     "enfuse": "enfuse (focus-stacking options)",
 }
 # Whole-process section: the command-line tools as a user runs them (`python -m
-# mfif_tf.fuse` in its default mode, refined).
-PROCESS_METHODS = ("refined", "enfuse")
+# mfif_tf.fuse` in its default mode, refined, with its default engine, which is LiteRT for
+# the packaged model, and with --engine=tensorflow).
+PROCESS_METHODS = ("refined", "refined_tensorflow", "enfuse")
+# Process-only methods: (the model method they run, the --engine they pass).
+PROCESS_VARIANTS = {"refined_tensorflow": ("refined", "tensorflow")}
+LABELS["refined_tensorflow"] = "refined, --engine=tensorflow (TensorFlow start-up included)"
 
 
 def uses_model(method: str) -> bool:

@@ -28,7 +28,10 @@ MIN_FIT_MEGAPIXELS = 0.25  # below, fixed costs (calls, process start) hide the 
 LYTRO_METRICS = ("MI", "TE", "NCIE", "Q_Y", "Q_CB", "Q_G", "Q_M", "SF")
 
 
-METHOD_ORDER = {m: i for i, m in enumerate(methods_lib.METHODS)}
+# The methods in table order, each process-only variant (`--engine=tensorflow`) after its base.
+METHOD_ORDER = {m: i for i, m in enumerate(
+    v for m in methods_lib.METHODS
+    for v in (m, *(k for k, (base, _) in methods_lib.PROCESS_VARIANTS.items() if base == m)))}
 COMPARED = ("fusion", "whole_process", "stack", "quality")  # sections of METHODS
 BASELINE = "enfuse"
 REFERENCE = methods_lib.REFERENCE

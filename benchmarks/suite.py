@@ -256,8 +256,17 @@ def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
                 tasks.append(Task(f"fusion/{method}/{w}x{h}", f"{method} pair {w}x{h}", spec))
     elif section == "whole_process":
         h, w = inputs.parse_size(PROCESS_SIZE)
-        for method in _methods(config, notes, among=methods_lib.PROCESS_METHODS):
-            spec = _sign({**_method_spec(method, config), "kind": "process", "height": h,
+        methods = _methods(config, notes, among=methods_lib.PROCESS_METHODS)
+        variants = [v for v, (base, _) in methods_lib.PROCESS_VARIANTS.items()
+                    if base in methods]
+        for method in [m for m in methods_lib.PROCESS_METHODS if m in methods + variants]:
+            base, engine = methods_lib.PROCESS_VARIANTS.get(method, (method, None))
+            spec = _method_spec(base, config)
+            if engine:
+                spec["engine"] = engine
+                spec["signature"].update(method=method, engine=engine)
+            spec["method"] = method
+            spec = _sign({**spec, "kind": "process", "height": h,
                           "width": w, **common,
                           "repeats": min(PROCESS_REPEATS, config.repeats)}, size=[w, h])
             tasks.append(Task(f"whole_process/{method}/{w}x{h}",

@@ -417,7 +417,7 @@ def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- whole process
 
-_FUSED_IN = re.compile(r"fused in ([0-9.]+) s \(network ([0-9.]+) s")
+_FUSED_IN = re.compile(r"fused in ([0-9.]+) s \((?:network|LiteRT graph) ([0-9.]+) s")
 
 
 def process_task(spec: dict[str, Any]) -> dict[str, Any]:
@@ -448,7 +448,7 @@ def process_task(spec: dict[str, Any]) -> dict[str, Any]:
             env, cwd = enfuse_lib.enfuse_env(threads or None), None
             shown = ["enfuse", *command[1:]]
             row["weights"] = "none"
-        elif methods_lib.uses_model(method):
+        elif methods_lib.uses_model(methods_lib.PROCESS_VARIANTS.get(method, (method,))[0]):
             mode = spec["mode"]
             # The mode is passed even when it is the tool's default, so that the row says
             # what ran whatever the default becomes.
@@ -461,6 +461,8 @@ def process_task(spec: dict[str, Any]) -> dict[str, Any]:
                 command.append(f"--working_side={int(spec['working_side'])}")
             if spec.get("scales") and mode != "coarse_to_fine":
                 command.append("--scales=" + ",".join(f"{v:g}" for v in spec["scales"]))
+            if spec.get("engine"):
+                command.append(f"--engine={spec['engine']}")
             if threads:
                 command.append(f"--threads={threads}")
             env, cwd = dict(os.environ), methods_lib.ROOT
@@ -473,7 +475,8 @@ def process_task(spec: dict[str, Any]) -> dict[str, Any]:
                 row["working_side"] = spec.get("working_side") or inference.DEFAULT_WORKING_SIDE
             else:
                 row["scales"] = list(spec.get("scales") or [1.0])
-            if methods_lib.uses_refiner(method):
+            row["engine"] = spec.get("engine") or "auto"
+            if methods_lib.uses_refiner(methods_lib.PROCESS_VARIANTS.get(method, (method,))[0]):
                 row["refiner"] = refiner_identity(spec.get("model") or "",
                                                   spec.get("refiner", ""))
         else:
