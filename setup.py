@@ -33,7 +33,12 @@ setup(
         "tqdm",
         "ai-edge-litert",
     ],
-    extras_require={"test": ["pytest", "dill"]},
+    extras_require={
+        "test": ["pytest", "dill"],
+        # Beam builds of the tfds datasets and `python -m export.beam_fuse`; mlcroissant for
+        # the `tfds build` command, which imports it.
+        "beam": ["apache-beam>=2.60,<3", "mlcroissant"],
+    },
     entry_points={
         "console_scripts": [
             "mfif-fuse=mfif_tf.fuse:run",

@@ -3,9 +3,14 @@
   python -m data_pipeline.tfds.build --dataset=mfif_alpha_matte --config=alpha_matte \
       --manual_dir=/path/to/VOCdevkit [--data_dir=~/tensorflow_datasets]
   python -m data_pipeline.tfds.build --dataset=mfif_benchmark --manual_dir=/path/to/test_sets
+  python -m data_pipeline.tfds.build ... \
+      --beam_pipeline_options=runner=DirectRunner,direct_num_workers=2
 
 Same result as `tfds build data_pipeline/tfds/<dataset> --manual_dir=...`, without the extra
-packages the `tfds` command imports (apache-beam, mlcroissant).
+packages the `tfds` command imports (apache-beam, mlcroissant). With
+`--beam_pipeline_options` (comma-separated Beam pipeline options without the leading `--`,
+as the `tfds` command takes them) the examples are made on Apache Beam (the `beam` extra;
+`beam_support`).
 """
 
 from __future__ import annotations
@@ -23,16 +28,30 @@ _CONFIG = flags.DEFINE_list(
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the source data.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 "tfds data folder (default ~/tensorflow_datasets).")
+_BEAM_OPTIONS = flags.DEFINE_string(
+    "beam_pipeline_options", None, "Build on Apache Beam with these comma-separated pipeline "
+    "options, e.g. runner=DirectRunner,direct_num_workers=2 (needs apache-beam).")
+
+
+def beam_options(text: str):
+    """Beam `PipelineOptions` from "a=1,b=2" (the `tfds build` form)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return PipelineOptions([f"--{opt.strip()}" for opt in text.split(",") if opt.strip()])
 
 
 def build(dataset: str, manual_dir: str, config: str | None = None,
-          data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-    """Prepares one dataset (config) and returns its builder."""
+          data_dir: str | None = None, pipeline_options=None) -> tfds.core.DatasetBuilder:
+    """Prepares one dataset (config) and returns its builder; with Beam `pipeline_options`
+    (or their "a=1,b=2" text) on Apache Beam."""
     cls = {"mfif_alpha_matte": register.MfifAlphaMatte,
            "mfif_benchmark": register.MfifBenchmark}[dataset]
     builder = cls(config=config, data_dir=data_dir) if config else cls(data_dir=data_dir)
+    if isinstance(pipeline_options, str):
+        pipeline_options = beam_options(pipeline_options)
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                                     beam_options=pipeline_options))
     return builder
 
 
@@ -41,8 +60,15 @@ def main(argv):
     if not _MANUAL_DIR.value:
         raise app.UsageError("--manual_dir is required")
     configs = _CONFIG.value or ([None] if _DATASET.value == "mfif_benchmark" else ["alpha_matte"])
+    options = None
+    if _BEAM_OPTIONS.value:
+        try:
+            options = beam_options(_BEAM_OPTIONS.value)
+        except ImportError:
+            raise app.UsageError("--beam_pipeline_options needs apache-beam: "
+                                 "pip install -e \".[beam]\"") from None
     for config in configs:
-        builder = build(_DATASET.value, _MANUAL_DIR.value, config, _DATA_DIR.value)
+        builder = build(_DATASET.value, _MANUAL_DIR.value, config, _DATA_DIR.value, options)
         splits = ", ".join(f"{k}: {v.num_examples}" for k, v in builder.info.splits.items())
         print(f"{builder.info.full_name} in {builder.data_dir} ({splits})")
 

@@ -18,6 +18,7 @@ from absl import logging
 from etils import epath
 
 from data_pipeline import readers, synthesis
+from data_pipeline.tfds import beam_support
 
 _DESCRIPTION = """
 Synthetic multi-focus image pairs with the defocus spread effect, built as in MFIF-GAN
@@ -59,7 +60,8 @@ Give `--manual_dir` (or `download_config=tfds.download.DownloadConfig(manual_dir
    about one in ten examples into validation.
 3. A folder whose subfolders are any of the above (e.g. `ecssd/` and `human_seg/`): all are used.
 
-manual_dir must be a local folder.
+manual_dir must be a local folder (also for Beam builds, whose workers read the files by
+path: on a distributed runner, a folder every worker sees).
 """
 
 
@@ -129,7 +131,15 @@ def list_split(kind: str, path: str, split: str) -> list[readers.Example]:
     return [e for e in everything if (_stable_unit(e.id) < 0.1) == want_val]
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+def keyed_examples(sources, split: str) -> list[tuple[str, readers.Example]]:
+    """[(key "<source name>/<id>", example)] of one split of every source."""
+    examples = []
+    for name, kind, path in sources:
+        examples += [(f"{name}/{e.id}", e) for e in list_split(kind, path, split)]
+    return examples
+
+
+class Builder(beam_support.BeamSwitch, tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for mfif_alpha_matte."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -183,15 +193,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _sigma(self, key: str) -> float:
         cfg = self.builder_config
-        if cfg.sigma_range is None:
-            return float(cfg.sigma)
-        lo, hi = cfg.sigma_range
-        return float(lo + (hi - lo) * _stable_unit(f"sigma/{key}"))
+        return example_sigma(key, cfg.sigma, cfg.sigma_range)
 
     def _generate_examples(self, sources, split):
-        examples = []
-        for name, kind, path in sources:
-            examples += [(f"{name}/{e.id}", e) for e in list_split(kind, path, split)]
+        cfg = self.builder_config
+        if self.use_beam:  # each worker checks and synthesises its own examples
+            return beam_support.examples_transform(
+                keyed_examples(sources, split), _beam_examples, sigma=cfg.sigma,
+                sigma_range=cfg.sigma_range, synthesis_kind=cfg.synthesis)
+        return self._examples(sources, split)
+
+    def _examples(self, sources, split):
+        examples = keyed_examples(sources, split)
         good, skipped = readers.validate_examples([e for _, e in examples])
         kept = {id(e) for e in good}
         if skipped:
@@ -201,20 +214,44 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         for key, example in examples:
             if id(example) not in kept:
                 continue
-            image = readers.read_rgb(example.image_path)
-            focus = readers.read_focus_map(example.mask_path, example.mask_kind)[..., None]
-            sigma = self._sigma(key)
-            image_a, image_b = synthesis.synthesize_pair(
-                image.astype(np.float32) / 255.0, focus.astype(np.float32), sigma,
-                self.builder_config.synthesis)
-            yield key, {
-                "id": key,
-                "image": image,
-                "focus": focus,
-                "image_a": _to_uint8(image_a.numpy()),
-                "image_b": _to_uint8(image_b.numpy()),
-                "sigma": np.float32(sigma),
-            }
+            yield key, make_example(key, example, self._sigma(key),
+                                    self.builder_config.synthesis)
+
+
+def example_sigma(key: str, sigma: float,
+                  sigma_range: tuple[float, float] | None) -> float:
+    """sigma of G for the example `key`: `sigma`, or drawn from `sigma_range` by a hash."""
+    if sigma_range is None:
+        return float(sigma)
+    lo, hi = sigma_range
+    return float(lo + (hi - lo) * _stable_unit(f"sigma/{key}"))
+
+
+def make_example(key: str, example: readers.Example, sigma: float,
+                 synthesis_kind: str) -> dict:
+    """The features of one checked example: I and F read, (I_A, I_B) synthesised."""
+    image = readers.read_rgb(example.image_path)
+    focus = readers.read_focus_map(example.mask_path, example.mask_kind)[..., None]
+    image_a, image_b = synthesis.synthesize_pair(
+        image.astype(np.float32) / 255.0, focus.astype(np.float32), sigma, synthesis_kind)
+    return {
+        "id": key,
+        "image": image,
+        "focus": focus,
+        "image_a": _to_uint8(image_a.numpy()),
+        "image_b": _to_uint8(image_b.numpy()),
+        "sigma": np.float32(sigma),
+    }
+
+
+def _beam_examples(item, sigma, sigma_range, synthesis_kind):
+    """Beam builds: the example of one (key, `readers.Example`), or none when the checks
+    of `readers.validate_examples` skip it (logged on the worker)."""
+    key, example = item
+    good, _ = readers.validate_examples([example], num_threads=1)
+    if good:
+        yield key, make_example(key, example, example_sigma(key, sigma, sigma_range),
+                                synthesis_kind)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from etils import epath
 from PIL import Image
 
 from data_pipeline import readers
+from data_pipeline.tfds import beam_support
 
 _DESCRIPTION = """
 Multi-focus image fusion test sets: for every scene two or more source images focused at
@@ -53,7 +54,8 @@ Put each test set in its own subfolder of `--manual_dir`, with the source images
   manual_dir/my_scenes/{A,B,C,GT}/...      your own
 
 The split of each set is its folder name in lower case (`lytro`, `mffw`, `grayscale`, ...).
-manual_dir must be a local folder.
+manual_dir must be a local folder (also for Beam builds, whose workers read the files by
+path: on a distributed runner, a folder every worker sees).
 """
 
 
@@ -98,7 +100,7 @@ def _read(path: str) -> tuple[np.ndarray, bool]:
     return readers.read_rgb(path), gray
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(beam_support.BeamSwitch, tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for mfif_benchmark."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -127,18 +129,34 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return {name: self._generate_examples(folder) for name, folder in sets.items()}
 
     def _generate_examples(self, folder: str):
+        if self.use_beam:  # each worker reads its own scenes
+            return beam_support.examples_transform(
+                readers.list_test_pairs(folder), _beam_examples, folder=folder)
+        return self._examples(folder)
+
+    def _examples(self, folder: str):
         for pair in readers.list_test_pairs(folder):
-            images, grays = zip(*(_read(p) for p in pair["sources"]))
-            shapes = {im.shape for im in images}
-            if len(shapes) != 1:
-                raise readers.DataError(
-                    f"sources of {pair['id']!r} in {folder} differ in size: "
-                    + ", ".join(f"{p} {im.shape[1]}x{im.shape[0]}"
-                                for p, im in zip(pair["sources"], images)))
-            gt = [] if pair["gt"] is None else [_read(pair["gt"])[0]]
-            yield pair["id"], {
-                "id": pair["id"],
-                "sources": list(images),
-                "gt": gt,
-                "grayscale": all(grays),
-            }
+            yield pair["id"], make_example(pair, folder)
+
+
+def make_example(pair: dict, folder: str) -> dict:
+    """The features of one scene of `readers.list_test_pairs(folder)`."""
+    images, grays = zip(*(_read(p) for p in pair["sources"]))
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise readers.DataError(
+            f"sources of {pair['id']!r} in {folder} differ in size: "
+            + ", ".join(f"{p} {im.shape[1]}x{im.shape[0]}"
+                        for p, im in zip(pair["sources"], images)))
+    gt = [] if pair["gt"] is None else [_read(pair["gt"])[0]]
+    return {
+        "id": pair["id"],
+        "sources": list(images),
+        "gt": gt,
+        "grayscale": all(grays),
+    }
+
+
+def _beam_examples(pair: dict, folder: str):
+    """Beam builds: the example of one scene."""
+    yield pair["id"], make_example(pair, folder)
