@@ -147,8 +147,10 @@ class TrainConfig:
     mixed_precision: str = option("none", "Mixed precision policy.",
                                   choices=("none", "float16", "bfloat16"))
     jit_compile: bool = option(False, "Compile the steps with XLA.")
-    distribution: str = option("auto", "auto: MirroredStrategy when several GPUs are visible.",
-                               choices=("auto", "default", "mirrored"))
+    distribution: str = option(
+        "auto", "auto: MirroredStrategy when several GPUs are visible; multi_worker: "
+        "MultiWorkerMirroredStrategy over the cluster in the TF_CONFIG environment variable.",
+        choices=("auto", "default", "mirrored", "multi_worker"))
     log_every: int = option(50, "Steps between progress lines and scalar summaries.")
     image_every: int = option(1000, "Steps between image summaries.")
     checkpoint_every: int = option(500, "Steps between checkpoints.")
@@ -199,6 +201,78 @@ class TrainConfig:
         cfg = cls(**kwargs, **values)
         cfg.validate()
         return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerTask:
+    """This process's place in a multi-worker cluster (`multi_worker_task`).
+
+    Attributes:
+      task_type: "chief" or "worker".
+      task_id: the task's index within its type.
+      num_workers: the chief and the workers together; each trains one share of the batch.
+      is_chief: whether this task writes the work dir: the chief, or worker 0 when the
+        cluster has no chief (as `MultiWorkerMirroredStrategy` decides).
+    """
+
+    task_type: str
+    task_id: int
+    num_workers: int
+    is_chief: bool
+
+
+def multi_worker_task(tf_config: str | None) -> WorkerTask:
+    """This task of the cluster that `TF_CONFIG` (its JSON text; None when unset) describes,
+    for `distribution="multi_worker"`. Raises ValueError naming what is missing or wrong, so
+    that a bad cluster spec fails before TensorFlow starts its servers.
+
+    The format is TensorFlow's: {"cluster": {"worker": ["host:port", ...], "chief": [...]},
+    "task": {"type": "worker", "index": 0}}; "chief" is optional, and other task types
+    (parameter servers, evaluators) have no part in a `MultiWorkerMirroredStrategy` run.
+    """
+    if tf_config is None or not tf_config.strip():
+        raise ValueError("--distribution=multi_worker needs the TF_CONFIG environment "
+                         "variable (the cluster's addresses and this task)")
+    try:
+        spec = json.loads(tf_config)
+    except ValueError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object, got {type(spec).__name__}")
+    cluster, task = spec.get("cluster"), spec.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError("TF_CONFIG has no 'cluster' object")
+    other = sorted(set(cluster) - {"chief", "worker"})
+    if other:
+        raise ValueError("TF_CONFIG: multi_worker training takes only 'chief' and 'worker' "
+                         f"tasks, got {', '.join(map(repr, other))}")
+    for job, addresses in cluster.items():
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(a, str) and _is_address(a) for a in addresses)):
+            raise ValueError(f"TF_CONFIG: cluster '{job}' must be a non-empty list of "
+                             f"'host:port' addresses, got {addresses!r}")
+    if len(cluster.get("chief", [])) > 1:
+        raise ValueError("TF_CONFIG: a cluster has at most one chief")
+    if not isinstance(task, dict):
+        raise ValueError("TF_CONFIG has no 'task' object (this process's type and index)")
+    task_type, index = task.get("type"), task.get("index")
+    if task_type not in cluster:
+        raise ValueError(f"TF_CONFIG: task type {task_type!r} is not a job of the cluster "
+                         f"({', '.join(sorted(cluster))})")
+    if (not isinstance(index, int) or isinstance(index, bool)
+            or not 0 <= index < len(cluster[task_type])):
+        raise ValueError(f"TF_CONFIG: task index {index!r} is not one of the "
+                         f"{len(cluster[task_type])} '{task_type}' tasks")
+    addresses = [a for job in ("chief", "worker") for a in cluster.get(job, [])]
+    if len(set(addresses)) != len(addresses):
+        raise ValueError("TF_CONFIG: two tasks share an address")
+    is_chief = task_type == "chief" or ("chief" not in cluster and index == 0)
+    return WorkerTask(task_type, index, len(addresses), is_chief)
+
+
+def _is_address(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 # The nested sections of `TrainConfig`, by field name.

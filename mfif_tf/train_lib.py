@@ -2,6 +2,8 @@
 
 `train_and_evaluate(config, workdir)` is what `python -m mfif_tf.train` calls. Resume order:
 the latest checkpoint in `workdir/checkpoints`, else `config.init_checkpoint`, else scratch.
+In a multi-worker run every worker calls it with the same work dir; only the chief writes
+there (`workdir.output_dir`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from mfif_tf import inference
 from mfif_tf.config import TrainConfig
 from mfif_tf.model_io import CONFIG_FILE, WEIGHTS_FILE, save_generator
 from mfif_tf.trainer import Trainer, make_strategy
-from mfif_tf.workdir import RUN_CONFIG, check_workdir
+from mfif_tf.workdir import RUN_CONFIG, WorkdirNotShared, check_workdir, output_dir
 
 CONFIG_TMP = ".config.json.part"  # config.json while it is written
 # What an interrupted save leaves in checkpoints/: TensorFlow's unfinished checkpoint
@@ -105,33 +107,53 @@ def train_and_evaluate(
     dataset: tf.data.Dataset | None = None,
     stop_after_steps: int | None = None,
     log: Callable[[str], None] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> Trainer:
     """Trains until `config.num_steps` generator steps (or `stop_after_steps` more steps,
-    to simulate an interruption) and returns the trainer."""
+    to simulate an interruption) and returns the trainer.
+
+    `strategy` defaults to `make_strategy(config.distribution)`. With several workers
+    (`MultiWorkerMirroredStrategy`) every worker runs this function; only the chief writes
+    `workdir`, and all of them resume from the chief's latest checkpoint in it, so the work
+    dir must be one directory for all (a shared file system on a cluster).
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     config.validate()
     # A work dir of a run with other networks is refused before anything in it changes.
     check_workdir(workdir, config.to_dict()["model"])
-    own_dataset = dataset is None
-    if own_dataset:  # before touching the work dir: bad data fails with nothing written
-        with _logs_dropped_on_data_error():
-            dataset = build_dataset(config)
-    os.makedirs(workdir, exist_ok=True)
-    for path in remove_stale_files(workdir):
-        log(f"removed {path}, left by an interrupted run")
-    write_config(workdir, config)
-
-    _set_precision(config)
-    keras.utils.set_random_seed(config.seed)  # Python, NumPy, TF and Keras initialisers
-    strategy = make_strategy(config.distribution)
+    # First: a multi-worker strategy must be made before any other TensorFlow operation.
+    strategy = strategy or make_strategy(config.distribution)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(
             f"batch_size {config.batch_size} is not divisible by the "
             f"{strategy.num_replicas_in_sync} replicas")
+    is_chief = strategy.extended.should_checkpoint  # False on the other workers only
+    own_dataset = dataset is None
+    if own_dataset:  # before touching the work dir: bad data fails with nothing written
+        with _logs_dropped_on_data_error():
+            dataset = build_dataset(config)
+    if is_chief:
+        os.makedirs(workdir, exist_ok=True)
+        for path in remove_stale_files(workdir):
+            log(f"removed {path}, left by an interrupted run")
+        write_config(workdir, config)
+    with output_dir(workdir, is_chief) as out_dir:
+        return _train(config, workdir, out_dir, strategy, dataset, own_dataset,
+                      stop_after_steps, log)
+
+
+def _train(config: TrainConfig, workdir: str, out_dir: str, strategy: tf.distribute.Strategy,
+           dataset: tf.data.Dataset, own_dataset: bool, stop_after_steps: int | None,
+           log: Callable[[str], None]) -> Trainer:
+    """The run of `train_and_evaluate` in one process: restores from `workdir`, writes
+    checkpoints, summaries and the export to `out_dir` (`workdir` but on a non-chief
+    worker)."""
+    _set_precision(config)
+    keras.utils.set_random_seed(config.seed)  # Python, NumPy, TF and Keras initialisers
     trainer = Trainer(config, strategy)
 
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    latest = tf.train.latest_checkpoint(ckpt_dir)
+    # Every worker resumes from the chief's checkpoints: the same state everywhere.
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     if strategy.num_replicas_in_sync > 1 and latest and own_dataset:
         # Iterators over several devices cannot be checkpointed: a resumed multi-device run
         # restores models, optimizers, step and RNG exactly and continues the data stream
@@ -139,23 +161,34 @@ def train_and_evaluate(
         done = int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
         dataset = build_dataset(config, seed_offset=done)
         log(f"multi-device resume: input pipeline reseeded at step {done}")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Every worker makes the same global batches and keeps its share of each (sharding
+        # by data, not by files): the batches of a run do not depend on how many workers
+        # train it, and a file-based source needs no more files than workers.
+        options = tf.data.Options()
+        policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = policy
+        dataset = dataset.with_options(options)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     trackable = isinstance(iterator, tf.__internal__.tracking.Trackable)
     ckpt = trainer.checkpoint(iterator if trackable else None)
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resumed from {manager.latest_checkpoint} at step {int(trainer.step.numpy())}")
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "checkpoints"),
+                                         max_to_keep=config.keep_checkpoints)
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
+        log(f"resumed from {latest} at step {int(trainer.step.numpy())}")
     elif config.init_checkpoint:
         trainer.checkpoint().read(config.init_checkpoint).expect_partial()
         trainer.step.assign(0)
         log(f"initialised from {config.init_checkpoint}")
 
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _check_same_start(strategy, trainer.step)
     start = int(trainer.step.numpy())
     end = config.num_steps
     if stop_after_steps is not None:
         end = min(end, start + stop_after_steps)
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
     sums: dict[str, float] = collections.defaultdict(float)
     count = 0
     t_window = time.time()
@@ -196,10 +229,23 @@ def train_and_evaluate(
             _write_images(trainer, _local(batch, strategy), writer, done)
         if done % config.checkpoint_every == 0 or done == end:
             manager.save(checkpoint_number=done)
-            save_generator(trainer.generator, os.path.join(workdir, "export"),
+            save_generator(trainer.generator, os.path.join(out_dir, "export"),
                            info={"step": done, "config": config.to_dict()})
-    writer.flush()
+    writer.close()  # before a non-chief worker's directory is removed
     return trainer
+
+
+def _check_same_start(strategy: tf.distribute.Strategy, step: tf.Variable) -> None:
+    """Raises `WorkdirNotShared` on every worker when they restored different steps: a
+    worker that cannot read the chief's checkpoints would train from other weights, and
+    loops of different lengths would leave the longer ones waiting for their peers."""
+    local = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.reshape(tf.identity(step), [1]))
+    steps = [int(s) for s in strategy.gather(local, axis=0).numpy()]
+    if len(set(steps)) > 1:
+        raise WorkdirNotShared(
+            f"the workers start at different steps ({', '.join(map(str, steps))}): all of them "
+            f"must read the chief's checkpoints in one --workdir (a shared file system)")
 
 
 def _write_images(trainer: Trainer, batch: dict, writer, step: int, max_outputs: int = 2) -> None:

@@ -4,16 +4,21 @@ A `Trainer` owns G, D, their Adam optimizers, the step counter and a `tf.random.
 all created in a `tf.distribute.Strategy` scope. `critic_step`, `generator_step` and
 `warmup_step` are `tf.function`s that take a distributed batch (a dict with `image_a`,
 `image_b` in [-1, 1] and `focus` F in {0, 1}) and return losses averaged over replicas.
+They hold no host-side Python (no `.numpy()`, no Python branches on tensor values), so
+that any strategy can run them: one device, MirroredStrategy, MultiWorkerMirroredStrategy
+(used), TPUStrategy (not tried).
 """
 
 from __future__ import annotations
+
+import os
 
 import keras
 import tensorflow as tf
 
 from mfif_tf import losses
 from mfif_tf.model_io import variables_by_path
-from mfif_tf.config import TrainConfig
+from mfif_tf.config import TrainConfig, multi_worker_task
 from mfif_tf.networks import Critic, Generator, critic_input
 
 
@@ -28,7 +33,18 @@ def linear_decay(base: float, step: int, total: int, decay_fraction: float) -> f
 
 def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     """The default strategy on one device, MirroredStrategy on several GPUs (or on several
-    logical CPU devices when asked with "mirrored")."""
+    logical CPU devices when asked with "mirrored"), or with "multi_worker"
+    MultiWorkerMirroredStrategy over the cluster of the TF_CONFIG environment variable.
+
+    "multi_worker" configures collective ops, which TensorFlow only allows before its
+    runtime starts: call it before any other TensorFlow operation of the process.
+    """
+    if kind == "multi_worker":
+        # Checked here too (the CLI checks before TensorFlow loads): TensorFlow's own
+        # messages about a bad TF_CONFIG are less direct.
+        multi_worker_task(os.environ.get("TF_CONFIG"))
+        # Collectives: AUTO is ring all-reduce over gRPC between CPU hosts, NCCL on GPUs.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "mirrored":
@@ -149,6 +165,8 @@ class Trainer(tf.Module):
     @tf.function
     def critic_step(self, batch) -> dict:
         # alpha ~ U[0, 1] per sample (eq. 3); drawn per replica from the trainer's RNG.
+        # Under a strategy a replica's draws depend on the RNG state and on its index among
+        # all replicas, not on the process: two workers draw what two local devices would.
         def replica_fn(replica_batch):
             n = tf.shape(replica_batch["focus"])[0]
             alpha = self.rng.uniform([n], 0.0, 1.0)

@@ -1,4 +1,5 @@
-"""Checks on a training work dir, before anything is written to it.
+"""Checks on a training work dir, before anything is written to it, and where each worker
+of a multi-worker run writes.
 
 No TensorFlow here: `python -m mfif_tf.train` refuses a wrong `--workdir` with a one-line
 error before TensorFlow loads, and `train_lib.train_and_evaluate` repeats the check for
@@ -7,14 +8,22 @@ library callers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+import shutil
+import tempfile
+from typing import Any, Iterator, Mapping
 
 from mfif_tf.config import ModelConfig
 
 RUN_CONFIG = "config.json"  # the resolved `TrainConfig` of the run in a work dir
+
+
+class WorkdirNotShared(ValueError):
+    """The workers of a multi-worker run do not see the same work dir: they restored
+    different checkpoints (or some none)."""
 
 
 def check_workdir(workdir: str, model: Mapping[str, Any] | None = None) -> None:
@@ -49,3 +58,24 @@ def check_workdir(workdir: str, model: Mapping[str, Any] | None = None) -> None:
     if differ:
         raise ValueError(f"{workdir} holds a run with other networks: {', '.join(differ)}; "
                          f"resume with its settings or use another --workdir")
+
+
+@contextlib.contextmanager
+def output_dir(workdir: str, is_chief: bool = True) -> Iterator[str]:
+    """The directory a training process writes its checkpoints, summaries and export to:
+    `workdir` for the chief (and for a run of one process), a new temporary directory for
+    the other workers of a multi-worker run, removed when the block ends.
+
+    Every worker of a `MultiWorkerMirroredStrategy` run saves (a save may read variables
+    with collectives that need all of them), but only the chief's files are the run's;
+    the others' are written to a place of their own and dropped, as TensorFlow's guide
+    for the strategy recommends.
+    """
+    if is_chief:
+        yield workdir
+        return
+    path = tempfile.mkdtemp(prefix="mfif_tf-worker-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
