@@ -17,10 +17,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["CROPS", "SOURCES", "SYNTHESIS_METHODS", "PipelineConfig", "check_choices", "option"]
+__all__ = ["CROPS", "MIXED_SYNTHESIS", "SOURCES", "SYNTHESIS_METHODS", "PipelineConfig",
+           "check_choices", "option"]
 
 # Names of the synthesis models of `synthesis.synthesize_pair`.
 SYNTHESIS_METHODS = ("alpha_matte", "alpha_matte_filled", "conventional")
+# The training data's `synthesis` may also draw one of the two models per sample.
+MIXED_SYNTHESIS = "mixed"
 SOURCES = ("embedded", "folder", "voc", "plain", "tfds")
 CROPS = ("center", "random")
 
@@ -86,7 +89,9 @@ class PipelineConfig:
     synthesis: str = option(
         "alpha_matte",
         "Eqs. 10-11 (alpha-matte), eqs. 10-11 with the hidden background filled (no dark seam "
-        "at the boundary), or eqs. 12-13 ('no alpha' ablation).", choices=SYNTHESIS_METHODS)
+        "at the boundary), eqs. 12-13 ('no alpha' ablation), or 'mixed': eqs. 10-11 or "
+        "12-13, drawn per sample with equal odds.",
+        choices=SYNTHESIS_METHODS + (MIXED_SYNTHESIS,))
     sigma: float = option(
         1.0, "Gaussian blur sigma of the synthesis (eq. 9; the paper's data: 1, with MATLAB "
         "imgaussfilt).")

@@ -32,7 +32,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline import SOURCES, PipelineConfig, embedded, random_masks, readers, synthesis
+from data_pipeline import (MIXED_SYNTHESIS, SOURCES, PipelineConfig, embedded, random_masks,
+                           readers, synthesis)
 
 __all__ = ["PipelineConfig", "SOURCES", "list_examples", "make_eval_dataset",
            "make_training_dataset", "training_dataset"]
@@ -170,7 +171,8 @@ def _finish(sample: dict, seeds: tf.Tensor, cfg: PipelineConfig) -> dict:
 
 
 def _element_seeds(index: tf.Tensor, cfg: _Stream) -> tf.Tensor:
-    """Eight independent stateless seeds of one sample: 0 sigma, 1 mask, 5 crop, 6-7 flips."""
+    """Eight independent stateless seeds of one sample: 0 sigma, 1 mask, 4 synthesis model
+    ("mixed"), 5 crop, 6-7 flips."""
     return tf.random.experimental.stateless_split(
         tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(index, tf.int64)]), num=8)
 
@@ -183,7 +185,14 @@ def _sigma(seeds: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
 
 
 def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: PipelineConfig):
-    image_a, image_b = synthesis.synthesize_pair(image, focus, _sigma(seeds, cfg), cfg.synthesis)
+    sigma = _sigma(seeds, cfg)
+    if cfg.synthesis == MIXED_SYNTHESIS:  # eqs. 10-11 or 12-13, even odds per sample
+        image_a, image_b = tf.cond(
+            tf.random.stateless_uniform([], seeds[4]) < 0.5,
+            lambda: synthesis.synthesize_pair(image, focus, sigma, "alpha_matte"),
+            lambda: synthesis.synthesize_pair(image, focus, sigma, "conventional"))
+    else:
+        image_a, image_b = synthesis.synthesize_pair(image, focus, sigma, cfg.synthesis)
     return {"image": image, "image_a": image_a, "image_b": image_b, "focus": focus}
 
 
@@ -249,6 +258,11 @@ def _tfds_source(cfg: _Stream, training: bool):
     name = cfg.tfds_name
     base, _, version = name.partition(":")
     if base == "mfif_alpha_matte":  # no config named: the synthesis argument picks it
+        if cfg.synthesis == MIXED_SYNTHESIS:
+            raise readers.DataError(
+                "synthesis 'mixed' draws the model per sample from image files; the tfds "
+                "dataset holds pairs synthesised already: name one of its configs in "
+                "--tfds_name (mfif_alpha_matte/alpha_matte or /conventional)")
         name = f"{base}/{cfg.synthesis}" + (f":{version}" if version else "")
     split = {"val": "validation"}.get(cfg.split, cfg.split)
     builder = tfds.builder(name, data_dir=cfg.tfds_data_dir or None)

@@ -156,7 +156,10 @@ class TrainConfig:
     checkpoint_every: int = option(500, "Steps between checkpoints.")
     keep_checkpoints: int = option(3, "Checkpoints kept.")
     init_checkpoint: str = option(
-        "", "Checkpoint to start from when the work dir has none.")
+        "", "What to start from when the work dir has no checkpoint: a training checkpoint "
+        "(G, D and the optimisers' state), or a model directory (model.json + "
+        "generator.weights.h5; 'default' is the packaged model) whose G is fine-tuned, "
+        "with D and the optimisers new.")
 
     def validate(self) -> None:
         self.model.validate()

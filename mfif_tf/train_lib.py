@@ -23,7 +23,8 @@ from typing import Callable, Iterator
 import keras
 import tensorflow as tf
 
-from mfif_tf import inference
+from data_pipeline.readers import DataError
+from mfif_tf import inference, model_io
 from mfif_tf.config import TrainConfig
 from mfif_tf.model_io import CONFIG_FILE, WEIGHTS_FILE, save_generator
 from mfif_tf.trainer import Trainer, make_strategy
@@ -61,7 +62,6 @@ def _logs_dropped_on_data_error() -> Iterator[None]:
     """Holds the log records of the block (the data pipeline logs what it lists and skips)
     and passes them on when it ends, unless it raises `DataError`: its message says what
     matters, and the tools print it as their only line."""
-    from data_pipeline.readers import DataError
 
     root = logging.getLogger()
     held, handlers = _Held(), root.handlers[:]
@@ -94,6 +94,22 @@ def _to_uint8(images: tf.Tensor, signed: bool) -> tf.Tensor:
     if signed:
         images = (images + 1.0) / 2.0
     return tf.cast(tf.clip_by_value(images, 0.0, 1.0) * 255.0 + 0.5, tf.uint8)
+
+
+def _initialise(trainer: Trainer, config: TrainConfig) -> None:
+    """Loads `config.init_checkpoint`: a training checkpoint, or G of a model directory
+    ("default": the packaged model), whose network settings must be the run's."""
+    path = config.init_checkpoint
+    is_model_dir = path == "default" or os.path.isfile(
+        os.path.join(path, model_io.WEIGHTS_FILE))
+    if not is_model_dir:
+        trainer.checkpoint().read(path).expect_partial()
+        return
+    source = model_io.load_generator(path, "float32")
+    if source.config != trainer.generator.config:
+        raise DataError(f"--init_checkpoint={path}: its network differs from this run's "
+                        f"(model.json {source.config} against {trainer.generator.config})")
+    trainer.generator.set_weights(source.get_weights())
 
 
 def _local(batch: dict, strategy: tf.distribute.Strategy) -> dict:
@@ -178,7 +194,7 @@ def _train(config: TrainConfig, workdir: str, out_dir: str, strategy: tf.distrib
         ckpt.restore(latest).assert_existing_objects_matched()
         log(f"resumed from {latest} at step {int(trainer.step.numpy())}")
     elif config.init_checkpoint:
-        trainer.checkpoint().read(config.init_checkpoint).expect_partial()
+        _initialise(trainer, config)
         trainer.step.assign(0)
         log(f"initialised from {config.init_checkpoint}")
 

@@ -275,3 +275,25 @@ def test_config_and_keyword_forms_agree():
     assert cfg.sigma_range == (1.0, 3.0) and cfg.data_dir == ""
     with pytest.raises(TypeError, match="fixes"):
         pipeline.make_eval_dataset(crop="random")
+
+
+def test_mixed_synthesis_draws_one_model_per_sample(tmp_path):
+    """Each sample of synthesis 'mixed' is the alpha-matte (eqs. 10-11) or the conventional
+    (eqs. 12-13) sample of the same seed and index, and both occur."""
+    _folder(str(tmp_path), n=6)
+    kw = dict(source="folder", data_dir=str(tmp_path), batch_size=1, image_size=16,
+              crop="random", resize_shorter=24, sigma_range=(1.0, 3.0), seed=5)
+    mixed, alpha, conventional = (
+        _batches(pipeline.make_training_dataset(synthesis=name, **kw), 12)
+        for name in ("mixed", "alpha_matte", "conventional"))
+    drawn = []
+    for m, a, c in zip(mixed, alpha, conventional):
+        np.testing.assert_array_equal(m["focus"], a["focus"])
+        if np.array_equal(m["image_a"], a["image_a"]) and np.array_equal(m["image_b"],
+                                                                          a["image_b"]):
+            drawn.append("alpha_matte")
+        else:
+            np.testing.assert_array_equal(m["image_a"], c["image_a"])
+            np.testing.assert_array_equal(m["image_b"], c["image_b"])
+            drawn.append("conventional")
+    assert set(drawn) == {"alpha_matte", "conventional"}

@@ -220,3 +220,23 @@ def test_stale_files_of_killed_runs_are_removed_and_nothing_else(tmp_path):
     assert ".config.json.part" not in os.listdir(tmp_path)
     assert (tmp_path / "config.json").exists()
     assert sum("left by an interrupted run" in m for m in logs) == 6
+
+
+def test_fine_tuning_starts_from_a_model_directory(tmp_path):
+    """--init_checkpoint takes a model directory (model.json + generator.weights.h5): G starts
+    from its weights; a model of another network is refused in one line."""
+    from data_pipeline.readers import DataError
+    from mfif_tf import model_io
+
+    source = train_and_evaluate(tiny_config(num_steps=2), str(tmp_path / "a"),
+                                log=lambda m: None)
+    model_dir = str(tmp_path / "a" / "export")
+    cfg = tiny_config(num_steps=0, init_checkpoint=model_dir)
+    tuned = train_and_evaluate(cfg, str(tmp_path / "b"), log=lambda m: None)
+    for w1, w2 in zip(source.generator.weights, tuned.generator.weights):
+        np.testing.assert_array_equal(w1.numpy(), w2.numpy())
+    assert model_io.load_generator(model_dir).config == tuned.generator.config
+    other = tiny_config(num_steps=0, init_checkpoint=model_dir)
+    other.model = config_lib.model_config("compact", num_blocks=1, critic_layers=4)
+    with pytest.raises(DataError, match="its network differs from this run's"):
+        train_and_evaluate(other, str(tmp_path / "c"), log=lambda m: None)
