@@ -293,7 +293,7 @@ def pipeline_options(args: argparse.Namespace, beam_args: list[str]) -> Any:
 def _plan(args: argparse.Namespace):
     """(jobs to run, stems whose outputs all exist, FuseOptions, SavedModel folder), after
     every check that needs no pixels; creates the output folders."""
-    from mfif_tf import fuse_lib, image_io
+    from mfif_tf import fuse_lib
     from mfif_tf.image_io import InputError
 
     if args.direct_num_workers < 0:
@@ -305,14 +305,7 @@ def _plan(args: argparse.Namespace):
                                 args.focus_map, args.index_map)
     saved_model_dir = resolve_saved_model(args.saved_model)
     check_signature(saved_model_dir)
-    for folder in (args.output_dir, args.focus_map, args.index_map):
-        if folder:
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as err:
-                raise InputError(f"{folder}: cannot create the folder "
-                                 f"({err.strerror or err})") from None
-            image_io.remove_stale_parts(folder)
+    fuse_lib.prepare_output_folders((args.output_dir, args.focus_map, args.index_map))
     jobs = [FusionJob(i.stem, i.sources, i.output, i.focus_map, i.index_map)
             for i in items if i.pending]
     skipped = [i.stem for i in items if not i.pending]

@@ -366,6 +366,20 @@ def plan_batch(input_dir: str, output_dir: str, options: FuseOptions,
     return items
 
 
+def prepare_output_folders(folders: Sequence[str | None], remove_stale: bool = True) -> None:
+    """Creates a batch's output folders (None: not used) and removes what killed runs left
+    in them (`image_io.remove_stale_parts`); InputError naming a folder that cannot be made."""
+    for folder in folders:
+        if folder:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as err:
+                raise InputError(f"{folder}: cannot create the folder "
+                                 f"({err.strerror or err})") from None
+            if remove_stale:
+                image_io.remove_stale_parts(folder)
+
+
 @dataclasses.dataclass
 class BatchReport:
     """Stems fused, stems failed (with the message) and stems whose outputs all existed
@@ -389,15 +403,8 @@ def fuse_batch(input_dir: str, output_dir: str, generator: Generator | str | Non
     """
     items = plan_batch(input_dir, output_dir, options, output_format, focus_map_dir,
                        index_map_dir)
-    for folder in (output_dir, focus_map_dir, index_map_dir):
-        if folder:
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as err:
-                raise InputError(f"{folder}: cannot create the folder "
-                                 f"({err.strerror or err})") from None
-            if options.remove_stale_parts:
-                image_io.remove_stale_parts(folder)
+    prepare_output_folders((output_dir, focus_map_dir, index_map_dir),
+                           options.remove_stale_parts)
     report = BatchReport([], [], [item.stem for item in items if not item.pending])
     items = [item for item in items if item.pending]
     if not items:
