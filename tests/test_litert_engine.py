@@ -189,3 +189,17 @@ def test_shipped_graph_is_built_from_the_packaged_weights(pair):
     fresh_hat, fresh_final = fresh(image_a, image_b)
     assert np.abs(f_hat - fresh_hat).max() < 1e-5
     assert _agreement(f_final, fresh_final) >= 0.9999
+
+
+def test_packaging_tool_refuses_to_replace_a_file_without_overwrite(tmp_path):
+    target = tmp_path / "graph.tflite"
+    target.write_bytes(b"keep")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    for args, message in (
+            ([f"--output={target}"], f"{target}: already exists (pass --overwrite to replace it)"),
+            ([f"--output={tmp_path}"], f"{tmp_path}: is a directory, expected a .tflite file name"),
+            ([f"--output={tmp_path / 'no' / 'g.tflite'}"], f"{tmp_path / 'no'}: no such folder")):
+        proc = subprocess.run([sys.executable, "-m", "export.litert_package", *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}", proc.stderr
+    assert target.read_bytes() == b"keep"
