@@ -2,9 +2,69 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
+
+# Whether transposed ConvBNReLUs trace as sub-pixel convolutions (`subpixel_upsampling`).
+_SUBPIXEL = [False]
+
+
+@contextlib.contextmanager
+def subpixel_upsampling() -> Iterator[None]:
+    """Functions traced in this block compute every stride-2 transposed convolution of a
+    `ConvBNReLU` as the same linear map in sub-pixel form (`subpixel_transposed_conv`).
+
+    For the LiteRT graph: a transposed convolution whose output shape depends on the input
+    size (any dynamic-size graph) is not taken by LiteRT's CPU delegate (XNNPACK) and runs
+    in a slower reference kernel; a convolution and a depth-to-space are taken at any size.
+    """
+    _SUBPIXEL[0], before = True, _SUBPIXEL[0]
+    try:
+        yield
+    finally:
+        _SUBPIXEL[0] = before
+
+
+def subpixel_transposed_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """Keras' Conv2DTranspose(strides=2, padding="same", no bias) of `x` with `kernel`
+    (k, k, out, in), as a stride-1 convolution to 4 * out channels followed by a
+    depth-to-space of 2 ("sub-pixel convolution"); equal up to float summation order.
+
+    The transposed convolution gives out[2m + p] = sum_t x[m + d] w[t] over the taps t with
+    d = (p + b - t) / 2 an integer (b = (k - 2) // 2, its padding before), for each output
+    parity p and in each dimension; the stride-1 kernel holds w[t] at offset d in the
+    channel block of the parity pair (py, px), zero elsewhere. Built with TensorFlow ops from
+    the kernel, so that a traced graph keeps reading the layer's weights.
+    """
+    k = int(kernel.shape[0])
+    before = (k - 2) // 2
+    taps = {p: {(p + before - t) // 2: t for t in range(k) if (p + before - t) % 2 == 0}
+            for p in (0, 1)}
+    offsets = [d for p in (0, 1) for d in taps[p]]
+    low, high = min(offsets), max(offsets)
+    size = high - low + 1
+    # index[r, c, block]: the flat tap (ty * k + tx) at kernel position (r, c) of the channel
+    # block 2 py + px, or k * k (a zero tap).
+    index = np.full((size, size, 4), k * k, np.int32)
+    for py in (0, 1):
+        for px in (0, 1):
+            for dy, ty in taps[py].items():
+                for dx, tx in taps[px].items():
+                    index[dy - low, dx - low, 2 * py + px] = ty * k + tx
+    out_channels, in_channels = kernel.shape[2], kernel.shape[3]
+    flat = tf.reshape(tf.transpose(tf.cast(kernel, x.dtype), [0, 1, 3, 2]),
+                      [k * k, in_channels, out_channels])
+    flat = tf.concat([flat, tf.zeros([1, in_channels, out_channels], x.dtype)], axis=0)
+    sub = tf.gather(flat, index)  # (size, size, 4, in, out)
+    sub = tf.reshape(tf.transpose(sub, [0, 1, 3, 2, 4]),
+                     [size, size, in_channels, 4 * out_channels])
+    x = tf.pad(x, [[0, 0], [-low, high], [-low, high], [0, 0]])
+    return tf.nn.depth_to_space(tf.nn.conv2d(x, sub, 1, "VALID"), 2)
 
 
 @keras.saving.register_keras_serializable(package="mfif_tf")
@@ -48,7 +108,11 @@ class ConvBNReLU(layers.Layer):
         if self.reflect:
             p = self.kernel_size // 2
             x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
-        return tf.nn.relu(self.bn(self.conv(x), training=training))
+        if self.transpose and self.strides == 2 and _SUBPIXEL[0]:
+            y = subpixel_transposed_conv(x, self.conv.kernel)
+        else:
+            y = self.conv(x)
+        return tf.nn.relu(self.bn(y, training=training))
 
     def get_config(self):
         config = super().get_config()

@@ -150,3 +150,26 @@ def test_generator_config_keeps_dtype_policy_and_trainable():
     clone = Generator.from_config(g.get_config())
     assert clone.dtype_policy.name == "mixed_float16" and clone.compute_dtype == "float16"
     assert clone.trainable is False and clone.config == g.config
+
+
+@pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
+def test_subpixel_form_equals_the_transposed_convolution(kernel_size):
+    """`subpixel_upsampling`: a transposed ConvBNReLU traced in the block gives the same
+    output through a convolution and a depth-to-space (the LiteRT graph's form)."""
+    from mfif_tf.layers import ConvBNReLU, subpixel_transposed_conv, subpixel_upsampling
+
+    block = ConvBNReLU(6, kernel_size, strides=2, transpose=True)
+    x = tf.random.stateless_normal([1, 9, 14, 5], seed=[1, kernel_size])
+    plain = block(x, training=False)
+    with subpixel_upsampling():
+        traced = tf.function(lambda t: block(t, training=False)).get_concrete_function(
+            tf.TensorSpec([1, None, None, 5]))
+    graph_ops = {op.type for op in traced.graph.get_operations()}
+    assert "DepthToSpace" in graph_ops and "Conv2DBackpropInput" not in graph_ops
+    np.testing.assert_allclose(traced(x).numpy(), plain.numpy(), atol=2e-6)
+    direct = subpixel_transposed_conv(x, block.conv.kernel)
+    np.testing.assert_allclose(direct.numpy(), block.conv(x).numpy(), atol=2e-6)
+    # Outside the block the layer traces as before.
+    outside = tf.function(lambda t: block(t, training=False)).get_concrete_function(
+        tf.TensorSpec([1, None, None, 5]))
+    assert "Conv2DBackpropInput" in {op.type for op in outside.graph.get_operations()}
