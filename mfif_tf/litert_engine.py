@@ -14,9 +14,9 @@ job: the packaged model in refined mode, float32, SRR with the paper's N or no S
 the original pixels from the graph's F_final, as the TensorFlow path does, so 16-bit and grey
 sources keep their depth and layout. Everything else (a `--model` work dir, another mode,
 scales, flips, bfloat16, tiles, another N) needs TensorFlow (`unsupported`), and so do
-images above `MAX_PIXELS`: the graph runs the whole image at once, and its peak memory grows
-by about 2.7 kB per pixel (0.8 GB at 520 x 520, 5.8 GB at 1448 x 1448), where the
-TensorFlow path switches to tiles in bounded memory.
+images above `MAX_PIXELS`: the graph runs the whole image at once, and the process's peak
+memory grows by about 2 kB per pixel (0.69 GB at 520 x 520, 2.1 GB at 1000 x 1000), where
+the TensorFlow path switches to tiles in bounded memory.
 """
 
 from __future__ import annotations
