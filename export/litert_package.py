@@ -5,9 +5,8 @@
 
 The graph is the dynamic-shape float32 TFLite model of `export.tflite` (the on-device
 export) built from the packaged G and R in refined mode: F_hat, SRR with N = 0.001 W H and
-eq. 14 inside (`mfif_tf.litert_engine`), with the decoder's transposed convolutions in
-sub-pixel form (`mfif_tf.layers.subpixel_upsampling`: the same maps, and LiteRT's CPU
-delegate runs them at any image size). Run it whenever the packaged weights change; the
+eq. 14 inside (`mfif_tf.litert_engine`; like every TFLite export, the decoder's transposed
+convolutions in sub-pixel form, `mfif_tf.layers.subpixel_upsampling`). Run it whenever the packaged weights change; the
 tests check that the shipped graph gives the packaged weights' maps.
 """
 
@@ -28,13 +27,12 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing file.")
 def build_graph(generator=None, refiner=None) -> bytes:
     """The packaged graph's flatbuffer for G and R (default: the packaged ones)."""
     from export.tflite import TFLiteModule, convert
-    from mfif_tf import fusion, layers, model_io
+    from mfif_tf import fusion, model_io
 
     generator = generator or model_io.load_generator("default", "float32")
     refiner = refiner or fusion.resolve_refiner(None)
     module = TFLiteModule(generator, mode="refined", refiner=refiner)  # `GRAPH_FILE`
-    with layers.subpixel_upsampling():  # XNNPACK takes the decoder at any image size
-        return convert(module, "dynamic", "float32")
+    return convert(module, "dynamic", "float32")
 
 
 def main(argv) -> None:

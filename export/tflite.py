@@ -25,6 +25,7 @@ import tensorflow as tf
 from export.serving import FusionModule
 from mfif_tf import inference
 from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
+from mfif_tf.layers import subpixel_upsampling
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
 from mfif_tf.scales import parse_scales
@@ -129,8 +130,12 @@ def convert(module: TFLiteModule, variant: str, quantization: str) -> bytes:
     """One .tflite flatbuffer, built-in ops only (conversion fails rather than use Flex)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.function(variant)], module)
+    # The decoder's transposed convolutions are traced in sub-pixel form: LiteRT's CPU
+    # delegate does not take a transposed convolution whose output shape is computed at run
+    # time (every dynamic-size model), and runs the equal convolution + depth-to-space.
+    with subpixel_upsampling():
+        concrete = module.function(variant)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization in ("float16", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

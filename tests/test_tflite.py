@@ -72,8 +72,12 @@ def test_files_sizes_and_builtin_ops(exported):
         ops = op_names(path)
         assert not any(op.startswith("CUSTOM") for op in ops), ops  # no Flex, no custom ops
         # G and SRR (union-find loops and segment reductions) are inside the model.
-        assert {"CONV_2D", "TRANSPOSE_CONV", "WHILE", "UNSORTED_SEGMENT_MIN",
-                "UNSORTED_SEGMENT_SUM", "CUMSUM"} <= ops
+        assert {"CONV_2D", "WHILE", "UNSORTED_SEGMENT_MIN", "UNSORTED_SEGMENT_SUM",
+                "CUMSUM"} <= ops
+        # The decoder's upsampling in sub-pixel form, which LiteRT's CPU delegate takes at
+        # any size (a transposed convolution of a dynamic size fell to a reference kernel:
+        # 3.5 s against 0.22 s for the int8 model at 520 x 520).
+        assert "DEPTH_TO_SPACE" in ops and "TRANSPOSE_CONV" not in ops
         assert "VAR_HANDLE" not in ops  # weights are constants, not uninitialised variables
 
 
