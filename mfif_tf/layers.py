@@ -67,6 +67,35 @@ def subpixel_transposed_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     return tf.nn.depth_to_space(tf.nn.conv2d(x, sub, 1, "VALID"), 2)
 
 
+def batchnorm_affine(bn: layers.BatchNormalization) -> tuple[tf.Tensor, tf.Tensor]:
+    """BatchNorm `bn` in inference mode as y -> s y + t (float32, per channel):
+    gamma (y - mean) / sqrt(var + eps) + beta with s = gamma / sqrt(var + eps),
+    t = beta - s mean."""
+    gamma, beta, mean, var = (tf.cast(w.value, tf.float32) for w in (
+        bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+    scale = gamma * tf.math.rsqrt(var + bn.epsilon)
+    return scale, beta - mean * scale
+
+
+def folded_batchnorm(kernel: tf.Tensor, bn: layers.BatchNormalization, out_axis: int,
+                     dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor]:
+    """A bias-free convolution's `kernel` followed by BatchNorm `bn` in inference mode, as one
+    convolution with a bias (`batchnorm_affine`: s scales the kernel's output channels,
+    `out_axis` 3 for Conv2D kernels and 2 for Conv2DTranspose ones; t is the bias).
+    Computed in float32 from the variables at every call (a few thousand numbers), then cast
+    to the compute `dtype`.
+
+    A convolution with a bias and a ReLU is one fused kernel on CPUs (oneDNN) and GPUs,
+    where a convolution and separate normalisation ops read and write the activations
+    twice; under bfloat16 the separate ops also cast every activation to float32 and back.
+    """
+    scale, offset = batchnorm_affine(bn)
+    shape = [1, 1, 1, 1]
+    shape[out_axis] = -1
+    kernel = tf.cast(kernel, tf.float32) * tf.reshape(scale, shape)
+    return tf.cast(kernel, dtype), tf.cast(offset, dtype)
+
+
 @keras.saving.register_keras_serializable(package="mfif_tf")
 class ConvBNReLU(layers.Layer):
     """Conv (or transposed conv) + BatchNorm + ReLU, one "Conv-BN-ReLU" box of Fig. 3.
@@ -108,11 +137,26 @@ class ConvBNReLU(layers.Layer):
         if self.reflect:
             p = self.kernel_size // 2
             x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
-        if self.transpose and self.strides == 2 and _SUBPIXEL[0]:
-            y = subpixel_transposed_conv(x, self.conv.kernel)
+        if training:
+            if self.transpose and self.strides == 2 and _SUBPIXEL[0]:
+                y = subpixel_transposed_conv(x, self.conv.kernel)
+            else:
+                y = self.conv(x)
+            return tf.nn.relu(self.bn(y, training=training))
+        # Inference: BatchNorm folded into the convolution (`folded_batchnorm`).
+        if self.transpose and not (self.strides == 2 and _SUBPIXEL[0]):
+            # Keras' own transposed convolution (its output size and padding), then BN as
+            # a per-channel scale and offset.
+            scale, offset = batchnorm_affine(self.bn)
+            y = self.conv(x) * tf.cast(scale, x.dtype)
+            return tf.nn.relu(tf.nn.bias_add(y, tf.cast(offset, x.dtype)))
+        kernel, bias = folded_batchnorm(self.conv.kernel.value, self.bn,
+                                        2 if self.transpose else 3, x.dtype)
+        if self.transpose:
+            y = subpixel_transposed_conv(x, kernel)
         else:
-            y = self.conv(x)
-        return tf.nn.relu(self.bn(y, training=training))
+            y = tf.nn.conv2d(x, kernel, self.strides, "VALID" if self.reflect else "SAME")
+        return tf.nn.relu(tf.nn.bias_add(y, bias))
 
     def get_config(self):
         config = super().get_config()
@@ -189,9 +233,15 @@ class SEResBlock(layers.Layer):
             self.se.build(shape)
 
     def residual(self, x, training=None):
-        """The residual branch before SE: what the SE block squeezes."""
-        y = tf.nn.relu(self.bn1(self.conv1(x), training=training))
-        return self.bn2(self.conv2(y), training=training)
+        """The residual branch before SE: what the SE block squeezes. In inference the
+        BatchNorms are folded into the convolutions (`folded_batchnorm`)."""
+        if training:
+            y = tf.nn.relu(self.bn1(self.conv1(x), training=training))
+            return self.bn2(self.conv2(y), training=training)
+        kernel, bias = folded_batchnorm(self.conv1.kernel.value, self.bn1, 3, x.dtype)
+        y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias))
+        kernel, bias = folded_batchnorm(self.conv2.kernel.value, self.bn2, 3, x.dtype)
+        return tf.nn.bias_add(tf.nn.conv2d(y, kernel, 1, "SAME"), bias)
 
     def call(self, x, training=None, pooled=None):
         y = self.residual(x, training=training)

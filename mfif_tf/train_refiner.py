@@ -5,7 +5,8 @@
 G is frozen (the packaged model, or --generator). Each step draws synthetic pairs of the
 alpha-matte model (eqs. 10-11) and of the conventional model (eqs. 12-13), half and half,
 with their exact F; G runs on the sources area-downscaled by a random factor in
-[1, --max_factor] (the step from one resolution level of `mfif_tf.inference` to the next),
+[--min_factor, --max_factor] (1 for the refined mode; 2 for the step from one resolution
+level of `mfif_tf.inference`'s coarse_to_fine mode to the next),
 its map is brought back up bilinearly as c, and R learns to redraw c's outline on the
 full-resolution pixels: binary cross-entropy against F over R's band (eq. 4's role for G).
 Sensor noise of a random strength is added to both sources after the synthesis, so R does
@@ -37,7 +38,11 @@ flags.DEFINE_integer("batch_size", 8, "Pairs per step (half of each synthesis mo
 flags.DEFINE_integer("image_size", 192, "Crop side at full resolution.")
 flags.DEFINE_integer("resize_shorter", 288, "Images are resized to this shorter side first.")
 flags.DEFINE_list("sigma_range", ["1.0", "6.0"], "Blur sigma ~ U[lo, hi] (pixels).")
-flags.DEFINE_float("max_factor", 2.0, "Downscaling factors of G's pass ~ U[1, max_factor].")
+flags.DEFINE_float("min_factor", 1.0, "Downscaling factors of G's pass ~ U[min_factor, "
+                   "max_factor].")
+flags.DEFINE_float("max_factor", 2.0, "Downscaling factors of G's pass ~ U[min_factor, "
+                   "max_factor]; 1 for the refined mode (G at full resolution), 2 for one "
+                   "octave of coarse_to_fine.")
 flags.DEFINE_float("max_noise", 3.0, "Sensor noise std ~ U[0, max_noise] / 255.")
 flags.DEFINE_list("jpeg_quality", [], "lo,hi: half of the pairs are JPEG-compressed at a "
                   "quality ~ U[lo, hi] after the noise, as most photos are (default: none).")
@@ -92,9 +97,9 @@ def main(argv: list[str]) -> int:
         print(f"train_refiner: --jpeg_quality must be lo,hi with 1 <= lo <= hi <= 100, got "
               f"{','.join(FLAGS.jpeg_quality)}", file=sys.stderr)
         return 2
-    if FLAGS.max_factor < 1.0:
-        print(f"train_refiner: --max_factor must be >= 1, got {FLAGS.max_factor}",
-              file=sys.stderr)
+    if not 1.0 <= FLAGS.min_factor <= FLAGS.max_factor:
+        print(f"train_refiner: need 1 <= --min_factor <= --max_factor, got "
+              f"{FLAGS.min_factor}, {FLAGS.max_factor}", file=sys.stderr)
         return 2
 
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -122,8 +127,8 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(FLAGS.workdir, "flags.json"), "w") as f:
         json.dump({k: getattr(FLAGS, k) for k in (
             "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
-            "sigma_range", "max_factor", "max_noise", "jpeg_quality", "channels", "layers",
-            "learning_rate", "seed")}, f, indent=2)
+            "sigma_range", "min_factor", "max_factor", "max_noise", "jpeg_quality", "channels",
+            "layers", "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
                           FLAGS.resize_shorter, sigma_range, FLAGS.seed
@@ -156,7 +161,8 @@ def main(argv: list[str]) -> int:
             b = tf.map_fn(maybe_jpeg, (b, quality, compress), fn_output_signature=signature)
             a = tf.reshape(a, [n, size, size, 3])
             b = tf.reshape(b, [n, size, size, 3])
-        factor = rng.uniform([], 1.0, FLAGS.max_factor)
+        factor = (rng.uniform([], FLAGS.min_factor, FLAGS.max_factor)
+                  if FLAGS.max_factor > FLAGS.min_factor else tf.constant(FLAGS.min_factor))
         small = tf.cast(tf.round(size / factor), tf.int32)
         x = tf.concat([a, b], axis=-1)
         x_small = tf.image.resize(x, [small, small], method="area")

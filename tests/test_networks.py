@@ -173,3 +173,62 @@ def test_subpixel_form_equals_the_transposed_convolution(kernel_size):
     outside = tf.function(lambda t: block(t, training=False)).get_concrete_function(
         tf.TensorSpec([1, None, None, 5]))
     assert "Conv2DBackpropInput" in {op.type for op in outside.graph.get_operations()}
+
+
+def _randomise_batchnorms(layer, seed):
+    rng = np.random.default_rng(seed)
+    norms = [w for w in layer._flatten_layers() if isinstance(w, keras.layers.BatchNormalization)]
+    for bn in norms:
+        n = bn.gamma.shape[0]
+        bn.gamma.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+        bn.beta.assign(rng.normal(0, 0.5, n).astype(np.float32))
+        bn.moving_mean.assign(rng.normal(0, 0.5, n).astype(np.float32))
+        bn.moving_variance.assign(rng.uniform(0.1, 3.0, n).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["conv7_reflect", "down", "up", "up_subpixel", "se_block"])
+def test_inference_folds_batchnorm_into_the_convolutions(kind):
+    """In inference (training False/None) the BatchNorms are folded into the convolutions:
+    the same values as convolution -> BatchNorm(moving statistics) -> ReLU, and no
+    normalisation op left in the traced graph; training still normalises by the batch."""
+    from mfif_tf.layers import subpixel_upsampling
+
+    if kind == "se_block":
+        layer = SEResBlock(8, reduction=4)
+        x = tf.random.stateless_normal([2, 10, 12, 8], seed=[3, 1])
+    else:
+        layer = {"conv7_reflect": ConvBNReLU(8, 7, reflect=True),
+                 "down": ConvBNReLU(8, 3, strides=2),
+                 "up": ConvBNReLU(8, 4, strides=2, transpose=True),
+                 "up_subpixel": ConvBNReLU(8, 4, strides=2, transpose=True)}[kind]
+        x = tf.random.stateless_normal([2, 11, 13, 5], seed=[3, 2])
+    layer(x, training=False)
+    _randomise_batchnorms(layer, 7)
+
+    if kind == "se_block":
+        def reference(t):
+            y = tf.nn.relu(layer.bn1(layer.conv1(t), training=False))
+            y = layer.se(layer.bn2(layer.conv2(y), training=False))
+            return tf.nn.relu(t + y)
+    else:
+        def reference(t):
+            if layer.reflect:
+                p = layer.kernel_size // 2
+                t = tf.pad(t, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
+            return tf.nn.relu(layer.bn(layer.conv(t), training=False))
+
+    if kind == "up_subpixel":
+        with subpixel_upsampling():
+            folded = tf.function(lambda t: layer(t, training=False))
+            out = folded(x)
+    else:
+        folded = tf.function(lambda t: layer(t, training=False))
+        out = folded(x)
+    expected = reference(x).numpy()
+    assert np.abs(expected).max() > 0.1  # the statistics matter
+    np.testing.assert_allclose(out.numpy(), expected, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(layer(x).numpy(), expected, atol=2e-5, rtol=1e-5)  # None
+    ops = {op.type for op in folded.get_concrete_function(x).graph.get_operations()}
+    assert "BiasAdd" in ops  # the fold's bias (the convolutions have none, BN adds none)
+    trained = layer(x, training=True).numpy()
+    assert np.abs(trained - expected).max() > 1e-2  # batch statistics in training
