@@ -23,10 +23,12 @@ import hashlib
 import os
 from typing import Any
 
+from mfif_tf.common import PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE, find_refiner_dir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGED_DIR = os.path.join(ROOT, "mfif_tf", "pretrained")
+PACKAGED_DIR = PACKAGED_MODEL_DIR
 GENERATOR_WEIGHTS = "generator.weights.h5"  # mfif_tf.model_io.WEIGHTS_FILE
-REFINER_WEIGHTS = "refiner.weights.h5"  # mfif_tf.refiner.REFINER_WEIGHTS_FILE
+REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
 METHODS = ("refined", "coarse_to_fine", "paper", "paper_two_scales", "classical", "enfuse")
 REFERENCE = "refined"  # ratios are given to this row and to enfuse's
@@ -97,15 +99,11 @@ def generator_dir(model: str) -> str | None:
         else None
 
 
-def refiner_dir(model: str, refiner: str) -> str | None:
-    """The directory R is loaded from, searched as `mfif_tf.fusion.resolve_refiner` does:
-    --refiner, else beside --model (the model dir or its refiner/), else the packaged one.
-    None when there is none."""
-    if refiner:
-        return refiner
-    candidates = ([model, os.path.join(model, "refiner")] if model else []) + [PACKAGED_DIR]
-    return next((p for p in candidates if os.path.isfile(os.path.join(p, REFINER_WEIGHTS))),
-                None)
+def refiner_dir(model: str, refiner: str, mode: str | None = None) -> str | None:
+    """The directory R of `mode` is loaded from (`mfif_tf.common.find_refiner_dir`, as
+    `mfif_tf.fusion.resolve_refiner` searches): --refiner, else beside --model, else the
+    packaged one. None when there is none."""
+    return find_refiner_dir(refiner or None, model or None, mode)
 
 
 def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
@@ -120,6 +118,6 @@ def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
         signature["generator"] = (file_hash(os.path.join(g_dir, GENERATOR_WEIGHTS))
                                   or os.path.realpath(g_dir))
     if uses_refiner(method):
-        r_dir = refiner_dir(model, refiner)
+        r_dir = refiner_dir(model, refiner, MODEL_METHODS[method]["mode"])
         signature["refiner"] = r_dir and file_hash(os.path.join(r_dir, REFINER_WEIGHTS))
     return signature

@@ -195,7 +195,9 @@ def _methods(config: SuiteConfig, notes: list[str], with_paper: bool = True,
         methods = [m for m in methods if not methods_lib.uses_model(m)]
         notes.append("our model left out: no packaged model and no --model")
     with_r = [m for m in methods if methods_lib.uses_refiner(m)]
-    if with_r and methods_lib.refiner_dir(config.model, config.refiner) is None:
+    if with_r and any(methods_lib.refiner_dir(config.model, config.refiner,
+                                              methods_lib.MODEL_METHODS[m]["mode"]) is None
+                      for m in with_r):
         methods = [m for m in methods if m not in with_r]
         notes.append(f"{' and '.join(with_r)} left out: no refinement head (give --refiner, or "
                      "install mfif_tf/pretrained/refiner.weights.h5)")

@@ -64,14 +64,15 @@ def model_identity(path: str) -> dict[str, Any] | None:
             "hash": digest.hexdigest()[:12]}
 
 
-def refiner_identity(model: str, refiner: str) -> dict[str, Any] | None:
+def refiner_identity(model: str, refiner: str, mode: str | None = None) -> dict[str, Any] | None:
     """Where R comes from (packaged, --refiner or beside --model), its training steps and a
     short hash of its weights (no paths)."""
-    path = methods_lib.refiner_dir(model or "", refiner or "")
+    path = methods_lib.refiner_dir(model or "", refiner or "", mode)
     if path is None:
         return None
+    packaged = os.path.realpath(methods_lib.PACKAGED_DIR)
     source = ("--refiner" if refiner else "packaged"
-              if os.path.realpath(path) == os.path.realpath(methods_lib.PACKAGED_DIR)
+              if os.path.commonpath([os.path.realpath(path), packaged]) == packaged
               else "beside --model")
     steps = None
     config = os.path.join(path, "refiner.json")
@@ -95,8 +96,8 @@ def model_fuse(spec: dict[str, Any]):
     info: dict[str, Any] = {"mode": spec["mode"], "preset": generator.config.preset,
                             "weights": model_identity(model or PACKAGED_MODEL_DIR)}
     if spec["mode"] in inference.REFINED_MODES:
-        kwargs["refiner"] = resolve_refiner(spec.get("refiner") or None, model)
-        info["refiner"] = refiner_identity(model or "", spec.get("refiner", ""))
+        kwargs["refiner"] = resolve_refiner(spec.get("refiner") or None, model, spec["mode"])
+        info["refiner"] = refiner_identity(model or "", spec.get("refiner", ""), spec["mode"])
     if spec["mode"] == "coarse_to_fine":
         if spec.get("working_side"):
             kwargs["working_side"] = int(spec["working_side"])

@@ -6,8 +6,9 @@
 The graph is the dynamic-shape float32 TFLite model of `export.tflite` (the on-device
 export) built from the packaged G and R in refined mode: F_hat, SRR with N = 0.001 W H and
 eq. 14 inside (`mfif_tf.litert_engine`; like every TFLite export, the decoder's transposed
-convolutions in sub-pixel form, `mfif_tf.layers.subpixel_upsampling`). Run it whenever the packaged weights change; the
-tests check that the shipped graph gives the packaged weights' maps.
+convolutions in sub-pixel form, `mfif_tf.layers.subpixel_upsampling`). Run it whenever the
+packaged weights, or the way G and R are traced, change; the tests check that the shipped
+graph gives the packaged weights' maps.
 """
 
 from __future__ import annotations

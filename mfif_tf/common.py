@@ -33,6 +33,31 @@ DEFAULT_WORKING_SIDE = 448
 MIN_WORKING_SIDE = 16
 
 
+# The packaged R of each refined mode: refined (G at full resolution) in the package folder,
+# coarse_to_fine (one octave per step, `train_refiner --min_factor=2 --max_factor=2`) in
+# its subfolder; a mode without its own R uses the package folder's.
+PACKAGED_REFINER_DIRS = {"coarse_to_fine": os.path.join(PACKAGED_MODEL_DIR, "coarse_to_fine")}
+REFINER_WEIGHTS_FILE = "refiner.weights.h5"
+
+
+def find_refiner_dir(refiner: str | os.PathLike | None, model: str | os.PathLike | None,
+                     mode: str | None = None) -> str | None:
+    """The directory R is loaded from: `refiner` when given; else beside a model directory
+    `model` (the folder itself, then its refiner/: a training work dir of `train_refiner`);
+    else the packaged R of `mode` (`PACKAGED_REFINER_DIRS`), then the packaged one. None
+    when none of these holds R's weights (`refiner` is returned as given)."""
+    if refiner:
+        return os.fspath(refiner)
+    candidates = []
+    if model and os.fspath(model) != "default":
+        candidates += [os.fspath(model), os.path.join(os.fspath(model), "refiner")]
+    if mode in PACKAGED_REFINER_DIRS:
+        candidates.append(PACKAGED_REFINER_DIRS[mode])
+    candidates.append(PACKAGED_MODEL_DIR)
+    return next((p for p in candidates
+                 if os.path.isfile(os.path.join(p, REFINER_WEIGHTS_FILE))), None)
+
+
 class ModelNotFoundError(FileNotFoundError):
     """No model (or refinement head) where one was asked for."""
 

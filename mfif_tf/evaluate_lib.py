@@ -277,7 +277,8 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
         generator = fusion.resolve_generator(None if model == "default" else model, precision)
         model_refiner = None
         if mode != "paper":
-            model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model)
+            model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model,
+                                                   mode)
     except (fusion.InputError, FileNotFoundError) as err:  # FileNotFoundError: no such model
         raise EvaluationError(str(err).splitlines()[0] if str(err) else
                               type(err).__name__) from None

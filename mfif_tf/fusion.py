@@ -34,6 +34,7 @@ import numpy as np
 from mfif_tf import inference, model_io, tiling
 from mfif_tf import refiner as refiner_lib
 from mfif_tf.image_io import InputError
+from mfif_tf.common import find_refiner_dir
 from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
@@ -112,20 +113,17 @@ def resolve_generator(generator: Generator | str | os.PathLike | None,
 
 
 def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
-                    generator: Generator | str | os.PathLike | None = None) -> Refiner:
-    """R for coarse-to-fine mode: a `Refiner` as is; a directory holding
+                    generator: Generator | str | os.PathLike | None = None,
+                    mode: str | None = None) -> Refiner:
+    """R for the refined modes: a `Refiner` as is; a directory holding
     `refiner.weights.h5` loaded (and cached); None for the one beside a model directory given
-    as `generator`, else the packaged one (`ModelNotFoundError` when there is none)."""
+    as `generator`, else the packaged R of `mode` (`common.find_refiner_dir`;
+    `ModelNotFoundError` when there is none)."""
     if isinstance(refiner, Refiner):
         return refiner
     if refiner is None:
-        candidates = [model_io.PACKAGED_MODEL_DIR]
-        if isinstance(generator, (str, os.PathLike)) and os.fspath(generator) not in (
-                "", "default"):
-            model_dir = os.fspath(generator)
-            candidates.insert(0, os.path.join(model_dir, "refiner"))
-            candidates.insert(0, model_dir)
-        path = next((p for p in candidates if refiner_lib.has_refiner(p)), None)
+        model = generator if isinstance(generator, (str, os.PathLike)) else None
+        path = find_refiner_dir(None, model, mode)
         if path is None:
             raise model_io.ModelNotFoundError(
                 "no refinement head is installed for coarse-to-fine fusion; pass a refiner "
@@ -212,7 +210,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
     def pair_maps(running, frame, bar, timings):
         if not loaded:  # after the first two frames passed their checks
             loaded["g"] = resolve_generator(generator, precision)
-            loaded["r"] = (resolve_refiner(refiner, generator) if mode != "paper" else None)
+            loaded["r"] = (resolve_refiner(refiner, generator, mode) if mode != "paper"
+                           else None)
 
         def add_total(n):
             bar.total += n

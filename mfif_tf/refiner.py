@@ -33,6 +33,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from mfif_tf.common import REFINER_WEIGHTS_FILE
+
 # c in (BAND_LOW, 1 - BAND_LOW) is uncertain; the band is that set grown by BAND_GROW pixels.
 BAND_LOW = 0.02
 BAND_GROW = 4
@@ -119,7 +121,6 @@ def refiner_input(image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.Tensor) -> 
 
 # ---------------------------------------------------------------- saving and loading
 
-REFINER_WEIGHTS_FILE = "refiner.weights.h5"
 REFINER_CONFIG_FILE = "refiner.json"
 
 

@@ -11,7 +11,8 @@ its map is brought back up bilinearly as c, and R learns to redraw c's outline o
 full-resolution pixels: binary cross-entropy against F over R's band (eq. 4's role for G).
 Sensor noise of a random strength is added to both sources after the synthesis, so R does
 not mistake noise for focus; with --jpeg_quality half of the pairs are then JPEG-compressed,
-so that it does not mistake block artefacts for focus either. In half of the samples I_A and I_B are swapped (F -> 1 - F).
+so that it does not mistake block artefacts for focus either. In half of the samples I_A and
+I_B are swapped (F -> 1 - F).
 
 Resumable: checkpoints in WORKDIR/checkpoints every --checkpoint_every steps; the same command
 continues from the latest one. WORKDIR/refiner/ holds the latest weights in the packaged
@@ -161,8 +162,7 @@ def main(argv: list[str]) -> int:
             b = tf.map_fn(maybe_jpeg, (b, quality, compress), fn_output_signature=signature)
             a = tf.reshape(a, [n, size, size, 3])
             b = tf.reshape(b, [n, size, size, 3])
-        factor = (rng.uniform([], FLAGS.min_factor, FLAGS.max_factor)
-                  if FLAGS.max_factor > FLAGS.min_factor else tf.constant(FLAGS.min_factor))
+        factor = rng.uniform([], FLAGS.min_factor, FLAGS.max_factor)
         small = tf.cast(tf.round(size / factor), tf.int32)
         x = tf.concat([a, b], axis=-1)
         x_small = tf.image.resize(x, [small, small], method="area")

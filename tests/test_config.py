@@ -15,10 +15,11 @@ from mfif_tf import cli
 from mfif_tf import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Flagfiles of `python -m mfif_tf.train`; refiner.flags belongs to `mfif_tf.train_refiner`.
+# Flagfiles of `python -m mfif_tf.train`; refiner*.flags belong to `mfif_tf.train_refiner`
+# (tests/test_train_refiner.py).
 FLAGFILES = sorted(os.path.relpath(p, ROOT) for p in glob.glob(
     os.path.join(ROOT, "configs", "**", "*.flags"), recursive=True)
-    if os.path.basename(p) != "refiner.flags")
+    if not os.path.basename(p).startswith("refiner"))
 
 
 def resolve(args):

@@ -287,3 +287,41 @@ def test_the_shipped_model_loads_and_finds_the_sharp_half():
     result = fusion.fuse_arrays([a, b])
     assert result.f_final[:, 8:56].mean() > 0.9
     assert result.f_final[:, 72:120].mean() < 0.1
+
+
+def test_coarse_to_fine_uses_its_own_packaged_refiner(tmp_path):
+    """coarse_to_fine loads the packaged R trained for one octave (pretrained/coarse_to_fine),
+    refined the one trained at full resolution; a model directory's own R comes first for
+    both; on a real-sized pair with one half blurred the coarse-to-fine map (two octaves above
+    G's working resolution) follows the sharp half."""
+    from scipy.ndimage import gaussian_filter
+
+    from mfif_tf import common, refiner as refiner_lib
+
+    octave = fusion.resolve_refiner(None, mode="coarse_to_fine")
+    full = fusion.resolve_refiner(None, mode="refined")
+    assert fusion.resolve_refiner(None) is full
+    assert common.find_refiner_dir(None, None, "coarse_to_fine") == \
+        common.PACKAGED_REFINER_DIRS["coarse_to_fine"]
+    assert octave.config != full.config
+    own = tmp_path / "model"
+    refiner_lib.save_refiner(refiner_lib.build_refiner(), str(own))
+    assert common.find_refiner_dir(None, str(own), "coarse_to_fine") == str(own)
+
+    rng = np.random.default_rng(11)
+    small = rng.integers(0, 256, size=(96, 128, 3)).astype(np.float32)
+    from PIL import Image
+
+    photo = np.stack([np.asarray(Image.fromarray(small[..., c].astype(np.uint8)).resize(
+        (1024, 768), Image.BICUBIC), np.float32) for c in range(3)], axis=-1)
+    photo += rng.normal(0, 4, photo.shape)
+    blurred = gaussian_filter(photo, sigma=(10, 10, 0))
+    truth = np.zeros((768, 1024), bool)
+    truth[:, :512] = True  # A is sharp on the left
+    a = np.where(truth[..., None], photo, blurred).clip(0, 255).astype(np.uint8)
+    b = np.where(truth[..., None], blurred, photo).clip(0, 255).astype(np.uint8)
+    result = fusion.fuse_arrays([a, b], mode="coarse_to_fine", working_side=192)
+    assert np.mean((result.f_final > 0.5) == truth) > 0.97
+    by_hand = fusion.predict_f_hat(fusion.resolve_generator(None), octave, a, b,
+                                   mode="coarse_to_fine", working_side=192)
+    np.testing.assert_allclose(result.f_hat, by_hand, atol=1e-6)

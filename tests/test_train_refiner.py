@@ -63,10 +63,39 @@ def test_short_run_writes_weights_and_resumes(mask_folder, tmp_path):
 
 @pytest.mark.parametrize("flag,message", [("--jpeg_quality=0,50", "--jpeg_quality"),
                                           ("--sigma_range=3,1", "--sigma_range"),
-                                          ("--max_factor=0.5", "--max_factor")])
+                                          ("--max_factor=0.5", "--max_factor"),
+                                          ("--min_factor=3", "--min_factor")])
 def test_bad_flags_are_one_line(mask_folder, tmp_path, flag, message):
     out = _run(*_flags(mask_folder, tmp_path / "run", 1), flag)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], out.stderr
     assert not (tmp_path / "run").exists()
+
+
+# Parses each refiner flagfile with the trainer's own flag definitions, line by line, without
+# running it: every name must be one of its flags and every value must parse.
+_CHECK_FLAGFILES = r"""
+import glob, sys
+from absl import flags
+import mfif_tf.train_refiner  # noqa: F401  (defines the flags)
+own = {f.name for f in flags.FLAGS.get_key_flags_for_module("mfif_tf.train_refiner")}
+for path in sorted(glob.glob("configs/refiner*.flags")):
+    for line in open(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line[2:].partition("=")
+        if name not in own:
+            sys.exit(f"{path}: unknown flag {name}")
+        flags.FLAGS[name].parser.parse(value)
+    print(path)
+"""
+
+
+def test_shipped_refiner_flagfiles_parse():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", _CHECK_FLAGFILES], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["configs/refiner.flags", "configs/refiner_coarse_to_fine.flags"]
