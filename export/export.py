@@ -3,6 +3,7 @@
   python -m export.export --weights=default --export_dir=exports --model_name=mfif --version=1
       [--mode=refined|paper|coarse_to_fine] [--working_side=448] [--refiner=DIR] [--scales=1]
       [--precision=float32|bfloat16] [--overwrite] [--tflite] [--tflite_fixed_size=512]
+      [--tflite_quantizations=float32,float16,int8,int8_full --tflite_representative_dir=DIR]
 
 writes exports/mfif/1/ (SavedModel), exports/models.config and, with --tflite,
 exports/tflite/mfif/1/*.tflite. See docs/serving.md.
@@ -45,7 +46,15 @@ flags.DEFINE_bool("tflite", False, "Also write TFLite models.")
 flags.DEFINE_integer("tflite_fixed_size", 512, "Side of the fixed-size TFLite model.")
 flags.DEFINE_list("tflite_variants", ["dynamic", "fixed"], "TFLite variants: dynamic, fixed.")
 flags.DEFINE_list("tflite_quantizations", ["float32", "float16", "int8"],
-                  "TFLite quantisations: float32, float16, int8 (dynamic range).")
+                  "TFLite quantisations: float32, float16, int8 (dynamic range), int8_full "
+                  "(full-integer: int8 weights and activations; not by default, needs "
+                  "--tflite_representative_dir).")
+flags.DEFINE_string("tflite_representative_dir", "",
+                    "int8_full: folder of images/ + masks/ (+ train.txt), as for training; the "
+                    "pairs that calibrate the int8 ranges are synthesised from its train split "
+                    "(alpha-matte synthesis, eqs. 10-11).")
+flags.DEFINE_integer("tflite_representative_pairs", 32,
+                     "int8_full: number of synthetic pairs to calibrate on.")
 
 
 
@@ -69,6 +78,8 @@ def config_from_flags():
             fixed_size=FLAGS.tflite_fixed_size,
             variants=tuple(FLAGS.tflite_variants),
             quantizations=tuple(FLAGS.tflite_quantizations),
+            representative_dir=FLAGS.tflite_representative_dir,
+            representative_pairs=FLAGS.tflite_representative_pairs,
             min_size_fraction=FLAGS.min_size_fraction,
             scales=FLAGS.scales,
             mode=FLAGS.mode,
@@ -102,7 +113,7 @@ def main(argv) -> None:
         from mfif_tf.image_io import InputError
 
         try:
-            refiner = fusion.resolve_refiner(FLAGS.refiner, FLAGS.weights)
+            refiner = fusion.resolve_refiner(FLAGS.refiner, FLAGS.weights, config.mode)
         except (ModelNotFoundError, InputError) as e:
             fail(f"--refiner: {e}")
     try:

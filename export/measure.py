@@ -3,8 +3,10 @@ F_final agreement of each TFLite model with the SavedModel, and file sizes.
 
   python -m export.measure --weights=default --image_a=A.jpg --image_b=B.jpg --threads=1
 
-Without --image_a/--image_b a synthetic 520x520 pair is used (export/compare.py). Prints a
-markdown table (and writes it as JSON with --json_out).
+Without --image_a/--image_b a synthetic 520x520 pair is used (export/compare.py). With
+--representative_dir the full-integer models (int8_full, calibrated on pairs synthesised from
+that mask folder, as `export.export --tflite_representative_dir` makes them) are measured too.
+Prints a markdown table (and writes it as JSON with --json_out).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
                   "Fusion mode built into the graphs (as for mfif_tf.fuse).")
 flags.DEFINE_string("refiner", None, "Modes refined and coarse_to_fine: folder of the refinement "
                     "head (default: the packaged one).")
+flags.DEFINE_string("representative_dir", "",
+                    "Also measure the full-integer models (int8_full), calibrated on pairs "
+                    "synthesised from this folder of images/ + masks/ (+ train.txt).")
+flags.DEFINE_integer("representative_pairs", 32, "int8_full: number of synthetic pairs.")
 
 
 
@@ -57,6 +63,15 @@ def main(argv) -> None:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.image_a) != bool(FLAGS.image_b):
         fail("give both --image_a and --image_b, or neither (synthetic pair)")
+    if FLAGS.representative_dir:
+        if FLAGS.representative_pairs < 1:
+            fail(f"--representative_pairs must be at least 1, got {FLAGS.representative_pairs}")
+        from export.tflite import check_representative_dir
+
+        try:
+            check_representative_dir(FLAGS.representative_dir)
+        except ValueError as e:
+            fail(str(e).replace("--tflite_representative_dir", "--representative_dir"))
     from mfif_tf.scales import parse_scales
 
     try:
@@ -98,12 +113,61 @@ def main(argv) -> None:
                 generator, image_a, image_b, FLAGS.workdir or tmp, repeats=FLAGS.repeats,
                 threads=FLAGS.threads or None, fixed_size=FLAGS.fixed_size,
                 scales=scales, mode=FLAGS.mode, refiner=refiner)
+            if FLAGS.representative_dir:
+                rows += full_integer_rows(generator, refiner, image_a, image_b,
+                                          FLAGS.workdir or tmp, scales)
         except FileExistsError as e:
             fail(f"{e} (give a new --workdir)")
     print(compare.format_rows(rows))
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump([dataclasses.asdict(r) for r in rows], f, indent=2)
+
+
+def full_integer_rows(generator, refiner, image_a, image_b, workdir: str,
+                      scales) -> list:
+    """Rows of `compare.benchmark_export`'s table for the int8_full models, written beside
+    the export that `benchmark_export` left in `workdir` and compared with its SavedModel on
+    the same inputs (the fixed-size models on the pair resized to --fixed_size)."""
+    import os
+
+    import numpy as np
+    import tensorflow as tf
+
+    from export import compare, export_lib
+    from export.tflite import FULL_INTEGER, TFLiteConfig, TFLiteFuser, export_tflite
+
+    config = TFLiteConfig(fixed_size=FLAGS.fixed_size, quantizations=(FULL_INTEGER,),
+                          representative_dir=FLAGS.representative_dir,
+                          representative_pairs=FLAGS.representative_pairs, scales=scales,
+                          mode=FLAGS.mode)
+    directory = os.path.join(workdir, "tflite_" + FULL_INTEGER)
+    if os.path.exists(directory):
+        raise FileExistsError(f"{directory} already exists")
+    paths = export_tflite(generator, directory, config, refiner)
+    saved_model = export_lib.ExportConfig(export_dir=workdir, version=1).saved_model_dir
+    signature = tf.saved_model.load(saved_model).signatures["serving_default"]
+
+    def resized(image: np.ndarray) -> np.ndarray:  # as benchmark_export resizes
+        out = tf.image.resize(image.astype(np.float32), [FLAGS.fixed_size] * 2, "bilinear")
+        return np.clip(np.round(out.numpy()), 0, 255).astype(np.uint8)
+
+    pairs = {"dynamic": (image_a, image_b), "fixed": (resized(image_a), resized(image_b))}
+    rows = []
+    for name, path in sorted(paths.items()):
+        a, b = pairs["dynamic" if "dynamic" in name else "fixed"]
+        ref = {k: v.numpy()[0] for k, v in signature(image_a=tf.constant(a[None]),
+                                                     image_b=tf.constant(b[None])).items()}
+        a01, b01 = a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0
+        fuser = TFLiteFuser(path, num_threads=FLAGS.threads or None)
+        out = {k: v[0] for k, v in fuser(a01, b01).items()}
+        rows.append(compare.BenchmarkRow(
+            name, os.path.getsize(path), a.shape[:2],
+            compare.time_call(lambda: fuser(a01, b01), FLAGS.repeats),
+            agreement=compare.agreement(out["focus_map"], ref["focus_map"]),
+            max_raw_diff=float(np.abs(out["focus_map_raw"] - ref["focus_map_raw"]).max()),
+            max_fused_diff=float(np.abs(out["fused"] * 255.0 - ref["fused"]).max())))
+    return rows
 
 
 def run() -> None:

@@ -9,20 +9,26 @@ N = ceil(0.001 * W * H) (section 3.3).
 
 Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) and "fixed"
 (1 x S x S x 3, for delegates that want static shapes), each as "float32", "float16" (weights
-stored as float16) and "int8" (dynamic-range quantisation: int8 weights, float activations).
-The graphs contain no assertions (LiteRT has no Assert op); `TFLiteFuser` checks the inputs
-on the host instead. The graph is the SavedModel's core, `export.serving.FusionModule.serve`,
-with N computed from the model's fixed or dynamic input size.
+stored as float16), "int8" (dynamic-range quantisation: int8 weights, float activations) and,
+on request, "int8_full" (full-integer quantisation of G and of R's convolutions: int8 weights
+and int8 activations, calibrated on synthetic pairs; `convert_full_integer`). The graphs
+contain no assertions (LiteRT has no Assert op); `TFLiteFuser` checks the inputs on the host
+instead. The graph is the SavedModel's core, `export.serving.FusionModule.serve`, with N
+computed from the model's fixed or dynamic input size.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import tensorflow as tf
 
-from export.serving import FusionModule
+from data_pipeline import readers
+from export.serving import FusionModule, ModelHolder
 from mfif_tf import inference
 from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
 from mfif_tf.layers import subpixel_upsampling
@@ -31,9 +37,28 @@ from mfif_tf.refiner import Refiner
 from mfif_tf.scales import parse_scales
 from mfif_tf.srr import default_min_size
 
-QUANTIZATIONS = ("float32", "float16", "int8")
+FULL_INTEGER = "int8_full"
+QUANTIZATIONS = ("float32", "float16", "int8", FULL_INTEGER)
+# What an export writes unless asked for more: full-integer quantisation needs representative
+# data (`TFLiteConfig.representative_dir`), so it is never a default.
+DEFAULT_QUANTIZATIONS = ("float32", "float16", "int8")
 VARIANTS = ("dynamic", "fixed")
 OUTPUTS = ("fused", "focus_map", "focus_map_raw")
+
+# int8_full: synthetic pairs to calibrate on, made as the packaged model's training data
+# (configs/pretrained.flags: alpha-matte synthesis, eqs. 10-11, sigma ~ U[1, 4.5], random
+# crops, sources swapped in half of the pairs).
+REPRESENTATIVE_PAIRS = 32
+REPRESENTATIVE_SIZE = 256
+REPRESENTATIVE_SIGMA_RANGE = (1.0, 4.5)
+REPRESENTATIVE_RESIZE_SHORTER = 320
+# int8_full: the range of each of G's activations is, over the representative pairs, the
+# largest of this quantile of its |values| rather than the largest value: a few outliers would
+# otherwise spread the 256 levels over a range that almost no value uses (docs/serving.md).
+RANGE_QUANTILE = 0.9999
+# Name scopes of G and R in the traced graphs; int8_full quantises the ops inside them.
+GENERATOR_SCOPE = "mfif_G"
+REFINER_SCOPE = "mfif_R"
 
 
 @dataclasses.dataclass
@@ -43,7 +68,12 @@ class TFLiteConfig:
     Attributes:
       fixed_size: side S of the fixed-size model (1 x S x S x 3).
       variants: subset of ("dynamic", "fixed").
-      quantizations: subset of ("float32", "float16", "int8").
+      quantizations: subset of ("float32", "float16", "int8", "int8_full"); by default the
+        first three. "int8_full" needs `representative_dir`.
+      representative_dir: int8_full: a folder of images/ + masks/ (+ train.txt), as for
+        training (`data_pipeline.readers.list_mask_folder`); the pairs to calibrate on are
+        synthesised from its train split.
+      representative_pairs: int8_full: how many pairs.
       min_size_fraction: N / (W * H) of SRR (0.001, section 3.3).
       scales: modes "refined" and "paper": G's map is the mean of its maps at these scales
         (`mfif_tf.scales`).
@@ -53,7 +83,9 @@ class TFLiteConfig:
 
     fixed_size: int = 512
     variants: tuple[str, ...] = VARIANTS
-    quantizations: tuple[str, ...] = QUANTIZATIONS
+    quantizations: tuple[str, ...] = DEFAULT_QUANTIZATIONS
+    representative_dir: str = ""
+    representative_pairs: int = REPRESENTATIVE_PAIRS
     min_size_fraction: float = PAPER_MIN_SIZE_FRACTION
     scales: tuple[float, ...] | str = (1.0,)
     mode: str = inference.DEFAULT_MODE
@@ -76,6 +108,32 @@ class TFLiteConfig:
                 raise ValueError(f"unknown quantization {q!r}; choose from {QUANTIZATIONS}")
         if not 0.0 <= self.min_size_fraction <= 1.0:
             raise ValueError(f"min_size_fraction must lie in [0, 1], got {self.min_size_fraction}")
+        if FULL_INTEGER in self.quantizations:
+            if self.representative_pairs < 1:
+                raise ValueError(f"--tflite_representative_pairs must be at least 1, got "
+                                 f"{self.representative_pairs}")
+            check_representative_dir(self.representative_dir)
+
+
+def check_representative_dir(path: str) -> int:
+    """Raises ValueError (one line naming the problem) unless `path` is a mask folder with
+    usable training examples; returns their number."""
+    if not path:
+        raise ValueError(
+            f"--tflite_quantizations={FULL_INTEGER} needs --tflite_representative_dir: a folder "
+            "of images/ + masks/ (+ train.txt), as for training, to synthesise the pairs that "
+            "calibrate the int8 ranges")
+    if not os.path.isdir(path):
+        raise ValueError(f"--tflite_representative_dir: no such folder: {path}")
+    try:
+        good, skipped = readers.validate_examples(readers.list_mask_folder(path, "train"))
+    except readers.DataError as err:
+        raise ValueError(f"--tflite_representative_dir: {err}") from None
+    if not good:
+        raise ValueError(f"--tflite_representative_dir: no usable examples in {path} "
+                         f"({len(skipped)} skipped, first: {skipped[0].path}: "
+                         f"{skipped[0].reason})")
+    return len(good)
 
 
 def model_filename(variant: str, quantization: str, fixed_size: int) -> str:
@@ -93,9 +151,23 @@ def input_shape(variant: str, fixed_size: int) -> list[int | None]:
     raise ValueError(f"unknown TFLite variant {variant!r}; choose from {VARIANTS}")
 
 
+class _ScopedHolder(ModelHolder):
+    """Calls G (or R) inside a name scope, so that the converted graph's tensor names say
+    which ops belong to it (`convert_full_integer` quantises those)."""
+
+    def __init__(self, model, scope: str):
+        super().__init__(model)
+        self.scope = scope
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        with tf.name_scope(self.scope):
+            return super().__call__(x)
+
+
 class TFLiteModule(FusionModule):
     """G with SRR and eq. 14 (`FusionModule.serve`, the SavedModel's core) for float32 [0, 1]
-    RGB sources; `function(variant)` gives the concrete function to convert."""
+    RGB sources; `function(variant)` gives the concrete function to convert. G and R are
+    traced in the name scopes `GENERATOR_SCOPE` and `REFINER_SCOPE`."""
 
     def __init__(self, generator: Generator, fixed_size: int = 512,
                  min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
@@ -105,6 +177,9 @@ class TFLiteModule(FusionModule):
         super().__init__(generator, min_size_fraction, scales, mode, refiner, working_side,
                          name="mfif_tflite")
         self.fixed_size = int(fixed_size)
+        self.generator = _ScopedHolder(generator, GENERATOR_SCOPE)
+        if self.refiner is not None:
+            self.refiner = _ScopedHolder(refiner, REFINER_SCOPE)
 
     def _fuse(self, image_a: tf.Tensor, image_b: tf.Tensor) -> dict[str, tf.Tensor]:
         # No input checks: LiteRT has no Assert op.
@@ -126,22 +201,279 @@ class TFLiteModule(FusionModule):
             tf.TensorSpec(shape, tf.float32, name="image_b"))
 
 
-def convert(module: TFLiteModule, variant: str, quantization: str) -> bytes:
-    """One .tflite flatbuffer, built-in ops only (conversion fails rather than use Flex)."""
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
+def _converter(module: TFLiteModule, variant: str) -> tf.lite.TFLiteConverter:
     # The decoder's transposed convolutions are traced in sub-pixel form: LiteRT's CPU
     # delegate does not take a transposed convolution whose output shape is computed at run
     # time (every dynamic-size model), and runs the equal convolution + depth-to-space.
     with subpixel_upsampling():
         concrete = module.function(variant)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+
+
+def convert(module: TFLiteModule, variant: str, quantization: str,
+            representative: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> bytes:
+    """One .tflite flatbuffer, built-in ops only (conversion fails rather than use Flex).
+
+    `representative`: for "int8_full" only, the (I_A, I_B) pairs to calibrate on
+    (`representative_pairs`), each float32 (1, H, W, 3) in [0, 1] with the variant's size.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
+    if quantization == FULL_INTEGER:
+        if not representative:
+            raise ValueError(f"{FULL_INTEGER} needs representative pairs to calibrate on")
+        return convert_full_integer(module, variant, representative)
+    converter = _converter(module, variant)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization in ("float16", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
+
+
+# ---------------------------------------------------------------- full-integer quantisation
+
+
+def representative_pairs(data_dir: str, count: int = REPRESENTATIVE_PAIRS,
+                         size: int = REPRESENTATIVE_SIZE,
+                         seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` synthetic pairs (I_A, I_B) of `size` x `size` pixels from the mask folder
+    `data_dir`, made by `data_pipeline` as the packaged model's training data: alpha-matte
+    synthesis (eqs. 10-11) with sigma ~ U[1, 4.5], the shorter side resized to
+    max(`size`, 320) and a random crop, I_A and I_B swapped in half of the pairs. Returned as
+    float32 (1, S, S, 3) in [0, 1] on the 8-bit grid, as photos reach the models.
+
+    Keep `size` at the training scale (256): pairs made larger by upsampling the photos are
+    smoother than real ones, and ranges calibrated on them clip G's activations on real
+    photos (docs/serving.md); `convert_full_integer` mirrors the pairs out to a fixed-size
+    model's size."""
+    from data_pipeline import pipeline  # pylint: disable=import-outside-toplevel
+
+    dataset = pipeline.make_training_dataset(
+        source="folder", data_dir=data_dir, batch_size=1, seed=seed, image_size=size,
+        crop="random", resize_shorter=max(size, REPRESENTATIVE_RESIZE_SHORTER),
+        synthesis="alpha_matte", sigma_range=REPRESENTATIVE_SIGMA_RANGE, swap_sources=True)
+
+    def to_unit(x: tf.Tensor) -> np.ndarray:  # [-1, 1] -> [0, 1], rounded to k / 255
+        return (np.round((x.numpy() + 1.0) * 127.5) / 255.0).astype(np.float32)
+
+    return [(to_unit(batch["image_a"]), to_unit(batch["image_b"]))
+            for batch in dataset.take(count)]
+
+
+@dataclasses.dataclass
+class _Op:
+    """One operator of a .tflite model: its builtin name and tensor indices (of `subgraph`)."""
+
+    subgraph: int
+    name: str
+    inputs: list[int]
+    outputs: list[int]
+
+
+def _read_model(model: bytes):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(model), 0))
+
+
+def _write_model(model_t) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _ops(model_t) -> Iterator[_Op]:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model_t.operatorCodes]
+    for s, subgraph in enumerate(model_t.subgraphs):
+        for op in subgraph.operators or []:
+            yield _Op(s, names.get(codes[op.opcodeIndex], ""), _indices(op.inputs),
+                      _indices(op.outputs))
+
+
+def _indices(tensors) -> list[int]:
+    return [] if tensors is None else [int(t) for t in tensors]
+
+
+def _in_scope(model_t, op: _Op, scope: str) -> bool:
+    """Whether every location fused into each output name of `op` lies in `scope` (or in its
+    uniquified copies: scope_1, ... for a second pass of G)."""
+    pattern = re.compile(rf"{re.escape(scope)}(_\d+)?/")
+    tensors = model_t.subgraphs[op.subgraph].tensors
+    return all(pattern.match(part) for t in op.outputs
+               for part in tensors[t].name.decode().split(";") if part)
+
+
+def _float_nodes(model_t) -> tuple[list[str], set[int]]:
+    """The output tensor names of every op that int8_full keeps in float (its denylist), and
+    the indices of subgraph 0's tensors that the quantised ops of G compute.
+
+    Quantised: G's ops, except its head (the convolution feeding the sigmoid of F_hat, that
+    sigmoid and the crop after it: F_hat must not be rounded to 8 bits, since R and the 0.5
+    threshold of SRR read it), and R's convolutions. In float: everything else, i.e. the input
+    scaling, R's logit arithmetic and tiling, SRR (its run counts must stay exact integers) and
+    eq. 14.
+    """
+    ops = list(_ops(model_t))
+    producer = {(op.subgraph, t): op for op in ops for t in op.outputs}
+    head = set()
+    for op in ops:  # in execution order: G's crop of F_hat comes after its sigmoid
+        in_g = _in_scope(model_t, op, GENERATOR_SCOPE)
+        feeds = [producer.get((op.subgraph, t)) for t in op.inputs]
+        if in_g and any(f is not None and id(f) in head for f in feeds):
+            head.add(id(op))
+        elif in_g and op.name == "LOGISTIC":
+            feed = feeds[0]
+            if feed is not None and feed.name == "CONV_2D":  # SE sigmoids follow a dense layer
+                head.update({id(op), id(feed)})
+    denied, computed = [], set()
+    for op in ops:
+        if _in_scope(model_t, op, GENERATOR_SCOPE) and id(op) not in head:
+            if op.subgraph == 0:
+                computed.update(op.outputs)
+            continue
+        if op.name == "CONV_2D" and _in_scope(model_t, op, REFINER_SCOPE):
+            continue
+        tensors = model_t.subgraphs[op.subgraph].tensors
+        denied.extend(tensors[t].name.decode() for t in op.outputs)
+    return denied, computed
+
+
+def _tail_range(values: np.ndarray, quantile: float) -> float:
+    """The `quantile` of |values| (a partial sort, linear time)."""
+    flat = np.abs(values.ravel())
+    k = min(flat.size - 1, int(quantile * flat.size))
+    return float(np.partition(flat, k)[k])
+
+
+def _narrow_ranges(calibrated: bytes, tensors: set[int],
+                   pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                   quantile: float = RANGE_QUANTILE) -> bytes:
+    """The calibrated model with the range [min, max] of each of `tensors` (subgraph 0)
+    narrowed to [-r, r], r the largest over `pairs` of the `quantile` of the tensor's |values|.
+    """
+    interpreter = _interpreter(calibrated, None, preserve_all_tensors=True)
+    runner = interpreter.get_signature_runner()
+    tails: dict[int, float] = {}
+    for image_a, image_b in pairs:
+        runner(image_a=image_a, image_b=image_b)
+        for t in tensors:
+            try:
+                values = interpreter.get_tensor(t)
+            except ValueError:  # no data (not computed on this input)
+                continue
+            if values.dtype == np.float32 and values.size:
+                tails[t] = max(tails.get(t, 0.0), _tail_range(values, quantile))
+    del runner, interpreter
+    model_t = _read_model(calibrated)
+    for t, r in tails.items():
+        q = model_t.subgraphs[0].tensors[t].quantization
+        if q is None or q.min is None or len(q.min) != 1 or r <= 0.0:
+            continue
+        q.min = np.array([max(float(q.min[0]), -r)], np.float32)
+        q.max = np.array([min(float(q.max[0]), r)], np.float32)
+    return _write_model(model_t)
+
+
+def _drop_round_trips(model: bytes) -> bytes:
+    """Removes each QUANTIZE -> DEQUANTIZE pair on a float tensor whose int8 copy nothing
+    else reads: it only rounds the tensor to 8 bits. The quantiser puts one after the sigmoid
+    of F_hat (fixed scale 1/256) even when that sigmoid is denylisted; alone it changes F_final
+    on 0.2 % of the pixels of the 20 Lytro pairs (1.2 % of the worst)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model_t = _read_model(model)
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model_t.operatorCodes]
+    quantize, dequantize = schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE
+    for subgraph in model_t.subgraphs:
+        operators = subgraph.operators or []
+        producer = {t: op for op in operators for t in _indices(op.outputs)}
+        reads: dict[int, int] = {}
+        for op in operators:
+            for t in _indices(op.inputs):
+                reads[t] = reads.get(t, 0) + 1
+        drop, rewire = set(), {}
+        outputs = _indices(subgraph.outputs)
+        for op in operators:
+            if codes[op.opcodeIndex] != dequantize:
+                continue
+            (quantized,), (result,) = _indices(op.inputs), _indices(op.outputs)
+            q = producer.get(quantized)
+            if (q is None or codes[q.opcodeIndex] != quantize
+                    or subgraph.tensors[_indices(q.inputs)[0]].type != schema.TensorType.FLOAT32
+                    or reads.get(quantized, 0) != 1 or {quantized, result} & set(outputs)):
+                continue
+            rewire[result] = _indices(q.inputs)[0]
+            drop.update({id(op), id(q)})
+        if drop:
+            subgraph.operators = [op for op in operators if id(op) not in drop]
+            for op in subgraph.operators:
+                op.inputs = [rewire.get(t, t) for t in _indices(op.inputs)]
+    return _write_model(model_t)
+
+
+def _mirrored(image: np.ndarray, size: int) -> np.ndarray:
+    """(1, H, W, 3) mirrored out to (1, size, size, 3) (symmetric padding, repeated as
+    needed), or centre-cropped where larger: the photo's statistics, with no new edges."""
+    out = image
+    for axis in (1, 2):
+        extra = size - out.shape[axis]
+        if extra > 0:
+            pad = [(0, 0)] * 4
+            pad[axis] = (extra // 2, extra - extra // 2)
+            out = np.pad(out, pad, mode="symmetric")
+        elif extra < 0:
+            out = np.take(out, range(-extra // 2, -extra // 2 + size), axis=axis)
+    return np.ascontiguousarray(out, np.float32)
+
+
+def convert_full_integer(module: TFLiteModule, variant: str,
+                         pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                         quantile: float = RANGE_QUANTILE) -> bytes:
+    """The "int8_full" model: G (all but its head) and R's convolutions in int8 (int8 weights,
+    per channel, and int8 activations), calibrated on `pairs`; F_hat's head, R's logit
+    arithmetic, SRR and eq. 14 in float32. Inputs and outputs stay float32.
+
+    Steps: calibration (the converter records each tensor's range over the pairs), ranges of
+    G's activations narrowed to their `quantile` (`_narrow_ranges`), selective quantisation
+    with the ops that stay float denylisted (what `tf.lite.experimental.QuantizationDebugger`
+    does with `denylisted_nodes`), then the rounding of F_hat to 8 bits removed
+    (`_drop_round_trips`). Quantising everything instead changes F_final on 19 % of the
+    pixels of the Lytro pairs: SRR's run counts come from a float matrix product, which int8
+    clips to the range seen in calibration (docs/serving.md).
+
+    `pairs`: (I_A, I_B), float32 (1, H, W, 3) in [0, 1] (`representative_pairs`); for the
+    fixed variant they are mirrored out (or cropped) to its size.
+    """
+    # Calibration alone (`_experimental_calibrate_only`) and `mlir_quantize` with a denylist
+    # are TensorFlow internals, the ones tf.lite.experimental.QuantizationDebugger runs; the
+    # public converter has no denylist. tests/test_tflite.py checks what they produce.
+    from tensorflow.lite.python import convert as lite_convert
+
+    if variant == "fixed":
+        pairs = [(_mirrored(a, module.fixed_size), _mirrored(b, module.fixed_size))
+                 for a, b in pairs]
+
+    converter = _converter(module, variant)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.representative_dataset = lambda: (
+        {"image_a": a, "image_b": b} for a, b in pairs)
+    # The float model with the ranges seen on the pairs, not yet quantised.
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    calibrated = converter.convert()
+    denied, computed = _float_nodes(_read_model(calibrated))
+    calibrated = _narrow_ranges(calibrated, computed, pairs, quantile)
+    quantized = lite_convert.mlir_quantize(calibrated, denylisted_nodes=denied)
+    return _drop_round_trips(quantized)
 
 
 def export_tflite(generator: Generator, directory: str,
@@ -154,13 +486,17 @@ def export_tflite(generator: Generator, directory: str,
     os.makedirs(directory, exist_ok=True)
     module = TFLiteModule(generator, config.fixed_size, config.min_size_fraction,
                           config.scales, config.mode, refiner, config.working_side)
+    pairs = None
+    if FULL_INTEGER in config.quantizations:  # one set for both variants
+        pairs = representative_pairs(config.representative_dir, config.representative_pairs,
+                                     min(config.fixed_size, REPRESENTATIVE_SIZE))
     paths = {}
     for variant in config.variants:
         for quantization in config.quantizations:
             name = model_filename(variant, quantization, config.fixed_size)
             path = os.path.join(directory, name)
             with open(path, "wb") as f:
-                f.write(convert(module, variant, quantization))
+                f.write(convert(module, variant, quantization, pairs))
             paths[name] = path
     return paths
 
@@ -192,12 +528,14 @@ def op_names(model: str | bytes) -> set[str]:
     return ops
 
 
-def _interpreter(model: str | bytes, num_threads: int | None):
+def _interpreter(model: str | bytes, num_threads: int | None, preserve_all_tensors: bool = False):
     from ai_edge_litert.interpreter import Interpreter
 
+    kwargs = dict(num_threads=num_threads,
+                  experimental_preserve_all_tensors=preserve_all_tensors)
     if isinstance(model, bytes):
-        return Interpreter(model_content=model, num_threads=num_threads)
-    return Interpreter(model_path=model, num_threads=num_threads)
+        return Interpreter(model_content=model, **kwargs)
+    return Interpreter(model_path=model, **kwargs)
 
 
 class TFLiteFuser:

@@ -4,11 +4,16 @@ LiteRT interpreter and compared with the SavedModel written by the same export.
 The test G is the compact preset with random weights and a head conv scaled by 100 (see
 tests/test_export.py): F_hat is then far from 0.5 and F_final has regions of both values, so
 agreement numbers measure the conversion, not noise around the threshold.
+
+The full-integer models (int8_full) are exported apart, in refined mode (the default), with a
+representative folder of a few 64x64 photos and masks written by the test.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,10 +22,13 @@ from PIL import Image
 from scipy import ndimage
 
 from export import compare, export_lib
+from export import tflite as tflite_lib
 from export.examples import tflite_fuse
 from export.tflite import TFLiteConfig, TFLiteFuser, op_names
 from mfif_tf import srr
 from tests.conftest import decisive_generator, random_refiner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Every test shares one SavedModel + TFLite export (minutes on a small CPU): the slow tier.
 pytestmark = pytest.mark.slow
@@ -153,3 +161,159 @@ def test_example_script(exported, tmp_path):
                                                                 b8 / np.float32(255))
             np.testing.assert_array_equal(mask, direct["focus_map"][0, ..., 0] > 0.5)
         assert tflite_fuse.main(args) == 2  # refuses to overwrite its outputs
+
+
+# ---------------------------------------------------------------- full-integer models (int8_full)
+
+# Least F_final agreement (%) of int8_full with the float32 model of the same export on a
+# 64x64 pair: G's int8 activations move the outline of the disc (about 130 pixels long) by
+# about a pixel at most, i.e. up to ~3 % of the 4096 pixels, the same bound as for the int8
+# (dynamic-range) model above; F_hat may differ by up to `FULL_INTEGER_MAX_RAW` at a pixel.
+FULL_INTEGER_MIN_AGREEMENT = 97.0
+FULL_INTEGER_MAX_RAW = 0.5
+
+
+def write_mask_folder(root, count: int = 4, size: int = 64, masks: bool = True) -> str:
+    """images/ + masks/ + train.txt: textured photos and disc-shaped foreground masks."""
+    os.makedirs(os.path.join(root, "images"))
+    if masks:
+        os.makedirs(os.path.join(root, "masks"))
+    ids = [f"{i:02d}" for i in range(count)]
+    for i, k in enumerate(ids):
+        image = compare.to_uint8(compare.textured_image(size, size, seed=10 + i))
+        Image.fromarray(image).save(os.path.join(root, "images", f"{k}.png"))
+        if masks:
+            mask = compare.disc_mask(size, size) > 0.5
+            Image.fromarray(np.roll(mask, 4 * i, axis=1).astype(np.uint8) * 255).save(
+                os.path.join(root, "masks", f"{k}.png"))
+    with open(os.path.join(root, "train.txt"), "w") as f:
+        f.write("\n".join(ids) + "\n")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def full_integer(tmp_path_factory):
+    """float32 and int8_full models (dynamic and 64x64) of one refined-mode export."""
+    folder = write_mask_folder(tmp_path_factory.mktemp("representative"))
+    config = TFLiteConfig(fixed_size=FIXED, quantizations=("float32", "int8_full"),
+                          representative_dir=folder, representative_pairs=4, mode="refined")
+    return tflite_lib.export_tflite(decisive_generator(1, gain=100.0),
+                                    str(tmp_path_factory.mktemp("int8_full")), config,
+                                    random_refiner())
+
+
+def test_full_integer_is_not_a_default():
+    assert "int8_full" in tflite_lib.QUANTIZATIONS
+    assert "int8_full" not in TFLiteConfig().quantizations
+    TFLiteConfig().validate()  # the defaults need no representative data
+
+
+def test_full_integer_files_and_builtin_ops(full_integer):
+    assert set(full_integer) == {f"mfif_{v}_{q}.tflite" for v in ("dynamic", f"{FIXED}x{FIXED}")
+                                 for q in ("float32", "int8_full")}
+    for variant in ("dynamic", f"{FIXED}x{FIXED}"):
+        f32 = os.path.getsize(full_integer[f"mfif_{variant}_float32.tflite"])
+        i8 = os.path.getsize(full_integer[f"mfif_{variant}_int8_full.tflite"])
+        assert 0.2 < i8 / f32 < 0.45, (f32, i8)  # int8 weights; the head and R's logits float
+        ops = op_names(full_integer[f"mfif_{variant}_int8_full.tflite"])
+        assert not any(op.startswith("CUSTOM") for op in ops), ops
+        assert {"CONV_2D", "WHILE", "UNSORTED_SEGMENT_MIN", "QUANTIZE", "DEQUANTIZE",
+                "DEPTH_TO_SPACE"} <= ops
+
+
+def tensor_dtypes(path: str) -> dict[str, np.dtype]:
+    """name -> dtype of every tensor of a model's main graph (`get_tensor_details`)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    return {t["name"]: t["dtype"] for t in Interpreter(model_path=path).get_tensor_details()}
+
+
+def test_full_integer_tensor_types(full_integer):
+    for variant in ("dynamic", f"{FIXED}x{FIXED}"):
+        dtypes = tensor_dtypes(full_integer[f"mfif_{variant}_int8_full.tflite"])
+        in_g = {n: d for n, d in dtypes.items() if n.startswith(tflite_lib.GENERATOR_SCOPE + "/")}
+        in_r = {n: d for n, d in dtypes.items() if n.startswith(tflite_lib.REFINER_SCOPE + "/")}
+        # G: every block's convolutions (weights and outputs) and SE layers are int8 ...
+        for block in ("se_res_0", "se_res_1"):
+            block_types = {d for n, d in in_g.items() if f"/{block}_" in n}
+            assert block_types == {np.int8}, (block, block_types)
+        assert any("up1" in n and d == np.int8 for n, d in in_g.items())  # the decoder too
+        # ... but not its head: F_hat (the sigmoid) stays float32.
+        assert in_g[f"{tflite_lib.GENERATOR_SCOPE}/generator_1/Sigmoid"] == np.float32
+        # R's convolutions are int8; its logit arithmetic (log, log1p, sigmoid) is float32.
+        assert any("conv0" in n and d == np.int8 for n, d in in_r.items())
+        logit = {d for n, d in in_r.items()
+                 if n.split(";")[0].endswith(("Log", "Log1p", "Sigmoid"))}
+        assert logit == {np.float32}, logit
+        # Nothing outside G and R is int8 but the quantisation of their inputs.
+        others = [n for n, d in dtypes.items() if d == np.int8 and n not in in_g and n not in in_r]
+        assert len(others) <= 2, others
+        runner = TFLiteFuser(full_integer[f"mfif_{variant}_int8_full.tflite"]).runner
+        assert {d["dtype"] for d in runner.get_input_details().values()} == {np.float32}
+        assert {d["dtype"] for d in runner.get_output_details().values()} == {np.float32}
+
+
+def test_full_integer_agrees_with_float32(full_integer):
+    for variant, h, w in (("dynamic", FIXED, FIXED), ("dynamic", 48, 80),
+                          (f"{FIXED}x{FIXED}", FIXED, FIXED)):
+        a, b = real_looking_pair(h, w)
+        ref = TFLiteFuser(full_integer[f"mfif_{variant}_float32.tflite"])(a, b)
+        out = TFLiteFuser(full_integer[f"mfif_{variant}_int8_full.tflite"])(a, b)
+        ref, out = ({k: v[0] for k, v in x.items()} for x in (ref, out))
+        agree = compare.agreement(out["focus_map"], ref["focus_map"])
+        raw = np.abs(out["focus_map_raw"] - ref["focus_map_raw"]).max()
+        print(f"int8_full {variant} {h}x{w}: F_final agreement {agree:.3f} %, "
+              f"max |F_hat diff| {raw:.2e}")
+        assert 0.05 < ref["focus_map"].mean() < 0.95
+        assert agree >= FULL_INTEGER_MIN_AGREEMENT and raw <= FULL_INTEGER_MAX_RAW
+        # F_hat is not rounded to 8 bits (the quantiser's round trip after the sigmoid is
+        # removed): most values are off the grid k / 256.
+        f_hat = out["focus_map_raw"]
+        assert np.mean(np.abs(f_hat * 256 - np.round(f_hat * 256)) < 1e-4) < 0.5
+        # SRR ran in float on the model's own F_hat: exact regions, no clipped run counts.
+        own = srr.small_region_removal(tf.constant(f_hat)).numpy()
+        np.testing.assert_array_equal(out["focus_map"], own)
+        # Eq. 14 in float32 with the model's F_final.
+        focus = out["focus_map"]
+        np.testing.assert_allclose(out["fused"], a * focus + b * (1 - focus), atol=1e-6)
+
+
+def test_full_integer_needs_good_representative_data(tmp_path):
+    def config(folder=""):
+        return TFLiteConfig(quantizations=("float32", "int8_full"), representative_dir=folder)
+
+    with pytest.raises(ValueError, match="needs --tflite_representative_dir"):
+        config().validate()
+    with pytest.raises(ValueError, match="no such folder"):
+        config(str(tmp_path / "missing")).validate()
+    with pytest.raises(ValueError, match="masks folder not found"):
+        config(write_mask_folder(tmp_path / "no_masks", masks=False)).validate()
+    empty = write_mask_folder(tmp_path / "empty_masks", count=2)
+    for name in ("00", "01"):
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(
+            os.path.join(empty, "masks", f"{name}.png"))
+    with pytest.raises(ValueError, match="no usable examples"):
+        config(empty).validate()
+    with pytest.raises(ValueError, match="at least 1"):
+        TFLiteConfig(quantizations=("int8_full",), representative_pairs=0,
+                     representative_dir=write_mask_folder(tmp_path / "ok")).validate()
+    module = tflite_lib.TFLiteModule(decisive_generator(1, gain=100.0), fixed_size=FIXED,
+                                     mode="paper")
+    with pytest.raises(ValueError, match="needs representative pairs"):
+        tflite_lib.convert(module, "fixed", "int8_full")
+
+
+def test_cli_full_integer_without_good_data_is_one_line(tmp_path):
+    base = [sys.executable, "-m", "export.export", "--weights=default",
+            f"--export_dir={tmp_path / 'exp'}", "--version=1", "--tflite",
+            "--tflite_quantizations=float32,int8_full"]
+    for extra, message in (([], "needs --tflite_representative_dir"),
+                           ([f"--tflite_representative_dir={tmp_path / 'nowhere'}"],
+                            "--tflite_representative_dir: no such folder")):
+        proc = subprocess.run(base + extra, cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and message in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "exp")
