@@ -78,7 +78,7 @@ x = tf.random.uniform([1, size, size, 6], -1.0, 1.0)
 out = {"params": count_trainable(g), "tensorflow": tf.__version__}
 for precision in ("float32", "bfloat16"):
     model = g if precision == "float32" else model_io.with_precision(g, "bfloat16")
-    forward = tf.function(lambda t: model(tf.cast(t, model.compute_dtype), training=False))
+    forward = tf.function(lambda t: model(tf.cast(t, model.stem_dtype), training=False))
     times = []
     for i in range(repeats + 1):
         start = time.perf_counter()

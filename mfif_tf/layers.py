@@ -121,9 +121,12 @@ class ConvBNReLU(layers.Layer):
         self.transpose = transpose
         self.reflect = reflect
         conv_cls = layers.Conv2DTranspose if transpose else layers.Conv2D
+        # The sublayers compute in this layer's dtype policy (by default the global one).
         self.conv = conv_cls(filters, kernel_size, strides=strides,
-                             padding="valid" if reflect else "same", use_bias=False, name="conv")
-        self.bn = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
+                             padding="valid" if reflect else "same", use_bias=False, name="conv",
+                             dtype=self.dtype_policy)
+        self.bn = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn",
+                                            dtype=self.dtype_policy)
 
     def build(self, input_shape):
         shape = tuple(input_shape)

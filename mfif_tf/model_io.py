@@ -35,9 +35,10 @@ POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # Keras dtype p
 # CPU flags (Linux /proc/cpuinfo, x86) of instructions that compute in bfloat16: AVX512_BF16
 # (Cooper Lake, Sapphire Rapids and later, Zen 4 and later) and AMX-BF16 (Sapphire Rapids).
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-# Whether `default_precision` picks bfloat16 on such CPUs. Off: bfloat16 was faster there, but
-# its F_final agreed with float32's on less than 99.9 % of the pixels of some Lytro pairs
-# (docs/benchmarks.md, "bfloat16 inference").
+# Whether `default_precision` picks bfloat16 on such CPUs. Off: bfloat16 is 1.6-1.7x faster
+# there and its F_final agrees with float32's on 99.94-99.97 % of all Lytro pixels, but on
+# less than 99.9 % of the pixels of some pairs (2 of 20 in mode paper, 5 in mode refined;
+# docs/fusion.md, "Precision").
 BF16_DEFAULT_ON_BF16_CPUS = False
 
 

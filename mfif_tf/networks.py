@@ -22,6 +22,14 @@ from mfif_tf.layers import ConvBNReLU, SEResBlock
 # multiples of 2**n: use `Generator.size_multiple`, which holds for every config.
 SIZE_MULTIPLE = 4
 
+# G's first convolution (the 7x7 one at full resolution) computes in float32 under every dtype
+# policy, and G's input reaches it in float32. In bfloat16 (8 significant bits) the inputs
+# themselves would be rounded to about one 8-bit grey level, erasing the fine texture that
+# tells focus; that alone accounted for most of bfloat16's F_final disagreement with float32
+# (99.87 % of the Lytro pixels agreeing with this conv in bfloat16, 99.97 % with it in
+# float32, at 1 % of G's bfloat16 time at 520 x 520; docs/fusion.md, "Precision").
+STEM_DTYPE = "float32"
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvStep:
@@ -141,7 +149,8 @@ class Generator(keras.Model):
         self.config = config = _resolve(config)
         down = tuple(config.down_channels)
         self.stem_layers = [
-            ConvBNReLU(config.stem_channels, 7, reflect=True, name="stem_conv7"),
+            ConvBNReLU(config.stem_channels, 7, reflect=True, name="stem_conv7",
+                       dtype=STEM_DTYPE),
             *(ConvBNReLU(c, 3, strides=2, name=f"down{i + 1}") for i, c in enumerate(down)),
         ]
         self.blocks = [
@@ -201,9 +210,16 @@ class Generator(keras.Model):
         x = tf.transpose(x, [0, 3, 1, 2])
         return tf.reshape(x, [shape[0] * self.num_branches, shape[1], shape[2], 1])
 
+    @property
+    def stem_dtype(self) -> tf.DType:
+        """What G's input is fed in: the dtype of its first convolution, float32 whatever
+        G's policy (`STEM_DTYPE`)."""
+        return tf.as_dtype(self.stem_layers[0].compute_dtype)
+
     def stem(self, x: tf.Tensor, training=None) -> tf.Tensor:
+        """Input in `stem_dtype`; output in G's compute dtype."""
         for layer in self.stem_layers:
-            x = layer(x, training=training)
+            x = layer(tf.cast(x, layer.compute_dtype), training=training)
         return x
 
     def merge(self, features: tf.Tensor) -> tf.Tensor:
@@ -226,8 +242,8 @@ class Generator(keras.Model):
 
     def call(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)
-        if x.dtype != self.compute_dtype:
-            x = tf.cast(x, self.compute_dtype)
+        if x.dtype != self.stem_dtype:
+            x = tf.cast(x, self.stem_dtype)
         height, width = tf.shape(x)[1], tf.shape(x)[2]
         pad_h = (-height) % self.size_multiple
         pad_w = (-width) % self.size_multiple

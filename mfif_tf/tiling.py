@@ -41,8 +41,9 @@ float32 buffers (working pair, two accumulators), i.e. 4 * 4 * C / 16 = C bytes 
 pixel (64 for the compact preset, 256 for the paper's), plus one tile's activations (about
 0.4 GB at the default T), independent of the image size.
 
-Precision: every piece of G is fed in G's compute dtype (`Generator.compute_dtype`; bfloat16
-under the mixed_bfloat16 policy) and its output is kept in the float32 buffers, where the SE
+Precision: the stem is fed in float32 (`Generator.stem_dtype`: G's first convolution is
+float32 under every policy), every other piece of G in G's compute dtype
+(`Generator.compute_dtype`; bfloat16 under the mixed_bfloat16 policy), and each output is kept in the float32 buffers, where the SE
 means are summed in float64 and the excitation, identity addition and ReLU run in float32.
 A bfloat16 G in tiles therefore rounds less often than the same G in one call (which keeps
 bfloat16 between its blocks): the two agree to bfloat16 rounding, not float32's. The memory
@@ -219,7 +220,7 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
     if tile == 0 or (tile >= height and tile >= width):
         if progress_total is not None:
             progress_total(1)
-        x = tf.convert_to_tensor(network_input(image_a, image_b), generator.compute_dtype)
+        x = tf.convert_to_tensor(network_input(image_a, image_b), generator.stem_dtype)
         out = generator(x, training=False)
         if progress is not None:
             progress(1)
@@ -271,8 +272,10 @@ def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndar
                 inputs = to_network_range(part)[None, :, :, :1]
             else:
                 inputs = generator.to_branches(tf.convert_to_tensor(
-                    network_input(image_a[r, c], image_b[r, c]), dtype))[branch:branch + 1]
-            out = generator.stem(tf.convert_to_tensor(inputs, dtype), training=False)
+                    network_input(image_a[r, c], image_b[r, c]),
+                    generator.stem_dtype))[branch:branch + 1]
+            out = generator.stem(tf.convert_to_tensor(inputs, generator.stem_dtype),
+                                 training=False)
             out = np.asarray(out[0], np.float32)
             oy, ox = qy0 - fy0 // m, qx0 - fx0 // m
             x[qy0:qy1, qx0:qx1] = out[oy:oy + qy1 - qy0, ox:ox + qx1 - qx0]

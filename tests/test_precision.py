@@ -8,6 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
 from export import export_lib
@@ -43,8 +44,14 @@ def pair(height=70, width=90, seed=0):
 def test_twin_computes_in_bfloat16_with_the_same_float32_weights(generator, twin):
     assert model_io.precision_of(generator) == "float32"
     assert model_io.precision_of(twin) == "bfloat16"
-    # Every layer computes in bfloat16, not only the outer model.
-    assert twin.stem_layers[0].conv.compute_dtype == "bfloat16"
+    # Every layer computes in bfloat16, not only the outer model, except G's first
+    # convolution, which reads the input in float32 under every policy (networks.STEM_DTYPE).
+    assert twin.stem_layers[1].conv.compute_dtype == "bfloat16"
+    assert twin.stem_layers[1].bn.compute_dtype == "bfloat16"
+    for layer in (twin.stem_layers[0], twin.stem_layers[0].conv, twin.stem_layers[0].bn,
+                  generator.stem_layers[0].conv):
+        assert layer.compute_dtype == "float32"
+    assert twin.stem_dtype == tf.float32 and generator.stem_dtype == tf.float32
     assert twin.blocks[0].se.fc1.compute_dtype == "bfloat16"
     assert twin.head.compute_dtype == "bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
@@ -57,6 +64,19 @@ def test_twin_computes_in_bfloat16_with_the_same_float32_weights(generator, twin
     a, b = pair()
     np.testing.assert_array_equal(tiling.predict_focus_map(back, a, b, 0),
                                   tiling.predict_focus_map(generator, a, b, 0))
+
+
+def test_bfloat16_twin_reads_its_input_in_float32(generator, twin):
+    """The twin's stem sees the input unrounded: its first convolution gives what the
+    float32 G's gives, bit for bit, and only the next ones round to bfloat16."""
+    a, b = pair()
+    x = tf.constant(tiling.network_input(a, b), tf.float32)
+    branches = twin.to_branches(x)
+    first = twin.stem_layers[0](tf.cast(branches, twin.stem_dtype), training=False)
+    assert first.dtype == tf.float32
+    np.testing.assert_array_equal(
+        first.numpy(), generator.stem_layers[0](branches, training=False).numpy())
+    assert twin.stem(branches, training=False).dtype == tf.bfloat16
 
 
 def test_bfloat16_f_hat_is_close_to_float32(generator, twin):
