@@ -67,6 +67,51 @@ WHOLE_IMAGE_BUDGET = 2 << 30  # bytes of activations allowed for one whole-image
 TILE_BUDGET = 448 << 20  # bytes of activations of one stem or decoder tile
 
 
+class CompiledPieces:
+    """G's forward pass and the pieces that tiles run, each a `tf.function` traced once for
+    inputs of any height and width (`get_compiled`).
+
+    Traced, TensorFlow's graph optimiser runs each convolution with its bias and ReLU as one
+    oneDNN kernel; eager execution runs them op by op, which took 1.3x the time (G on a
+    1416 x 1416 pair: 2.72 s eager, 2.07 s traced; docs/benchmarks.md)."""
+
+    def __init__(self, generator: Generator):
+        stem_dtype, dtype = generator.stem_dtype, tf.as_dtype(generator.compute_dtype)
+        channels = generator.config.down_channels[-1]
+
+        def spec(depth: int, tensor_dtype: tf.DType) -> list[tf.TensorSpec]:
+            return [tf.TensorSpec([None, None, None, depth], tensor_dtype)]
+
+        self.forward = tf.function(lambda x: generator(x, training=False),
+                                   input_signature=spec(6, stem_dtype))
+        self.stem = tf.function(lambda x: generator.stem(x, training=False),
+                                input_signature=spec(1, stem_dtype))
+        # Blocks with SE give their residual branch (the tiles' SE means are summed apart);
+        # blocks without it the whole block.
+        self.blocks = [
+            tf.function((lambda x, blk=block: blk.residual(x, training=False))
+                        if block.se is not None
+                        else (lambda x, blk=block: blk(x, training=False)),
+                        input_signature=spec(channels, dtype))
+            for block in generator.blocks]
+        self.decode = tf.function(lambda x: generator.decode(x, training=False),
+                                  input_signature=spec(2 * channels, dtype))
+
+
+_COMPILED: dict[int, CompiledPieces] = {}
+
+
+def get_compiled(generator: Generator) -> CompiledPieces:
+    """The `CompiledPieces` of G, made on first use and kept for the last few G's (they hold
+    G, so its id stays unique while it is kept)."""
+    key = id(generator)
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 4:
+            _COMPILED.clear()
+        _COMPILED[key] = CompiledPieces(generator)
+    return _COMPILED[key]
+
+
 @dataclasses.dataclass(frozen=True)
 class TileGeometry:
     """How tiles of one G fit together, read off G's layers (`Generator.stem_reach` etc.).
@@ -115,9 +160,10 @@ def network_input(image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
 
 
 def _activation_bytes_per_pixel(generator: Generator) -> int:
-    """Peak bytes per image pixel of one whole-image call: about four float32 copies of the
-    full-resolution stem maps of all branches (measured: 1440 for the compact preset)."""
-    return 16 * generator.num_branches * generator.config.stem_channels
+    """Peak bytes per image pixel of one whole-image call (`CompiledPieces.forward`): about
+    2.5 float32 copies of the full-resolution stem maps of all branches (measured peak RSS
+    growth: 715-861 for the compact preset at 1-3.2 MP; 1440 when G ran op by op)."""
+    return 10 * generator.num_branches * generator.config.stem_channels
 
 
 def _tile_bytes_per_pixel(generator: Generator) -> int:
@@ -221,7 +267,7 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
         if progress_total is not None:
             progress_total(1)
         x = tf.convert_to_tensor(network_input(image_a, image_b), generator.stem_dtype)
-        out = generator(x, training=False)
+        out = get_compiled(generator).forward(x)
         if progress is not None:
             progress(1)
         return np.asarray(out[0, :, :, 0], np.float32)
@@ -252,6 +298,7 @@ def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndar
     branches = generator.num_branches
     per_source = branches // 2
     dtype = generator.compute_dtype
+    compiled = get_compiled(generator)
     if progress_total is not None:
         progress_total(branches * (len(tiles) + len(block_tiles) * len(generator.blocks))
                        + len(tiles))
@@ -274,23 +321,18 @@ def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndar
                 inputs = generator.to_branches(tf.convert_to_tensor(
                     network_input(image_a[r, c], image_b[r, c]),
                     generator.stem_dtype))[branch:branch + 1]
-            out = generator.stem(tf.convert_to_tensor(inputs, generator.stem_dtype),
-                                 training=False)
+            out = compiled.stem(tf.convert_to_tensor(inputs, generator.stem_dtype))
             out = np.asarray(out[0], np.float32)
             oy, ox = qy0 - fy0 // m, qx0 - fx0 // m
             x[qy0:qy1, qx0:qx1] = out[oy:oy + qy1 - qy0, ox:ox + qx1 - qx0]
             step(1)
-        for block in generator.blocks:  # SE blocks with whole-image means
+        for block, block_fn in zip(generator.blocks, compiled.blocks):  # SE: whole-image means
             total = np.zeros(channels, np.float64)
             for qy0, qy1, qx0, qx1 in block_tiles:
                 ry0, ry1 = _halo(qy0, qy1, geo.block_halo, hq)
                 rx0, rx1 = _halo(qx0, qx1, geo.block_halo, wq)
                 part = tf.convert_to_tensor(x[None, ry0:ry1, rx0:rx1], dtype)
-                if block.se is None:
-                    out = block(part, training=False)
-                else:
-                    out = block.residual(part, training=False)
-                out = np.asarray(out[0], np.float32)
+                out = np.asarray(block_fn(part)[0], np.float32)
                 core = out[qy0 - ry0:qy1 - ry0, qx0 - rx0:qx1 - rx0]
                 y[qy0:qy1, qx0:qx1] = core
                 if block.se is not None:
@@ -313,7 +355,7 @@ def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndar
         rx0, rx1 = _halo(qx0, qx1, geo.decode_halo, wq)
         features = np.concatenate([accumulators[0, ry0:ry1, rx0:rx1],
                                    accumulators[1, ry0:ry1, rx0:rx1]], axis=-1)
-        out = generator.decode(tf.convert_to_tensor(features[None], dtype), training=False)
+        out = compiled.decode(tf.convert_to_tensor(features[None], dtype))
         out = np.asarray(out[0, :, :, 0], np.float32)
         y0, y1 = m * qy0, min(m * qy1, height)
         x0, x1 = m * qx0, min(m * qx1, width)

@@ -141,6 +141,25 @@ def test_plan_tile_size(generator):
         tiling.plan_tile_size(generator, 100, 100, -4)
 
 
+def test_g_and_its_tile_pieces_are_traced_once_for_every_size(generator):
+    """One graph per piece serves every image and tile size (no retracing per photo), and
+    the traced G gives what G gives called op by op."""
+    compiled = tiling.get_compiled(generator)
+    assert tiling.get_compiled(generator) is compiled
+    for height, width in ((64, 96), (72, 120)):
+        a, b = textured_pair(height, width, seed=height)
+        whole = tiling.predict_focus_map(generator, a, b, 0)
+        eager = generator(tf.constant(tiling.network_input(a, b)), training=False)
+        np.testing.assert_allclose(whole, eager.numpy()[0, :, :, 0], atol=1e-6)
+        tiling.predict_focus_map(generator, a, b, 32)
+    pieces = [compiled.forward, compiled.stem, compiled.decode, *compiled.blocks]
+    assert [f.experimental_get_tracing_count() for f in pieces] == [1] * len(pieces)
+    assert 1000 * 1000 * tiling._activation_bytes_per_pixel(generator) < (
+        tiling.WHOLE_IMAGE_BUDGET)  # 1 MP in one call
+    assert tiling.plan_tile_size(generator, 1416, 1416) == 0
+    assert tiling.plan_tile_size(generator, 2000, 2000) == 768
+
+
 def test_flips_average_three_mirrored_passes(decisive_generator):
     a, b = textured_pair(96, 160, seed=2)
     plain = tiling.predict_focus_map(decisive_generator, a, b, tile_size=0)
