@@ -126,7 +126,7 @@ def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
         path = find_refiner_dir(None, model, mode)
         if path is None:
             raise model_io.ModelNotFoundError(
-                "no refinement head is installed for coarse-to-fine fusion; pass a refiner "
+                "no refinement head is installed for the refined modes; pass a refiner "
                 "directory or use mode 'paper'")
     else:
         path = os.fspath(refiner)
