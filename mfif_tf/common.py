@@ -33,6 +33,14 @@ DEFAULT_WORKING_SIDE = 448
 MIN_WORKING_SIDE = 16
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 # The packaged R of each refined mode: refined (G at full resolution) in the package folder,
 # coarse_to_fine (one octave per step, `train_refiner --min_factor=2 --max_factor=2`) in
 # its subfolder; a mode without its own R uses the package folder's.

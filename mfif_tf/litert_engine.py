@@ -30,7 +30,7 @@ import numpy as np
 
 from mfif_tf.cli import quiet_native_stderr
 from mfif_tf.common import (DEFAULT_MODE, PACKAGED_MODEL_DIR, PAPER_MIN_SIZE_FRACTION,
-                            ModelNotFoundError, to_unit_rgb)
+                            ModelNotFoundError, to_unit_rgb, usable_cpus)
 from mfif_tf.image_io import InputError
 from mfif_tf.stacking import FusionResult, check_edge_and_size, diffuse_map, fuse_frames
 
@@ -80,14 +80,6 @@ def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = N
     return reasons
 
 
-def default_threads() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 class GraphRunner:
     """The packaged fusion graph in a LiteRT interpreter.
 
@@ -104,7 +96,7 @@ class GraphRunner:
         name = "the graph" if isinstance(model, bytes) else model
         if not isinstance(model, bytes) and not os.path.isfile(model):
             raise ModelNotFoundError(f"{model}: no such LiteRT graph")
-        self.num_threads = int(num_threads or default_threads())
+        self.num_threads = int(num_threads or usable_cpus())
         source = ({"model_content": model} if isinstance(model, bytes)
                   else {"model_path": model})
         with quiet_native_stderr():
@@ -128,7 +120,7 @@ class GraphRunner:
 
 def packaged_runner(num_threads: int | None = None) -> GraphRunner:
     """The packaged graph's runner, created once per thread count."""
-    key = (PACKAGED_GRAPH, int(num_threads or default_threads()))
+    key = (PACKAGED_GRAPH, int(num_threads or usable_cpus()))
     if key not in _RUNNERS:
         reason = missing()
         if reason is not None:

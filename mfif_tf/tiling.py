@@ -35,7 +35,8 @@ covers m x m image pixels:
 
 Cost: every layer runs once per pixel plus the halos (with T = 768: 4 % more work in the
 stem and in the decoder, 2 % in the blocks, which do about 85 % of G's work), plus one
-element-wise pass per SE block and the copies between tiles and buffers (docs/benchmarks.md
+element-wise pass per SE block (in cache-sized row bands, on every CPU of the process) and
+the copies between tiles and buffers (docs/benchmarks.md
 has measured times against one whole-image call). Memory (m = 4): four (H/4, W/4, C)
 float32 buffers (working pair, two accumulators), i.e. 4 * 4 * C / 16 = C bytes per image
 pixel (64 for the compact preset, 256 for the paper's), plus one tile's activations (about
@@ -44,7 +45,7 @@ pixel (64 for the compact preset, 256 for the paper's), plus one tile's activati
 Precision: the stem is fed in float32 (`Generator.stem_dtype`: G's first convolution is
 float32 under every policy), every other piece of G in G's compute dtype
 (`Generator.compute_dtype`; bfloat16 under the mixed_bfloat16 policy), and each output is kept in the float32 buffers, where the SE
-means are summed in float64 and the excitation, identity addition and ReLU run in float32.
+means are summed per row in float32 and over rows and tiles in float64 and the excitation, identity addition and ReLU run in float32.
 A bfloat16 G in tiles therefore rounds less often than the same G in one call (which keeps
 bfloat16 between its blocks): the two agree to bfloat16 rounding, not float32's. The memory
 plan assumes float32 activations either way (bfloat16 needs less).
@@ -52,6 +53,7 @@ plan assumes float32 activations either way (bfloat16 needs less).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
@@ -60,6 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from mfif_tf import scales as scales_lib
+from mfif_tf.common import usable_cpus
 from mfif_tf.inference import MIN_IMAGE_SIDE, unit_scale  # noqa: F401 (re-exported)
 from mfif_tf.networks import Generator
 
@@ -285,6 +288,35 @@ def _downscaled(pixels: np.ndarray, k: int) -> np.ndarray:
     return small[:, :, 0] if unit.ndim == 2 else small
 
 
+# Rows of the (H/m, W/m, C) buffers per step of `_excite`: a few hundred kB, so that the
+# three element-wise passes over a step stay in the CPU's cache.
+_EXCITE_BYTES = 1 << 19
+_EXCITE_THREADS = 8
+
+
+def _excite_rows(y: np.ndarray, x: np.ndarray, scale: np.ndarray, r0: int, r1: int) -> None:
+    rows = max(1, _EXCITE_BYTES // max(1, y[0].nbytes))
+    for start in range(r0, r1, rows):
+        part = y[start:min(start + rows, r1)]
+        np.multiply(part, scale, out=part)  # excitation (SE)
+        np.add(part, x[start:start + part.shape[0]], out=part)  # identity branch
+        np.maximum(part, 0.0, out=part)
+
+
+def _excite(y: np.ndarray, x: np.ndarray, scale: np.ndarray) -> None:
+    """y = ReLU(x + scale * y) in place: an SE block's excitation and identity addition,
+    in row bands on the process's CPUs (NumPy releases the GIL in these loops)."""
+    workers = min(usable_cpus(), _EXCITE_THREADS, y.shape[0])
+    if workers <= 1 or y.nbytes < 8 * _EXCITE_BYTES:
+        _excite_rows(y, x, scale, 0, y.shape[0])
+        return
+    bounds = np.linspace(0, y.shape[0], workers + 1).astype(int)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(_excite_rows, y, x, scale, int(r0), int(r1))
+                     for r0, r1 in zip(bounds[:-1], bounds[1:])]:
+            done.result()
+
+
 def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndarray,
                      tile: int, progress, progress_total,
                      geometry: TileGeometry | None = None) -> np.ndarray:
@@ -338,15 +370,13 @@ def _tiled_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.ndar
                 out = np.asarray(block_fn(part)[0], np.float32)
                 core = out[qy0 - ry0:qy1 - ry0, qx0 - rx0:qx1 - rx0]
                 y[qy0:qy1, qx0:qx1] = core
-                if block.se is not None:
-                    total += core.sum(axis=(0, 1), dtype=np.float64)
+                if block.se is not None:  # rows summed in float32, then in float64
+                    total += np.add.reduce(core, axis=0).sum(axis=0, dtype=np.float64)
                 step(1)
             if block.se is not None:
                 pooled = tf.convert_to_tensor((total / (hq * wq))[None], dtype)
                 scale = np.asarray(block.se(ones, pooled=pooled), np.float32).reshape(channels)
-                np.multiply(y, scale, out=y)  # excitation (SE)
-                np.add(y, x, out=y)  # identity branch
-                np.maximum(y, 0.0, out=y)
+                _excite(y, x, scale)
             x, y = y, x
         accumulators[branch // per_source] += x
     del x, y

@@ -12,7 +12,10 @@ full-resolution pixels: binary cross-entropy against F over R's band (eq. 4's ro
 Sensor noise of a random strength is added to both sources after the synthesis, so R does
 not mistake noise for focus; with --jpeg_quality half of the pairs are then JPEG-compressed,
 so that it does not mistake block artefacts for focus either. In half of the samples I_A and
-I_B are swapped (F -> 1 - F).
+I_B are swapped (F -> 1 - F). With --regimes each step also mixes image scales in equal
+shares (e.g. `288:1:6,640:1:16`: photos resized to a shorter side of 288 with 1-6 px blur, and
+to 640 with 1-16 px blur), so that one R serves small pairs and the blur of tens of pixels of
+large photos.
 
 Resumable: checkpoints in WORKDIR/checkpoints every --checkpoint_every steps; the same command
 continues from the latest one. WORKDIR/refiner/ holds the latest weights in the packaged
@@ -39,6 +42,10 @@ flags.DEFINE_integer("batch_size", 8, "Pairs per step (half of each synthesis mo
 flags.DEFINE_integer("image_size", 192, "Crop side at full resolution.")
 flags.DEFINE_integer("resize_shorter", 288, "Images are resized to this shorter side first.")
 flags.DEFINE_list("sigma_range", ["1.0", "6.0"], "Blur sigma ~ U[lo, hi] (pixels).")
+flags.DEFINE_list("regimes", [], "Image scales to mix, each SHORTER:LO:HI (resize to a shorter "
+                  "side of SHORTER, blur sigma ~ U[LO, HI]); every step takes an equal share of "
+                  "each (and of each synthesis model). Default: --resize_shorter and "
+                  "--sigma_range alone.")
 flags.DEFINE_float("min_factor", 1.0, "Downscaling factors of G's pass ~ U[min_factor, "
                    "max_factor].")
 flags.DEFINE_float("max_factor", 2.0, "Downscaling factors of G's pass ~ U[min_factor, "
@@ -55,23 +62,44 @@ flags.DEFINE_integer("log_every", 25, "Steps between log lines.")
 flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
 
 
-def _datasets(tf, data_dir: str, batch: int, size: int, shorter: int, sigma_range, seed: int):
+def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int):
+    """One stream per (regime, synthesis model), batch / streams pairs each, joined."""
     from data_pipeline.pipeline import make_training_dataset
 
-    half = max(1, batch // 2)
+    methods = ("alpha_matte", "conventional")
+    share = max(1, batch // (2 * len(regimes)))
     streams = [
         make_training_dataset(source="folder", data_dir=data_dir, split="train",
-                              batch_size=half, image_size=size, crop="random",
+                              batch_size=share, image_size=size, crop="random",
                               resize_shorter=shorter, synthesis=method,
                               sigma_range=sigma_range, seed=seed + k)
-        for k, method in enumerate(("alpha_matte", "conventional"))
+        for k, (method, (shorter, sigma_range)) in enumerate(
+            (m, r) for r in regimes for m in methods)
     ]
 
-    def join(x, y):
-        return {key: tf.concat([x[key], y[key]], axis=0) for key in ("image_a", "image_b",
-                                                                     "focus")}
+    def join(*parts):
+        return {key: tf.concat([p[key] for p in parts], axis=0)
+                for key in ("image_a", "image_b", "focus")}
 
     return tf.data.Dataset.zip(*streams).map(join).prefetch(2)
+
+
+def parse_regimes(entries, shorter: int, sigma_range) -> list[tuple[int, tuple[float, float]]]:
+    """--regimes entries SHORTER:LO:HI (or the single regime of --resize_shorter and
+    --sigma_range); ValueError names a bad entry."""
+    if not entries:
+        return [(shorter, tuple(sigma_range))]
+    regimes = []
+    for entry in entries:
+        try:
+            side, lo, hi = entry.split(":")
+            regime = (int(side), (float(lo), float(hi)))
+        except ValueError:
+            raise ValueError(f"--regimes entries must be SHORTER:LO:HI, got {entry!r}") from None
+        if regime[0] < 1 or not 0 < regime[1][0] <= regime[1][1]:
+            raise ValueError(f"--regimes entry {entry!r} needs SHORTER >= 1 and 0 < LO <= HI")
+        regimes.append(regime)
+    return regimes
 
 
 def main(argv: list[str]) -> int:
@@ -97,6 +125,15 @@ def main(argv: list[str]) -> int:
     except ValueError:
         print(f"train_refiner: --jpeg_quality must be lo,hi with 1 <= lo <= hi <= 100, got "
               f"{','.join(FLAGS.jpeg_quality)}", file=sys.stderr)
+        return 2
+    try:
+        regimes = parse_regimes(FLAGS.regimes, FLAGS.resize_shorter, sigma_range)
+    except ValueError as e:
+        print(f"train_refiner: {e}", file=sys.stderr)
+        return 2
+    if FLAGS.batch_size < 2 * len(regimes):
+        print(f"train_refiner: --batch_size must be at least 2 per regime "
+              f"({2 * len(regimes)}), got {FLAGS.batch_size}", file=sys.stderr)
         return 2
     if not 1.0 <= FLAGS.min_factor <= FLAGS.max_factor:
         print(f"train_refiner: need 1 <= --min_factor <= --max_factor, got "
@@ -128,11 +165,11 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(FLAGS.workdir, "flags.json"), "w") as f:
         json.dump({k: getattr(FLAGS, k) for k in (
             "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
-            "sigma_range", "min_factor", "max_factor", "max_noise", "jpeg_quality", "channels",
-            "layers", "learning_rate", "seed")}, f, indent=2)
+            "sigma_range", "regimes", "min_factor", "max_factor", "max_noise", "jpeg_quality",
+            "channels", "layers", "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
-                          FLAGS.resize_shorter, sigma_range, FLAGS.seed
+                          regimes, FLAGS.seed
                           + 1000 * int(step_var.numpy())))
     size = FLAGS.image_size
 

@@ -221,3 +221,17 @@ def test_each_halo_is_the_least_that_works(overrides, tile):
     for smaller in shrunk:
         out = tiling._tiled_focus_map(g, a, b, tile, None, None, geometry=smaller)
         assert np.abs(out - whole).max() > 1e-5, smaller
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_excitation_in_row_bands_and_threads_equals_one_pass(monkeypatch, threads):
+    # 300 x 100 x 64 float32 (7.7 MB) is above the size at which the SE excitation of a tiled
+    # G splits into threads; the bands must meet without gaps or overlaps.
+    monkeypatch.setattr(tiling, "usable_cpus", lambda: threads)
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(300, 100, 64)).astype(np.float32)
+    x = rng.normal(size=y.shape).astype(np.float32)
+    scale = rng.uniform(size=64).astype(np.float32)
+    expected = np.maximum(x + scale * y, 0.0)
+    tiling._excite(y, x, scale)
+    np.testing.assert_array_equal(y, expected)

@@ -64,13 +64,29 @@ def test_short_run_writes_weights_and_resumes(mask_folder, tmp_path):
 @pytest.mark.parametrize("flag,message", [("--jpeg_quality=0,50", "--jpeg_quality"),
                                           ("--sigma_range=3,1", "--sigma_range"),
                                           ("--max_factor=0.5", "--max_factor"),
-                                          ("--min_factor=3", "--min_factor")])
+                                          ("--min_factor=3", "--min_factor"),
+                                          ("--regimes=64:3", "--regimes"),
+                                          ("--regimes=64:3:1", "--regimes"),
+                                          ("--regimes=64:1:2,80:2:4", "--batch_size")])
 def test_bad_flags_are_one_line(mask_folder, tmp_path, flag, message):
     out = _run(*_flags(mask_folder, tmp_path / "run", 1), flag)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], out.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_regimes_mix_image_scales_in_every_step(mask_folder, tmp_path):
+    from mfif_tf import train_refiner
+
+    assert train_refiner.parse_regimes([], 288, (1.0, 6.0)) == [(288, (1.0, 6.0))]
+    assert train_refiner.parse_regimes(["288:1:6", "640:1:16"], 0, ()) == [
+        (288, (1.0, 6.0)), (640, (1.0, 16.0))]
+    out = _run(*_flags(mask_folder, tmp_path / "run", 1), "--batch_size=4",
+               "--regimes=64:1:2,96:2:6")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "step 1/1" in out.stdout
+    assert (tmp_path / "run" / "refiner" / "refiner.weights.h5").exists()
 
 
 # Parses each refiner flagfile with the trainer's own flag definitions, line by line, without
