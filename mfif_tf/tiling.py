@@ -44,8 +44,9 @@ pixel (64 for the compact preset, 256 for the paper's), plus one tile's activati
 
 Precision: the stem is fed in float32 (`Generator.stem_dtype`: G's first convolution is
 float32 under every policy), every other piece of G in G's compute dtype
-(`Generator.compute_dtype`; bfloat16 under the mixed_bfloat16 policy), and each output is kept in the float32 buffers, where the SE
-means are summed per row in float32 and over rows and tiles in float64 and the excitation, identity addition and ReLU run in float32.
+(`Generator.compute_dtype`; bfloat16 under the mixed_bfloat16 policy), and each output is
+kept in the float32 buffers, where the SE means are summed per row in float32 and over rows
+and tiles in float64, and the excitation, identity addition and ReLU run in float32.
 A bfloat16 G in tiles therefore rounds less often than the same G in one call (which keeps
 bfloat16 between its blocks): the two agree to bfloat16 rounding, not float32's. The memory
 plan assumes float32 activations either way (bfloat16 needs less).
@@ -291,15 +292,17 @@ def _downscaled(pixels: np.ndarray, k: int) -> np.ndarray:
 # Rows of the (H/m, W/m, C) buffers per step of `_excite`: a few hundred kB, so that the
 # three element-wise passes over a step stay in the CPU's cache.
 _EXCITE_BYTES = 1 << 19
+# Threads of `_excite` at most: the pass is bound by memory bandwidth beyond a few cores.
 _EXCITE_THREADS = 8
 
 
 def _excite_rows(y: np.ndarray, x: np.ndarray, scale: np.ndarray, r0: int, r1: int) -> None:
     rows = max(1, _EXCITE_BYTES // max(1, y[0].nbytes))
     for start in range(r0, r1, rows):
-        part = y[start:min(start + rows, r1)]
+        stop = min(start + rows, r1)
+        part = y[start:stop]
         np.multiply(part, scale, out=part)  # excitation (SE)
-        np.add(part, x[start:start + part.shape[0]], out=part)  # identity branch
+        np.add(part, x[start:stop], out=part)  # identity branch
         np.maximum(part, 0.0, out=part)
 
 
