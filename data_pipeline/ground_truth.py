@@ -2,7 +2,7 @@
 
   python -m data_pipeline.ground_truth --data_dir=DIR --split=val --output_dir=OUT \
       [--sizes=0.3,2,12] [--models=alpha_matte,conventional] [--pairs=40,12,4] [--seed=0] \
-      [--sigma_ranges=1:5,2:12,5:25] [--mask_smoothing=0] [--overwrite]
+      [--sigma_ranges=1:5,2:12,5:25] [--mask_smoothing=0] [--sensor_noise=0] [--overwrite]
 
 Real test pairs (Lytro, MFFW) have no ground truth, so a fusion can only be scored by the
 no-reference metrics of Table 1. This module makes pairs whose all-in-focus image I and true
@@ -37,7 +37,13 @@ Per pair, with the randomness drawn from (seed, size, pair index):
 3. I_A, I_B by eqs. 10-11 (`alpha_matte`) or eqs. 12-13 (`conventional`) with sigma ~ U[lo, hi]
    of the size's range (`DEFAULT_SIGMA_RANGES`: the defocus blur in pixels grows with the image);
 4. in half of the pairs of each set (a seeded choice) A and B are swapped and the map inverted,
-   so that A is not always the foreground-focused source; A and B are rounded to 8 bits.
+   so that A is not always the foreground-focused source;
+5. with `--sensor_noise=s`, Gaussian noise of std s/255 per channel, drawn independently for A
+   and for B, is added to both sources (not to I): the noise a camera adds to every exposure
+   after the lens, in focus or not. Without it the only pixel-scale texture of an upscaled
+   photo is the grain of step 2, present in the in-focus regions alone, which makes focus
+   easy to read from single pixels; with it the sources look like two real exposures. A and B
+   are rounded to 8 bits.
 
 The pair of index i uses the same photo, sigma, grain and swap in every model's set of a size
 (the sets differ only in the model), and the first photos of the seeded order in every size.
@@ -94,6 +100,8 @@ MANIFEST, README = "manifest.json", "README.md"
 _FORMAT_VERSION = 1
 _GRAIN_STREAM = 1  # the grain's seed is (seed, size key, pair index, 1); sigma's (seed, key, i)
 _SWAP_STREAM = 2  # the swapped pairs of a set: (seed, size key, 2)
+# Sensor noise of the written A and B: (seed, size key, pair index, 3) and (..., 4).
+_NOISE_STREAMS = (3, 4)
 _TMP_SUFFIX = ".tmp"
 
 
@@ -115,6 +123,8 @@ class GroundTruthConfig:
       seed: seed of the photo order, sigmas, swaps and grain.
       sigma_ranges: (lo, hi) of sigma per size; None takes `DEFAULT_SIGMA_RANGES`.
       grain_std: film grain std on the 0..255 scale.
+      sensor_noise: std (0..255 scale) of the noise added to each source after the synthesis,
+        independently for A and B (0: none).
       mask_smoothing: sigma (source pixels) of a Gaussian on the mask before its resize; 0 =
         none (the mask's pixel steps are upscaled with it).
       overwrite: replace existing outputs (all of them are rebuilt).
@@ -130,6 +140,7 @@ class GroundTruthConfig:
     seed: int = 0
     sigma_ranges: tuple[tuple[float, float], ...] | None = None
     grain_std: float = GRAIN_STD_8BIT
+    sensor_noise: float = 0.0
     mask_smoothing: float = 0.0
     overwrite: bool = False
     progress: bool = True
@@ -182,6 +193,8 @@ class GroundTruthConfig:
                 raise GroundTruthError(f"--sigma_ranges: need 0 < lo <= hi, got {lo:g}:{hi:g}")
         if not (math.isfinite(self.grain_std) and self.grain_std >= 0):
             raise GroundTruthError(f"--grain must be >= 0, got {self.grain_std:g}")
+        if not (math.isfinite(self.sensor_noise) and self.sensor_noise >= 0):
+            raise GroundTruthError(f"--sensor_noise must be >= 0, got {self.sensor_noise:g}")
         if not (math.isfinite(self.mask_smoothing) and self.mask_smoothing >= 0):
             raise GroundTruthError(f"--mask_smoothing must be >= 0, got {self.mask_smoothing:g}")
 
@@ -237,9 +250,12 @@ def make_ground_truth(
     return image, focus
 
 
-def synthesize(image: np.ndarray, focus: np.ndarray, sigma: float,
-               model: str) -> tuple[np.ndarray, np.ndarray]:
+def synthesize(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
+               noise: Sequence[np.ndarray | None] = (None, None)) -> tuple[np.ndarray, np.ndarray]:
     """I_A (foreground in focus) and I_B (background in focus), uint8 (H, W, 3), rounded.
+
+    `noise` (for I_A, I_B): float32 (H, W, 3) on the [0, 1] scale added before the rounding
+    (sensor noise), or None.
 
     `model` "alpha_matte": eqs. 10-11; "conventional": eqs. 12-13 (I_A = F*I + (1-F)*G(x)I);
     "alpha_matte_filled": eqs. 10-11 with the hidden background filled. The Gaussian is the
@@ -253,8 +269,10 @@ def synthesize(image: np.ndarray, focus: np.ndarray, sigma: float,
     # I_B = F*(G (x) I) + (1-F)*I.
     image_a, image_b = synthesis.synthesize_pair(x, f, float(sigma), model)
     out = []
-    for t in (image_a, image_b):
+    for t, n in zip((image_a, image_b), noise):
         arr = np.asarray(t)
+        if n is not None:
+            arr = arr + n
         out.append(np.rint(np.clip(arr, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8))
         del arr
     return out[0], out[1]
@@ -314,22 +332,29 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
                     "swapped": i in swapped,
                     "grain": {"std": grain, "seed": [config.seed, key, i, _GRAIN_STREAM]},
                 })
+                if config.sensor_noise > 0:  # absent at 0: manifests of older builds still match
+                    pairs[-1]["sensor_noise"] = {
+                        "std": config.sensor_noise / 255.0,
+                        "seeds": [[config.seed, key, i, n] for n in _NOISE_STREAMS]}
+    settings = {
+        "data_dir": os.path.abspath(config.data_dir),
+        "split": config.split,
+        "sizes_megapixels": list(config.sizes),
+        "models": list(config.models),
+        "pairs": list(config.pairs),
+        "seed": config.seed,
+        "sigma_ranges": [list(r) for r in config.ranges()],
+        "grain_std_8bit": config.grain_std,
+        "mask_smoothing_source_px": config.mask_smoothing,
+        "resize": "photo: PIL Lanczos; mask: bilinear, > 0.5",
+    }
+    if config.sensor_noise > 0:
+        settings["sensor_noise_std_8bit"] = config.sensor_noise
     return {
         "format": _FORMAT_VERSION,
         "description": "multi-focus validation pairs with ground truth (data_pipeline."
                        "ground_truth); MAP is 255 where A is the in-focus source",
-        "settings": {
-            "data_dir": os.path.abspath(config.data_dir),
-            "split": config.split,
-            "sizes_megapixels": list(config.sizes),
-            "models": list(config.models),
-            "pairs": list(config.pairs),
-            "seed": config.seed,
-            "sigma_ranges": [list(r) for r in config.ranges()],
-            "grain_std_8bit": config.grain_std,
-            "mask_smoothing_source_px": config.mask_smoothing,
-            "resize": "photo: PIL Lanczos; mask: bilinear, > 0.5",
-        },
+        "settings": settings,
         "sets": sets,
         "pairs": pairs,
     }
@@ -344,6 +369,12 @@ def _readme(manifest: dict[str, Any]) -> str:
         f"--models={','.join(s['models'])} --pairs={','.join(str(n) for n in s['pairs'])} "
         f"--seed={s['seed']} --sigma_ranges={ranges} --grain={s['grain_std_8bit']:g} "
         f"--mask_smoothing={s['mask_smoothing_source_px']:g}")
+    noise = s.get("sensor_noise_std_8bit", 0.0)
+    noise_text = ""
+    if noise:
+        command += f" --sensor_noise={noise:g}"
+        noise_text = (f" Gaussian sensor noise of std {noise:g}/255 per channel, drawn "
+                      f"independently for A and B, is then added to both sources (not to I).")
     rows = "\n".join(
         f"| `{x['folder']}/` | {x['model']} | {x['megapixels']:g} | "
         f"{x['sigma_range'][0]:g}-{x['sigma_range'][1]:g} | {x['pairs']} |"
@@ -367,7 +398,7 @@ aspect ratio, the mask bilinearly (thresholded at 0.5; Gaussian smoothing of
 {s['grain_std_8bit']:g}/255 per channel is added and the result rounded to 8 bits (I); the sources
 are synthesised from I with the paper's eqs. 10-11 (`alpha_matte`, the alpha-matte model with
 the defocus spread effect) or eqs. 12-13 (`conventional`), sigma drawn uniformly from the range
-above (imgaussfilt's kernel); in half of the pairs A and B are swapped (and MAP inverted). Pair
+above (imgaussfilt's kernel); in half of the pairs A and B are swapped (and MAP inverted).{noise_text} Pair
 i uses the same photo, sigma, grain and swap in every model's folder of a size.
 `manifest.json` lists every pair (photo id, size, sigma, model, swapped, grain and its seed).
 
@@ -496,10 +527,17 @@ def build(config: GroundTruthConfig) -> dict[str, Any]:
             true_map = ((1 - focus) if swapped else focus).astype(np.uint8) * np.uint8(255)
             gt_png, map_png = _encode_png(image), _encode_png(true_map)
             del true_map
+            noise = [None, None]  # of the written A and B
+            if "sensor_noise" in first:
+                std = np.float32(first["sensor_noise"]["std"])
+                noise = [np.random.default_rng(seed).standard_normal((height, width, 3),
+                                                                     dtype=np.float32) * std
+                         for seed in first["sensor_noise"]["seeds"]]
             for entry in todo:
                 # I_A (foreground in focus), I_B (background in focus): eqs. 10-11 for
                 # alpha_matte, eqs. 12-13 for conventional, G with this pair's sigma.
-                image_a, image_b = synthesize(image, focus, entry["sigma"], entry["model"])
+                image_a, image_b = synthesize(image, focus, entry["sigma"], entry["model"],
+                                              noise[::-1] if swapped else noise)
                 if swapped:
                     image_a, image_b = image_b, image_a
                 paths = _paths(root, entry)
@@ -561,6 +599,8 @@ def _define_flags() -> None:
                       + ", ".join(f"{k:g} MP {lo:g}:{hi:g}"
                                   for k, (lo, hi) in DEFAULT_SIGMA_RANGES.items()) + ").")
     flags.DEFINE_float("grain", GRAIN_STD_8BIT, "Film grain std on the 0..255 scale.")
+    flags.DEFINE_float("sensor_noise", 0.0, "Std (0..255 scale) of Gaussian sensor noise "
+                       "added to each source after the synthesis, independently (0: none).")
     flags.DEFINE_float("mask_smoothing", 0.0, "Gaussian sigma (source pixels) on the mask "
                        "before its resize: 1 rounds off its pixel steps (0: none).")
     flags.DEFINE_integer("seed", 0, "Seed of the photo order, sigmas, swaps and grain.")
@@ -606,7 +646,7 @@ def config_from_flags() -> GroundTruthConfig:
         data_dir=f.data_dir, output_dir=f.output_dir, split=f.split,
         sizes=_numbers(f.sizes, float, "--sizes"), models=tuple(f.models),
         pairs=_numbers(f.pairs, int, "--pairs"), seed=f.seed, sigma_ranges=ranges,
-        grain_std=f.grain, mask_smoothing=f.mask_smoothing, overwrite=f.overwrite,
+        grain_std=f.grain, sensor_noise=f.sensor_noise, mask_smoothing=f.mask_smoothing, overwrite=f.overwrite,
         progress=f.progress)
 
 

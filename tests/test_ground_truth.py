@@ -171,6 +171,7 @@ def test_other_settings_are_refused_unless_overwrite(mask_folder, tmp_path):
     (dict(sigma_ranges=((3.0, 1.0),)), "0 < lo <= hi"),
     (dict(models=("blur",)), "unknown model 'blur'"),
     (dict(mask_smoothing=-1.0), "--mask_smoothing must be >= 0"),
+    (dict(sensor_noise=float("nan")), "--sensor_noise must be >= 0"),
     (dict(pairs=(5,)), "has 4 usable image"),
     (dict(split="test"), "split file not found"),
 ])
@@ -178,6 +179,44 @@ def test_bad_settings_raise(mask_folder, tmp_path, kw, message):
     with pytest.raises(gt_lib.GroundTruthError, match=message):
         gt_lib.build(_config(mask_folder, tmp_path / "o", **kw))
     assert not (tmp_path / "o").exists()
+
+
+def test_sensor_noise_is_added_to_both_sources_independently_not_to_gt(built, mask_folder,
+                                                                      tmp_path):
+    """--sensor_noise=4: I, MAP and the manifest's pairs stay those of the noise-free build;
+    A and B each differ from their noise-free versions by zero-mean noise of std 4 (on the
+    0..255 scale, clipped and rounded), uncorrelated between A and B; the manifest and README
+    record it. A build without it has no sensor-noise entries (older manifests still match)."""
+    clean, _ = built
+    out = tmp_path / "noisy"
+    gt_lib.build(_config(mask_folder, out, sensor_noise=4.0))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["sensor_noise_std_8bit"] == 4.0
+    assert manifest["pairs"][0]["sensor_noise"]["std"] == pytest.approx(4 / 255)
+    assert "--sensor_noise=4" in (out / "README.md").read_text()
+    clean_manifest = json.loads((clean / "manifest.json").read_text())
+    assert "sensor_noise_std_8bit" not in clean_manifest["settings"]
+    assert all("sensor_noise" not in p for p in clean_manifest["pairs"])
+    diffs = {"A": [], "B": []}
+    for name, folder in _sets(out).items():
+        for path in sorted((folder / "GT").iterdir()):
+            for sub in ("GT", "MAP"):
+                assert np.array_equal(_read(folder / sub / path.name),
+                                      _read(_sets(clean)[name] / sub / path.name))
+            gt = _read(path).astype(float)
+            noisy = {k: _read(folder / k / path.name).astype(float) for k in ("A", "B")}
+            plain = {k: _read(_sets(clean)[name] / k / path.name).astype(float)
+                     for k in ("A", "B")}
+            inside = np.ones(gt.shape, bool)  # away from the clipping in both sources
+            for k in ("A", "B"):
+                inside &= (plain[k] > 20) & (plain[k] < 235)
+                assert not np.array_equal(noisy[k], gt)
+            for k in ("A", "B"):
+                diffs[k].append((noisy[k] - plain[k])[inside])
+    a, b = np.concatenate(diffs["A"]), np.concatenate(diffs["B"])
+    for d in (a, b):
+        assert abs(d.mean()) < 0.1 and 3.8 < d.std() < 4.3
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.05  # same pixels, independent draws
 
 
 def test_mask_resize_and_smoothing():
