@@ -107,17 +107,20 @@ def main(argv) -> None:
         generator = load_generator(FLAGS.weights, config.precision)
     except ModelNotFoundError as e:
         fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
-    refiner = None
+    refiner = coarse_refiner = None
     if config.mode != "paper":
         from mfif_tf import fusion
         from mfif_tf.image_io import InputError
 
         try:
             refiner = fusion.resolve_refiner(FLAGS.refiner, FLAGS.weights, config.mode)
+            if config.mode == "refined":  # as `fusion.fuse_stack` chooses it
+                coarse_refiner = refiner if FLAGS.refiner else fusion.resolve_refiner(
+                    None, FLAGS.weights, "coarse_to_fine")
         except (ModelNotFoundError, InputError) as e:
             fail(f"--refiner: {e}")
     try:
-        result = export_lib.export_model(generator, config, refiner)
+        result = export_lib.export_model(generator, config, refiner, coarse_refiner)
     except FileExistsError as e:
         fail(str(e))
     print(f"SavedModel: {result.saved_model_dir} "

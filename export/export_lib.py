@@ -201,9 +201,12 @@ def directory_size(root: str) -> int:
 
 
 def export_model(generator: Generator, config: ExportConfig,
-                 refiner: Refiner | None = None) -> ExportResult:
+                 refiner: Refiner | None = None,
+                 coarse_refiner: Refiner | None = None) -> ExportResult:
     """Writes the SavedModel, the models.config example and (optionally) the TFLite models;
-    coarse-to-fine mode needs the refinement head `refiner`. G runs in `config.precision`
+    the refined modes need the refinement head `refiner`; with `coarse_refiner` the
+    SavedModel's refined mode runs G at a shorter side of at most
+    `inference.DEFAULT_G_SIDE` (the TFLite graphs run G at full size). G runs in `config.precision`
     (a copy of G is made when it computes in another one)."""
     config.validate()
     check_targets(config)
@@ -212,7 +215,7 @@ def export_model(generator: Generator, config: ExportConfig,
         config.saved_model_dir,
         lambda d: serving.save_serving_model(generator, d, config.min_size_fraction,
                                              config.scales, config.mode, refiner,
-                                             config.working_side),
+                                             config.working_side, coarse_refiner),
         config.overwrite)
     sizes = {"saved_model": directory_size(saved_model_dir)}
     tflite_models: dict[str, str] = {}

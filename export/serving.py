@@ -67,21 +67,28 @@ PNG_MAX_PIXELS = (1 << 29) - 1
 def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor,
                   scales: tuple[float, ...] = (1.0,), mode: str = "paper",
                   refiner: Any = None,
-                  working_side: int = inference.DEFAULT_WORKING_SIDE) -> tf.Tensor:
+                  working_side: int = inference.DEFAULT_WORKING_SIDE,
+                  coarse_refiner: Any = None,
+                  g_side: int = inference.DEFAULT_G_SIDE) -> tf.Tensor:
     """F_hat for float sources in [0, 1] of shape (N, H, W, 1 or 3), by `mfif_tf.inference`.
 
     G (a `Generator` or a `ModelHolder`) sees the sources concatenated on channels and
     scaled to [-1, 1]. Mode "paper": one full-resolution pass, or the mean over `scales`;
     "refined": that map, its outline redrawn by R (a `Refiner` or a `ModelHolder`);
-    "coarse_to_fine": G at `working_side`, then R.
+    "coarse_to_fine": G at `working_side`, then R. In mode refined with `coarse_refiner`, G
+    runs on sources box-averaged to a shorter side of at most `g_side` and `coarse_refiner`
+    redraws the outline of such maps (`inference.focus_map`).
     Returns float32 (N, H, W, 1) in [0, 1].
     """
     if isinstance(generator, Generator):
         generator = ModelHolder(generator)
     if isinstance(refiner, Refiner):
         refiner = ModelHolder(refiner)
+    if isinstance(coarse_refiner, Refiner):
+        coarse_refiner = ModelHolder(coarse_refiner)
     return inference.focus_map(inference.generator_predict(generator), image_a, image_b, mode,
-                               refiner=refiner, working_side=working_side, scales=scales)
+                               refiner=refiner, working_side=working_side, scales=scales,
+                               coarse_refiner=coarse_refiner, g_side=g_side)
 
 
 def remove_small_regions_per_pair(focus_map_raw: tf.Tensor, min_sizes: tf.Tensor) -> tf.Tensor:
@@ -246,6 +253,9 @@ class FusionModule(tf.Module):
         "coarse_to_fine" (G at `working_side`, then R); `mfif_tf.inference`.
       refiner: R (modes refined and coarse_to_fine).
       working_side: the working resolution's shorter side (coarse-to-fine mode).
+      coarse_refiner: refined mode: the R for G below full size (`inference.focus_map`);
+        None runs G at full size whatever the size.
+      g_side: refined mode with `coarse_refiner`: the largest shorter side G runs at.
       name: the module's name.
     """
 
@@ -253,7 +263,8 @@ class FusionModule(tf.Module):
                  scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
                  refiner: Refiner | None = None,
                  working_side: int = inference.DEFAULT_WORKING_SIDE,
-                 name: str = "mfif_fusion"):
+                 name: str = "mfif_fusion", coarse_refiner: Refiner | None = None,
+                 g_side: int = inference.DEFAULT_G_SIDE):
         super().__init__(name=name)
         if not 0.0 <= float(min_size_fraction) <= 1.0:
             raise ValueError(f"min_size_fraction must lie in [0, 1], got {min_size_fraction}")
@@ -266,12 +277,16 @@ class FusionModule(tf.Module):
         self.generator_variables = model_variables(generator)
         self.refiner = ModelHolder(refiner) if self.mode != "paper" else None
         self.refiner_variables = model_variables(refiner if self.mode != "paper" else None)
+        use_coarse = self.mode == "refined" and coarse_refiner is not None
+        self.g_side = inference.check_g_side(g_side)
+        self.coarse_refiner = ModelHolder(coarse_refiner) if use_coarse else None
+        self.coarse_refiner_variables = model_variables(coarse_refiner if use_coarse else None)
         self.min_size_fraction = float(min_size_fraction)
 
     def predict_focus(self, image_a: tf.Tensor, image_b: tf.Tensor) -> tf.Tensor:
         """F_hat of the module's mode for float sources in [0, 1]."""
         return predict_focus(self.generator, image_a, image_b, self.scales, self.mode,
-                             self.refiner, self.working_side)
+                             self.refiner, self.working_side, self.coarse_refiner, self.g_side)
 
     def serve(self, image_a: tf.Tensor, image_b: tf.Tensor,
               min_size: Any) -> dict[str, tf.Tensor]:
@@ -462,9 +477,11 @@ class ServingModule(FusionModule):
                  scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
                  refiner: Refiner | None = None,
                  working_side: int = inference.DEFAULT_WORKING_SIDE,
-                 signatures: tuple[Signature, ...] = SIGNATURES):
+                 signatures: tuple[Signature, ...] = SIGNATURES,
+                 coarse_refiner: Refiner | None = None,
+                 g_side: int = inference.DEFAULT_G_SIDE):
         super().__init__(generator, min_size_fraction, scales, mode, refiner, working_side,
-                         name="mfif_serving")
+                         name="mfif_serving", coarse_refiner=coarse_refiner, g_side=g_side)
         names = [s.name for s in signatures]
         if len(set(names)) != len(names):
             raise ValueError(f"signature names must be unique, got {names}")
@@ -546,8 +563,12 @@ def save_serving_model(generator: Generator, directory: str,
                        min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
                        scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
                        refiner: Refiner | None = None,
-                       working_side: int = inference.DEFAULT_WORKING_SIDE) -> str:
-    """Writes the SavedModel with all serving signatures to `directory` (must not exist)."""
-    module = ServingModule(generator, min_size_fraction, scales, mode, refiner, working_side)
+                       working_side: int = inference.DEFAULT_WORKING_SIDE,
+                       coarse_refiner: Refiner | None = None,
+                       g_side: int = inference.DEFAULT_G_SIDE) -> str:
+    """Writes the SavedModel with all serving signatures to `directory` (must not exist);
+    refined mode with `coarse_refiner` runs G at a shorter side of at most `g_side`."""
+    module = ServingModule(generator, min_size_fraction, scales, mode, refiner, working_side,
+                           coarse_refiner=coarse_refiner, g_side=g_side)
     tf.saved_model.save(module, directory, signatures=module.signatures())
     return directory

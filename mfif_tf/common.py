@@ -31,6 +31,13 @@ REFINED_MODES = ("refined", "coarse_to_fine")
 # measurement behind it).
 DEFAULT_WORKING_SIDE = 448
 MIN_WORKING_SIDE = 16
+# Refined mode: the largest shorter side G runs at. Larger sources are box-averaged by the
+# smallest power of two that brings their shorter side to at most this before G, and the R of
+# coarse_to_fine (trained on G's maps at half the resolution) redraws the outline on the
+# full-resolution pixels. On pairs with sensor noise in both sources, as every photo has, G
+# on the full-size sources of 2 and 12 MP pairs misreads whole regions; at this size it does
+# not (MODEL_CARD.md, "Photo size"). 0: G at full size whatever the size.
+DEFAULT_G_SIDE = 1024
 
 
 def usable_cpus() -> int:
@@ -84,6 +91,25 @@ def check_working_side(side: Any) -> int:
         raise ValueError(f"working_side must be an integer of at least {MIN_WORKING_SIDE} "
                          f"pixels, got {side!r}")
     return int(side)
+
+
+def check_g_side(side: Any) -> int:
+    """G's largest shorter side in refined mode: 0 (always full size) or an int >=
+    `MIN_WORKING_SIDE`."""
+    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) \
+            or (side != 0 and side < MIN_WORKING_SIDE):
+        raise ValueError(f"g_side must be 0 (G at full size) or an integer of at least "
+                         f"{MIN_WORKING_SIDE} pixels, got {side!r}")
+    return int(side)
+
+
+def g_factor(height: int, width: int, g_side: int) -> int:
+    """The box factor of G's pass in refined mode: the smallest power of two k with
+    min(height, width) / k <= `g_side` (1 when `g_side` is 0)."""
+    k = 1
+    while g_side and min(height, width) > g_side * k:
+        k *= 2
+    return k
 
 
 # ---------------------------------------------------------------- values and eq. 14

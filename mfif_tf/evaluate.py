@@ -47,6 +47,9 @@ flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
                   "refinement head up to full resolution).")
 flags.DEFINE_integer("working_side", 448, "With --model, coarse_to_fine: shorter side of G's "
                      "working resolution in pixels (never enlarged).")
+flags.DEFINE_integer("g_side", 1024, "With --model, refined: the largest shorter side G runs "
+                     "at; larger sources are box-averaged by a power of two first (0: G at "
+                     "full size).")
 flags.DEFINE_string("refiner", None, "With --model, refined/coarse_to_fine: folder of the "
                     "refinement "
                     "head (default: the one beside --model, else the packaged one).")
@@ -132,14 +135,14 @@ def main(argv: list[str]) -> int:
             fuse_fn = evaluate_lib.model_fuse_fn(
                 FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips, scales=FLAGS.scales,
                 mode=FLAGS.mode, working_side=FLAGS.working_side, refiner=FLAGS.refiner,
-                precision=FLAGS.precision)
+                precision=FLAGS.precision, g_side=FLAGS.g_side)
             if FLAGS.mode == "paper":
                 scales = parse_scales(FLAGS.scales or "1")
                 detail = f"scales {','.join(f'{x:g}' for x in scales)}"
             elif FLAGS.mode == "refined":
                 scales = parse_scales(FLAGS.scales or "1")
                 detail = (f"scales {','.join(f'{x:g}' for x in scales)}, refiner "
-                          f"{FLAGS.refiner or 'default'}")
+                          f"{FLAGS.refiner or 'default'}, g_side {FLAGS.g_side}")
             else:
                 detail = (f"working side {FLAGS.working_side}, refiner "
                           f"{FLAGS.refiner or 'default'}")

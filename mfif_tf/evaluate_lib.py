@@ -258,33 +258,40 @@ def fused_from_fn(
 def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
                   scales: Sequence[float] | str | None = None, mode: str = "paper",
                   working_side: int | None = None, refiner: str | None = None,
-                  precision: str = "float32") -> FuseFn:
+                  precision: str = "float32", g_side: int | None = None) -> FuseFn:
     """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called), with the
     settings of `fusion.fuse_arrays`: ``mode`` ("coarse_to_fine" or "paper"),
     ``working_side``, ``refiner``, ``flips``, ``scales`` (paper mode), ``precision`` of G
-    ("float32" or "bfloat16"; float32 by default, so that scores do not depend on the CPU)."""
+    ("float32" or "bfloat16"; float32 by default, so that scores do not depend on the CPU),
+    ``g_side`` (refined mode; None for `inference.DEFAULT_G_SIDE`)."""
     try:
         from mfif_tf import fusion, inference  # pylint: disable=import-outside-toplevel
     except ImportError as err:
         raise EvaluationError(f"--model needs the fusion module mfif_tf.fusion ({err})") from None
     side = inference.DEFAULT_WORKING_SIDE if working_side is None else working_side
+    g_side = inference.DEFAULT_G_SIDE if g_side is None else g_side
     try:
         fusion.check_fusion_mode(mode, side, scales)
+        inference.check_g_side(g_side)
         precision = fusion.effective_precision(None, precision)
-    except fusion.InputError as err:
+    except (fusion.InputError, ValueError) as err:
         raise EvaluationError(str(err)) from None
     try:
         generator = fusion.resolve_generator(None if model == "default" else model, precision)
-        model_refiner = None
+        model_refiner = coarse_refiner = None
         if mode != "paper":
             model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model,
                                                    mode)
+        if mode == "refined" and g_side:  # as `fusion.fuse_stack` chooses it
+            coarse_refiner = model_refiner if refiner else fusion.resolve_refiner(
+                None, None if model == "default" else model, "coarse_to_fine")
     except (fusion.InputError, FileNotFoundError) as err:  # FileNotFoundError: no such model
         raise EvaluationError(str(err).splitlines()[0] if str(err) else
                               type(err).__name__) from None
     return lambda sources: fusion.fuse_arrays(sources, generator=generator, srr=srr,
                                               flips=flips, scales=scales, mode=mode,
-                                              working_side=side, refiner=model_refiner)
+                                              working_side=side, refiner=model_refiner,
+                                              g_side=g_side, coarse_refiner=coarse_refiner)
 
 
 def classical_fuse_fn(srr: bool = True) -> FuseFn:

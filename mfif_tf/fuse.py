@@ -2,7 +2,8 @@ r"""Fuses multi-focus photos with MFIF-GAN (console script `mfif-fuse`).
 
   python -m mfif_tf.fuse A.jpg B.jpg [C.jpg ...] -o fused.png [--focus_map map.png]
       [--index_map idx.png] [--model PATH] [--mode refined|paper|coarse_to_fine]
-      [--working_side S] [--refiner DIR] [--scales 1,0.5] [--precision float32|bfloat16]
+      [--g_side 1024] [--working_side S] [--refiner DIR] [--scales 1,0.5]
+      [--precision float32|bfloat16]
       [--flips] [--no_srr] [--min_size N]
       [--edge_pixels K] [--align] [--align_model M] [--tile_size T] [--overwrite]
       [--jpeg_quality Q] [--threads N] [--engine auto|litert|tensorflow]
@@ -49,6 +50,10 @@ flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
 flags.DEFINE_integer("working_side", 448, "coarse_to_fine: shorter side of the network's "
                      "working resolution in pixels (sources are area-downscaled to it, never "
                      "enlarged).")
+flags.DEFINE_integer("g_side", 1024, "refined: the largest shorter side the network runs at; "
+                     "larger sources are box-averaged by a power of two first and a "
+                     "refinement head trained for it redraws the outline at full size "
+                     "(0: the network at full size whatever the size).")
 flags.DEFINE_string("refiner", None, "refined, coarse_to_fine: folder of the refinement head "
                     "(default: "
                     "the one beside --model, else the packaged one).")
@@ -104,8 +109,8 @@ def main(argv: list[str]) -> None:
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
         edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
         tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, mode=FLAGS.mode,
-        working_side=FLAGS.working_side, refiner=FLAGS.refiner, precision=FLAGS.precision,
-        overwrite=FLAGS.overwrite,
+        working_side=FLAGS.working_side, g_side=FLAGS.g_side, refiner=FLAGS.refiner,
+        precision=FLAGS.precision, overwrite=FLAGS.overwrite,
         skip_existing=FLAGS.skip_existing, jpeg_quality=FLAGS.jpeg_quality,
         engine=FLAGS.engine, threads=FLAGS.threads)
     try:

@@ -59,6 +59,7 @@ class FuseOptions:
     scales: tuple[float, ...] | str | None = None
     mode: str = common.DEFAULT_MODE
     working_side: int = common.DEFAULT_WORKING_SIDE
+    g_side: int = common.DEFAULT_G_SIDE
     refiner: str | None = None
     precision: str | None = None  # None: model_io.default_precision() for a model path
     overwrite: bool = False
@@ -88,6 +89,10 @@ class FuseOptions:
             self.scales = stacking.check_fusion_mode(self.mode, self.working_side, self.scales)
         except InputError as err:
             raise InputError(f"--mode/--working_side/--scales: {err}") from None
+        try:
+            common.check_g_side(self.g_side)
+        except ValueError as err:
+            raise InputError(f"--g_side: {err}") from None
         if self.refiner is not None and not os.path.isdir(self.refiner):
             raise InputError(f"--refiner {self.refiner}: no such folder")
         if self.precision is not None and self.precision not in common.PRECISIONS:
@@ -151,7 +156,8 @@ def litert_blockers(options: FuseOptions, generator: Generator | str | None) -> 
     reasons = litert_engine.unsupported(
         model=model, mode=options.mode, refiner=options.refiner, scales=options.scales,
         flips=options.flips, precision=options.precision, tile_size=options.tile_size,
-        min_size=options.min_size, min_size_fraction=options.min_size_fraction)
+        min_size=options.min_size, min_size_fraction=options.min_size_fraction,
+        g_side=options.g_side)
     missing = litert_engine.missing()
     return reasons + ([missing] if missing else [])
 
@@ -231,7 +237,7 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
             tile_size=options.tile_size, align=options.align, align_model=options.align_model,
             names=list(sources), progress=options.progress, flips=options.flips,
             scales=options.scales, mode=options.mode, working_side=options.working_side,
-            refiner=options.refiner, precision=options.precision)
+            refiner=options.refiner, precision=options.precision, g_side=options.g_side)
     with image_io.OutputSet(options.overwrite) as out:
         if output:
             out.add(output, result.fused, first.exif, options.jpeg_quality)

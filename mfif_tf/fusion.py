@@ -140,7 +140,8 @@ def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
         except Exception as err:  # a damaged weights file
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise InputError(f"{path}: cannot load the refinement head ({detail})") from None
-        _REFINER_CACHE.clear()
+        if len(_REFINER_CACHE) >= 4:  # refined mode may hold two: R and the coarse one
+            _REFINER_CACHE.clear()
         _REFINER_CACHE[key] = loaded
     return _REFINER_CACHE[key]
 
@@ -150,9 +151,12 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
                   working_side: int = inference.DEFAULT_WORKING_SIDE,
                   tile_size: int | None = None, flips: bool = False,
                   scales: Sequence[float] = (1.0,), progress=None,
-                  progress_total=None) -> np.ndarray:
+                  progress_total=None, coarse_refiner: Refiner | None = None,
+                  g_side: int = inference.DEFAULT_G_SIDE) -> np.ndarray:
     """F_hat (H, W) float32 for two checked, same-layout sources, in any mode of
-    `mfif_tf.inference`; `flips` averages G's maps over mirrored sources."""
+    `mfif_tf.inference`; `flips` averages G's maps over mirrored sources. In refined mode
+    with `coarse_refiner`, G runs on the sources box-averaged by `g_factor(H, W, g_side)`
+    and, when that is above 1, `coarse_refiner` redraws the outline (`inference.focus_map`)."""
 
     def predict(a: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
         return tiling.predict_focus_map(generator, a, b, tile_size, progress=progress,
@@ -163,9 +167,12 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
     if mode == "refined":
         if progress_total is not None:
             progress_total(-(-image_a.shape[0] // inference.STRIP_ROWS))
-        return inference.refine_arrays(refiner, image_a, image_b,
-                                       predict(image_a, image_b, scales=scales),
-                                       progress=progress)
+        k = 1
+        if coarse_refiner is not None:
+            k = inference.g_factor(image_a.shape[0], image_a.shape[1], g_side)
+        coarse = predict(image_a, image_b, scales=tuple(s / k for s in scales))
+        return inference.refine_arrays(refiner if k == 1 else coarse_refiner, image_a,
+                                       image_b, coarse, progress=progress)
     return inference.coarse_to_fine_arrays(predict, refiner, image_a, image_b, working_side,
                                            progress=progress, progress_total=progress_total)
 
@@ -195,7 +202,9 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                mode: str = inference.DEFAULT_MODE,
                working_side: int = inference.DEFAULT_WORKING_SIDE,
                refiner: Refiner | str | None = None,
-               precision: str | None = None) -> FusionResult:
+               precision: str | None = None,
+               g_side: int = inference.DEFAULT_G_SIDE,
+               coarse_refiner: Refiner | str | None = None) -> FusionResult:
     """Fuses a pair or a stack read one frame at a time (see `fuse_arrays` for the arguments;
     `frames` may be any iterable, e.g. lazily loaded files).
 
@@ -204,6 +213,10 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
     """
     check_edge_and_size(edge_pixels, min_size)
     scales = check_fusion_mode(mode, working_side, scales)
+    try:
+        g_side = inference.check_g_side(g_side)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     precision = effective_precision(generator, precision)
     loaded: dict[str, Any] = {}
 
@@ -212,6 +225,16 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
             loaded["g"] = resolve_generator(generator, precision)
             loaded["r"] = (resolve_refiner(refiner, generator, mode) if mode != "paper"
                            else None)
+            loaded["rc"] = None
+            if mode == "refined" and g_side:
+                # G below full size: `coarse_refiner`; else R when given (it then serves
+                # both), else the coarse_to_fine R (trained on half-resolution maps).
+                if coarse_refiner is not None:
+                    loaded["rc"] = resolve_refiner(coarse_refiner)
+                elif refiner is not None:
+                    loaded["rc"] = loaded["r"]
+                else:
+                    loaded["rc"] = resolve_refiner(None, generator, "coarse_to_fine")
 
         def add_total(n):
             bar.total += n
@@ -220,7 +243,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
         start = time.perf_counter()
         f_hat = predict_f_hat(loaded["g"], loaded["r"], running, frame, mode=mode,
                               working_side=working_side, tile_size=tile_size, flips=flips,
-                              scales=scales, progress=bar.update, progress_total=add_total)
+                              scales=scales, progress=bar.update, progress_total=add_total,
+                              coarse_refiner=loaded["rc"], g_side=g_side)
         timings["network"] += time.perf_counter() - start
         f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction, edge_pixels,
                                     timings)
@@ -242,7 +266,9 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                 mode: str = inference.DEFAULT_MODE,
                 working_side: int = inference.DEFAULT_WORKING_SIDE,
                 refiner: Refiner | str | None = None,
-                precision: str | None = None) -> FusionResult:
+                precision: str | None = None,
+                g_side: int = inference.DEFAULT_G_SIDE,
+                coarse_refiner: Refiner | str | None = None) -> FusionResult:
     """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
 
     Args:
@@ -265,9 +291,9 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
       progress: show a progress bar over tiles (None: only on a terminal).
       flips: test-time augmentation, G's map averaged over the sources as given and mirrored
         left-right and top-bottom (3x the network time; `tiling.predict_focus_map`).
-      scales: modes "refined" and "paper": G's full-resolution map is the mean of its maps
-        at these scales, 1/k for integer k (default (1,), the paper's single pass;
-        `mfif_tf.scales`).
+      scales: modes "refined" and "paper": G's map is the mean of its maps at these scales,
+        1/k for integer k (default (1,), the paper's single pass; `mfif_tf.scales`); in
+        refined mode relative to G's size (`g_side`).
       mode: "refined" (default: G at full resolution, then the refinement head R redraws
         the map's outline on the pixels), "paper" (G at full resolution, one pass, as in
         the paper) or "coarse_to_fine" (G at the working resolution, the outline redrawn
@@ -276,6 +302,14 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         (sources are area-downscaled to it, never enlarged).
       refiner: modes refined and coarse_to_fine: R, a directory with its weights, or None
         (the one beside the model directory, else the packaged one).
+      g_side: refined mode: the largest shorter side G runs at (default
+        `common.DEFAULT_G_SIDE`, 1024). Larger sources are box-averaged by the smallest power
+        of two that brings them to it, and the packaged R of coarse_to_fine (or `refiner`
+        when given) redraws the outline on the full-resolution pixels. 0: G at full size
+        whatever the size (the refined mode before this option).
+      coarse_refiner: refined mode, G below full size: the R that redraws the outline (a
+        `Refiner` or a directory); None for `refiner` when that is given, else the packaged
+        R of coarse_to_fine (or the one beside the model directory).
       precision: what G computes in: "float32" or "bfloat16" (Keras' mixed_bfloat16 policy:
         float32 weights, bfloat16 arithmetic); F_hat, R, SRR and eq. 14 stay float32. None:
         a `Generator` as it is, a model loaded from a path in
@@ -292,4 +326,5 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                       min_size_fraction=min_size_fraction, edge_pixels=edge_pixels,
                       tile_size=tile_size, align=align, align_model=align_model, names=names,
                       progress=progress, flips=flips, scales=scales, mode=mode,
-                      working_side=working_side, refiner=refiner, precision=precision)
+                      working_side=working_side, refiner=refiner, precision=precision,
+                      g_side=g_side, coarse_refiner=coarse_refiner)

@@ -48,9 +48,9 @@ from mfif_tf import refiner as refiner_lib
 # The graph's constants and its NumPy side live in `common` (no TensorFlow there) and are
 # re-exported here.
 from mfif_tf.common import (  # noqa: F401
-    BT601, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE, MIN_WORKING_SIDE, MODES,
-    PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_mode, check_working_side, fuse_with_map,
-    to_unit_rgb, unit_scale)
+    BT601, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE,
+    MIN_WORKING_SIDE, MODES, PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_mode,
+    check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
 from mfif_tf import scales as scales_lib
 
 if TYPE_CHECKING:
@@ -327,16 +327,39 @@ def coarse_to_fine(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], refiner
     return focus
 
 
+def _refine_pairs(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor,
+                  coarse: tf.Tensor) -> tf.Tensor:
+    """`refine` for a batch: at once for one pair, else pair by pair."""
+    if image_a.shape[0] == 1:
+        return refine(refiner, image_a, image_b, coarse)
+    return tf.map_fn(
+        lambda pair: refine(refiner, pair[0][None], pair[1][None], pair[2][None])[0],
+        (image_a, image_b, coarse), fn_output_signature=tf.TensorSpec([None, None, 1], tf.float32))
+
+
+def g_factor_tensor(height: tf.Tensor, width: tf.Tensor, g_side: int) -> tf.Tensor:
+    """`common.g_factor` as a graph: the smallest power of two k (up to 2^15) with
+    min(height, width) / k <= g_side, in exact integer arithmetic."""
+    shorter = tf.minimum(height, width)
+    powers = tf.constant([1 << n for n in range(16)], tf.int32)
+    return tf.reduce_min(tf.where(shorter <= g_side * powers, powers, 1 << 15))
+
+
 def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.Tensor,
               image_b: tf.Tensor, mode: str = DEFAULT_MODE, *,
               refiner: Refiner | None = None, working_side: int = DEFAULT_WORKING_SIDE,
-              scales: Sequence[float] = (1.0,)) -> tf.Tensor:
+              scales: Sequence[float] = (1.0,), coarse_refiner: Refiner | None = None,
+              g_side: int = DEFAULT_G_SIDE) -> tf.Tensor:
     """F_hat (N, H, W, 1) for sources (N, H, W, 1 or 3) in [0, 1], in any of `MODES`.
 
     `predict(a, b)` is G on RGB sources in [0, 1] (see `generator_predict`); `scales` apply
-    to G's full-resolution pass (modes paper and refined). In coarse_to_fine a batch of one
-    with a static size (fixed-size TFLite models) unrolls the levels; other batches run
-    pair by pair, as R does in mode refined.
+    to G's pass (modes paper and refined). In refined mode with `coarse_refiner` given, G
+    runs on the sources box-averaged by `g_factor(H, W, g_side)` and, when that factor is
+    above 1, `coarse_refiner` (the R of coarse_to_fine) redraws the outline instead of
+    `refiner`; the factor is fixed when the graph is built if the size is static, else
+    chosen when it runs. Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
+    batch of one with a static size (fixed-size TFLite models) unrolls the levels; other
+    batches run pair by pair, as R does in mode refined.
     """
     image_a, image_b = to_rgb(image_a), to_rgb(image_b)
     if check_mode(mode) == "paper":
@@ -344,13 +367,21 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
     if refiner is None:
         raise ValueError(f"{mode} mode needs the refinement head R")
     if mode == "refined":
-        coarse = scales_lib.multiscale(predict, image_a, image_b, scales)
-        if image_a.shape[0] == 1:
-            return refine(refiner, image_a, image_b, coarse)
-        return tf.map_fn(
-            lambda pair: refine(refiner, pair[0][None], pair[1][None], pair[2][None])[0],
-            (image_a, image_b, coarse),
-            fn_output_signature=tf.TensorSpec([None, None, 1], tf.float32))
+        if coarse_refiner is None or not check_g_side(g_side):
+            coarse = scales_lib.multiscale(predict, image_a, image_b, scales)
+            return _refine_pairs(refiner, image_a, image_b, coarse)
+        if None not in image_a.shape[1:3]:
+            k = g_factor(image_a.shape[1], image_a.shape[2], g_side)
+            coarse = scales_lib.multiscale(predict, image_a, image_b,
+                                           [s / k for s in scales])
+            return _refine_pairs(refiner if k == 1 else coarse_refiner, image_a, image_b,
+                                 coarse)
+        shape = tf.shape(image_a)
+        k = g_factor_tensor(shape[1], shape[2], g_side)
+        coarse = scales_lib.multiscale_by(predict, image_a, image_b, scales, k)
+        return tf.cond(k > 1,
+                       lambda: _refine_pairs(coarse_refiner, image_a, image_b, coarse),
+                       lambda: _refine_pairs(refiner, image_a, image_b, coarse))
     if image_a.shape[0] == 1:
         sizes = tuple(image_a.shape[1:3]) if None not in image_a.shape[1:3] else None
         return coarse_to_fine(predict, refiner, image_a, image_b, working_side, sizes)

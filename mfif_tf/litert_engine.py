@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mfif_tf.cli import quiet_native_stderr
-from mfif_tf.common import (DEFAULT_MODE, PACKAGED_MODEL_DIR, PAPER_MIN_SIZE_FRACTION,
+from mfif_tf.common import (DEFAULT_G_SIDE, DEFAULT_MODE, PACKAGED_MODEL_DIR, PAPER_MIN_SIZE_FRACTION,
                             ModelNotFoundError, to_unit_rgb, usable_cpus)
 from mfif_tf.image_io import InputError
 from mfif_tf.stacking import FusionResult, check_edge_and_size, diffuse_map, fuse_frames
@@ -57,10 +57,15 @@ def missing() -> str | None:
 def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = None,
                 scales: Any = None, flips: bool = False, precision: str | None = None,
                 tile_size: int | None = None, min_size: int | None = None,
-                min_size_fraction: float = PAPER_MIN_SIZE_FRACTION) -> list[str]:
+                min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
+                g_side: int = DEFAULT_G_SIDE) -> list[str]:
     """The settings of a job that the packaged graph does not compute (empty: it can run),
     each named as its `mfif-fuse` flag."""
     reasons = []
+    # The graph runs G at full size; up to MAX_PIXELS the shorter side is at most
+    # sqrt(MAX_PIXELS), so any g_side from there on (or 0) gives the same maps.
+    if g_side and g_side * g_side < MAX_PIXELS:
+        reasons.append(f"--g_side={g_side} (the graph runs the network at full size)")
     if model not in (None, "", "default"):
         reasons.append("--model (the graph holds the packaged model only)")
     if mode != DEFAULT_MODE:

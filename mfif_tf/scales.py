@@ -113,3 +113,34 @@ def multiscale(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf
                         shape[1], shape[2])
         total = f_hat if total is None else total + f_hat
     return total if len(scales) == 1 else total / float(len(scales))
+
+
+def downscale_by(images: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """`downscale` with k a scalar int32 tensor (a factor known only when the graph runs):
+    edge-padded to `padded_side`, then k x k box means as a reshape and a mean."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    shape = tf.shape(images)
+    n, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    padded_h, padded_w = padded_side(height, k), padded_side(width, k)
+    rows = tf.minimum(tf.range(padded_h), height - 1)
+    cols = tf.minimum(tf.range(padded_w), width - 1)
+    padded = tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
+    blocks = tf.reshape(padded, tf.stack([n, padded_h // k, k, padded_w // k, k, channels]))
+    return tf.reduce_mean(blocks, axis=[2, 4])
+
+
+def multiscale_by(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.Tensor,
+                  image_b: tf.Tensor, scales: Sequence[float], k: tf.Tensor) -> tf.Tensor:
+    """`multiscale` on the sources box-averaged by a further factor k (a scalar int32
+    tensor, 1 included): each scale s runs G at 1 / (k round(1/s)) of the size."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    shape = tf.shape(image_a)
+    total = None
+    for scale in scales:
+        kk = k * factor(scale)
+        f_hat = predict(downscale_by(image_a, kk), downscale_by(image_b, kk))
+        size = tf.shape(f_hat)
+        f_hat = tf.image.resize(f_hat, tf.stack([size[1] * kk, size[2] * kk]),
+                                method="bilinear")[:, :shape[1], :shape[2], :]
+        total = f_hat if total is None else total + f_hat
+    return total if len(scales) == 1 else total / float(len(scales))

@@ -1,0 +1,127 @@
+"""Refined mode's G size (`g_side`): G on box-averaged sources above it, the coarse R after."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import ndimage
+
+from mfif_tf import common, fusion, fuse_lib, inference, litert_engine
+from mfif_tf.image_io import InputError
+
+from tests.conftest import decisive_generator
+
+
+def _pair(height=200, width=264, seed=3, sigma=3.0):
+    """A textured photo, I_A sharp on a disc and blurred outside it, I_B the other way."""
+    rng = np.random.default_rng(seed)
+    image = ndimage.gaussian_filter(rng.uniform(0, 1, (height, width, 3)), (1.2, 1.2, 0))
+    image = (image - image.min()) / np.ptp(image)
+    blurred = ndimage.gaussian_filter(image, (sigma, sigma, 0))
+    yy, xx = np.mgrid[:height, :width]
+    disc = ((yy - height / 2) ** 2 + (xx - width / 2.4) ** 2 < (height / 3) ** 2)[..., None]
+    a = np.where(disc, image, blurred)
+    b = np.where(disc, blurred, image)
+    return [(np.clip(x, 0, 1) * 255).round().astype(np.uint8) for x in (a, b)]
+
+
+@pytest.mark.parametrize("size", [(10, 10), (64, 64), (64, 65), (65, 65), (128, 300), (129, 129),
+                                  (257, 1000), (4000, 6000), (6000, 4000)])
+def test_g_factor_graph_equals_python(size):
+    expected = common.g_factor(*size, 64)
+    assert expected >= 1 and expected & (expected - 1) == 0  # a power of two
+    assert min(size) / expected <= 64 and (expected == 1 or min(size) / (expected // 2) > 64)
+    got = inference.g_factor_tensor(tf.constant(size[0]), tf.constant(size[1]), 64)
+    assert int(got) == expected
+    assert common.g_factor(*size, 0) == 1
+
+
+def test_small_pairs_and_g_side_0_keep_g_at_full_size():
+    """Below the default g_side the default call is the full-size refined fusion, exactly."""
+    a, b = _pair()
+    default = fusion.fuse_arrays([a, b])
+    full = fusion.fuse_arrays([a, b], g_side=0)
+    np.testing.assert_array_equal(default.f_hat, full.f_hat)
+    np.testing.assert_array_equal(default.fused, full.fused)
+
+
+def test_large_pairs_run_g_box_averaged_and_the_coarse_refiner_after():
+    """g_side=64 on a 200 x 264 pair: G sees the sources averaged over 4 x 4 boxes; the map
+    is the coarse_to_fine R's redrawing of that pass, not the refined R's; it still finds
+    the disc."""
+    a, b = _pair()
+    generator = fusion.resolve_generator(None)
+    refined_r = fusion.resolve_refiner(None)
+    coarse_r = fusion.resolve_refiner(None, None, "coarse_to_fine")
+    result = fusion.fuse_arrays([a, b], g_side=64)
+    quarter = fusion.predict_f_hat(generator, refined_r, a, b, mode="paper", scales=(0.25,))
+    expected = inference.refine_arrays(coarse_r, a, b, quarter)
+    np.testing.assert_allclose(result.f_hat, expected, atol=1e-5)
+    with_refined_r = fusion.fuse_arrays([a, b], g_side=64, coarse_refiner=refined_r)
+    assert np.abs(with_refined_r.f_hat - result.f_hat).max() > 0.05
+    yy, xx = np.mgrid[:200, :264]
+    disc = (yy - 100) ** 2 + (xx - 264 / 2.4) ** 2 < (200 / 3) ** 2
+    assert ((result.f_final > 0.5) == disc).mean() > 0.97
+
+
+def test_graph_chooses_the_factor_when_it_runs_and_agrees_with_fuse_arrays():
+    """The SavedModel's refined graph (`FusionModule`, one trace for any size) picks G's
+    factor from the input size when it runs: 4 for a 200 x 264 pair, 1 for a 60 x 60 one;
+    its F_final agrees with `fuse_arrays` for both."""
+    from export import serving
+
+    generator = fusion.resolve_generator(None)
+    refined_r = fusion.resolve_refiner(None)
+    coarse_r = fusion.resolve_refiner(None, None, "coarse_to_fine")
+    module = serving.FusionModule(generator, mode="refined", refiner=refined_r,
+                                  coarse_refiner=coarse_r, g_side=64)
+    serve = tf.function(lambda x, y: module.serve(x, y, 44),
+                        input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)] * 2)
+    for height, width in ((200, 264), (60, 60)):
+        a, b = _pair(height, width)
+        out = serve(tf.constant(a[None] / 255.0, tf.float32),
+                    tf.constant(b[None] / 255.0, tf.float32))
+        expected = fusion.fuse_arrays([a, b], g_side=64, min_size=44)
+        agree = (out["focus_map"].numpy()[0, :, :, 0] == expected.f_final).mean()
+        assert agree > 0.999, (height, width, agree)
+        full = fusion.fuse_arrays([a, b], g_side=0, min_size=44)
+        differs = np.abs(full.f_hat - expected.f_hat).max() > 0.05
+        assert differs == (height > 64), (height, width)
+    assert serve.experimental_get_tracing_count() == 1
+
+
+def test_static_sizes_fix_the_factor_when_the_graph_is_built():
+    a, b = _pair()
+    generator = decisive_generator(5)
+    refined_r = fusion.resolve_refiner(None)
+    coarse_r = fusion.resolve_refiner(None, None, "coarse_to_fine")
+    sizes = []
+
+    def predict(x, y):
+        sizes.append(tuple(x.shape[1:3]))
+        return inference.generator_predict(generator)(x, y)
+
+    x, y = (tf.constant(v[None] / 255.0, tf.float32) for v in (a, b))
+    static = inference.focus_map(predict, x, y, "refined", refiner=refined_r,
+                                 coarse_refiner=coarse_r, g_side=64)
+    assert sizes == [(50, 66)]
+    arrays = fusion.predict_f_hat(generator, refined_r, a, b, coarse_refiner=coarse_r,
+                                  g_side=64)
+    np.testing.assert_allclose(static.numpy()[0, :, :, 0], arrays, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-1, 8, 2.5, True])
+def test_bad_g_side_is_refused_with_its_name(bad):
+    a, b = _pair(40, 40)
+    with pytest.raises(InputError, match="g_side"):
+        fusion.fuse_arrays([a, b], g_side=bad)
+    with pytest.raises(InputError, match="--g_side"):
+        fuse_lib.FuseOptions(g_side=bad).validate()
+
+
+def test_litert_engine_runs_only_g_sides_it_computes_the_same():
+    """The packaged LiteRT graph runs G at full size on images up to 1 MP: any g_side of at
+    least 1000 (or 0) gives the same maps there; a smaller one sends the job to TensorFlow."""
+    for side in (0, 1000, common.DEFAULT_G_SIDE, 4096):
+        assert not any("g_side" in r for r in litert_engine.unsupported(g_side=side))
+    assert any("--g_side=512" in r for r in litert_engine.unsupported(g_side=512))
+    assert fuse_lib.litert_blockers(fuse_lib.FuseOptions(g_side=512), None)
