@@ -70,9 +70,10 @@ def is_paper_mode(method: str) -> bool:
 
 
 def full_resolution_g(method: str) -> bool:
-    """G runs at the sources' full resolution (modes paper and refined): minutes, tiled,
-    on the largest sizes."""
-    return MODEL_METHODS.get(method, {}).get("mode") in ("paper", "refined")
+    """G runs at the sources' full resolution at every size (mode paper; refined runs it
+    on sources box-averaged to a shorter side of at most 1024): minutes, tiled, on the
+    largest sizes."""
+    return MODEL_METHODS.get(method, {}).get("mode") == "paper"
 
 
 def uses_refiner(method: str) -> bool:

@@ -112,7 +112,8 @@ def model_fuse(spec: dict[str, Any]):
 
 def _network_plan(generator, info: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     """Where G runs for this size: its input size, whole image or tiles, R's levels (refined:
-    one, at full resolution; coarse_to_fine: one per octave from the working size)."""
+    G on the sources box-averaged by `g_factor` of the default g_side, R once at full
+    resolution; coarse_to_fine: one R level per octave from the working size)."""
     from mfif_tf import inference, tiling
 
     if info["mode"] == "coarse_to_fine":
@@ -120,8 +121,12 @@ def _network_plan(generator, info: dict[str, Any], height: int, width: int) -> d
         return {"network_input": [work_w, work_h],
                 "tile_size": tiling.plan_tile_size(generator, work_h, work_w),
                 "refiner_levels": inference.level_count(height, width, work_h, work_w)}
-    plan = {"network_input": [width, height],
-            "tile_size": tiling.plan_tile_size(generator, height, width)}
+    k = 1
+    if info["mode"] == "refined":
+        k = inference.g_factor(height, width, inference.DEFAULT_G_SIDE)
+    g_h, g_w = -(-height // k), -(-width // k)
+    plan = {"network_input": [g_w, g_h],
+            "tile_size": tiling.plan_tile_size(generator, g_h, g_w)}
     if info["mode"] == "refined":
         plan["refiner_levels"] = 1
     return plan

@@ -14,7 +14,9 @@ Three modes make F_hat:
                   (`mfif_tf.refiner`) then redraws on the full-resolution pixels: R runs
                   only in the band where F_hat is neither clearly 0 nor clearly 1, so the
                   regions G decided stay as they are and the added cost is linear in the
-                  outline's length.
+                  outline's length. Above a shorter side of `g_side` (1024) G runs on the
+                  sources box-averaged by the smallest power of two that brings them to
+                  it, and the R of coarse_to_fine redraws the outline instead.
   coarse_to_fine  G at a working resolution near the scale it learned, then R redraws the
                   outline on the pixels, one octave at a time, up to full resolution:
 
