@@ -23,7 +23,8 @@ import hashlib
 import os
 from typing import Any
 
-from mfif_tf.common import PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE, find_refiner_dir
+from mfif_tf.common import (DEFAULT_G_SIDE, PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE,
+                            find_refiner_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGED_DIR = PACKAGED_MODEL_DIR
@@ -121,4 +122,11 @@ def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
     if uses_refiner(method):
         r_dir = refiner_dir(model, refiner, MODEL_METHODS[method]["mode"])
         signature["refiner"] = r_dir and file_hash(os.path.join(r_dir, REFINER_WEIGHTS))
+    if MODEL_METHODS[method]["mode"] == "refined":
+        # G's size and the R that follows G below full size (`fusion.fuse_stack`'s choice).
+        signature["g_side"] = DEFAULT_G_SIDE
+        if not refiner:
+            c_dir = refiner_dir(model, None, "coarse_to_fine")
+            signature["coarse_refiner"] = c_dir and file_hash(
+                os.path.join(c_dir, REFINER_WEIGHTS))
     return signature
