@@ -23,7 +23,7 @@ import hashlib
 import os
 from typing import Any
 
-from mfif_tf.common import (DEFAULT_G_SIDE, PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE,
+from mfif_tf.common import (COARSE_REFINER_KEY, DEFAULT_G_SIDE, PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE,
                             find_refiner_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,7 +126,7 @@ def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
         # G's size and the R that follows G below full size (`fusion.fuse_stack`'s choice).
         signature["g_side"] = DEFAULT_G_SIDE
         if not refiner:
-            c_dir = refiner_dir(model, None, "coarse_to_fine")
+            c_dir = refiner_dir(model, None, COARSE_REFINER_KEY)
             signature["coarse_refiner"] = c_dir and file_hash(
                 os.path.join(c_dir, REFINER_WEIGHTS))
     return signature

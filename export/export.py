@@ -111,12 +111,13 @@ def main(argv) -> None:
     if config.mode != "paper":
         from mfif_tf import fusion
         from mfif_tf.image_io import InputError
+        from mfif_tf.common import COARSE_REFINER_KEY
 
         try:
             refiner = fusion.resolve_refiner(FLAGS.refiner, FLAGS.weights, config.mode)
             if config.mode == "refined":  # as `fusion.fuse_stack` chooses it
                 coarse_refiner = refiner if FLAGS.refiner else fusion.resolve_refiner(
-                    None, FLAGS.weights, "coarse_to_fine")
+                    None, FLAGS.weights, COARSE_REFINER_KEY)
         except (ModelNotFoundError, InputError) as e:
             fail(f"--refiner: {e}")
     try:

@@ -52,6 +52,9 @@ def usable_cpus() -> int:
 # coarse_to_fine (one octave per step, `train_refiner --min_factor=2 --max_factor=2`) in
 # its subfolder; a mode without its own R uses the package folder's.
 PACKAGED_REFINER_DIRS = {"coarse_to_fine": os.path.join(PACKAGED_MODEL_DIR, "coarse_to_fine")}
+# The packaged R (a key of PACKAGED_REFINER_DIRS) that follows G in the refined mode when G
+# runs below full size (`DEFAULT_G_SIDE`).
+COARSE_REFINER_KEY = "coarse_to_fine"
 REFINER_WEIGHTS_FILE = "refiner.weights.h5"
 
 

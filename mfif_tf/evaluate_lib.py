@@ -284,7 +284,7 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
                                                    mode)
         if mode == "refined" and g_side:  # as `fusion.fuse_stack` chooses it
             coarse_refiner = model_refiner if refiner else fusion.resolve_refiner(
-                None, None if model == "default" else model, "coarse_to_fine")
+                None, None if model == "default" else model, inference.COARSE_REFINER_KEY)
     except (fusion.InputError, FileNotFoundError) as err:  # FileNotFoundError: no such model
         raise EvaluationError(str(err).splitlines()[0] if str(err) else
                               type(err).__name__) from None

@@ -234,7 +234,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                 elif refiner is not None:
                     loaded["rc"] = loaded["r"]
                 else:
-                    loaded["rc"] = resolve_refiner(None, generator, "coarse_to_fine")
+                    loaded["rc"] = resolve_refiner(None, generator, inference.COARSE_REFINER_KEY)
 
         def add_total(n):
             bar.total += n

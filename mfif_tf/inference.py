@@ -50,7 +50,7 @@ from mfif_tf import refiner as refiner_lib
 # The graph's constants and its NumPy side live in `common` (no TensorFlow there) and are
 # re-exported here.
 from mfif_tf.common import (  # noqa: F401
-    BT601, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE,
+    BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE,
     MIN_WORKING_SIDE, MODES, PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_mode,
     check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
 from mfif_tf import scales as scales_lib

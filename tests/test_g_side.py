@@ -51,7 +51,7 @@ def test_large_pairs_run_g_box_averaged_and_the_coarse_refiner_after():
     a, b = _pair()
     generator = fusion.resolve_generator(None)
     refined_r = fusion.resolve_refiner(None)
-    coarse_r = fusion.resolve_refiner(None, None, "coarse_to_fine")
+    coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
     result = fusion.fuse_arrays([a, b], g_side=64)
     quarter = fusion.predict_f_hat(generator, refined_r, a, b, mode="paper", scales=(0.25,))
     expected = inference.refine_arrays(coarse_r, a, b, quarter)
@@ -71,7 +71,7 @@ def test_graph_chooses_the_factor_when_it_runs_and_agrees_with_fuse_arrays():
 
     generator = fusion.resolve_generator(None)
     refined_r = fusion.resolve_refiner(None)
-    coarse_r = fusion.resolve_refiner(None, None, "coarse_to_fine")
+    coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
     module = serving.FusionModule(generator, mode="refined", refiner=refined_r,
                                   coarse_refiner=coarse_r, g_side=64)
     serve = tf.function(lambda x, y: module.serve(x, y, 44),
@@ -93,7 +93,7 @@ def test_static_sizes_fix_the_factor_when_the_graph_is_built():
     a, b = _pair()
     generator = decisive_generator(5)
     refined_r = fusion.resolve_refiner(None)
-    coarse_r = fusion.resolve_refiner(None, None, "coarse_to_fine")
+    coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
     sizes = []
 
     def predict(x, y):
