@@ -32,9 +32,9 @@ REFINED_MODES = ("refined", "coarse_to_fine")
 DEFAULT_WORKING_SIDE = 448
 MIN_WORKING_SIDE = 16
 # Refined mode: the largest shorter side G runs at. Larger sources are box-averaged by the
-# smallest power of two that brings their shorter side to at most this before G, and the R of
-# coarse_to_fine (trained on G's maps at half the resolution) redraws the outline on the
-# full-resolution pixels. On pairs with sensor noise in both sources, as every photo has, G
+# smallest power of two that brings their shorter side to at most this before G, and the R
+# of `COARSE_REFINER_KEY` (trained on G's maps of sources downscaled 2-4x) redraws the
+# outline on the full-resolution pixels. On pairs with sensor noise in both sources, as every photo has, G
 # on the full-size sources of 2 and 12 MP pairs misreads whole regions; at this size it does
 # not (MODEL_CARD.md, "Photo size"). 0: G at full size whatever the size.
 DEFAULT_G_SIDE = 1024
@@ -50,11 +50,13 @@ def usable_cpus() -> int:
 
 # The packaged R of each refined mode: refined (G at full resolution) in the package folder,
 # coarse_to_fine (one octave per step, `train_refiner --min_factor=2 --max_factor=2`) in
-# its subfolder; a mode without its own R uses the package folder's.
-PACKAGED_REFINER_DIRS = {"coarse_to_fine": os.path.join(PACKAGED_MODEL_DIR, "coarse_to_fine")}
-# The packaged R (a key of PACKAGED_REFINER_DIRS) that follows G in the refined mode when G
-# runs below full size (`DEFAULT_G_SIDE`).
-COARSE_REFINER_KEY = "coarse_to_fine"
+# its subfolder, and the R that follows G in the refined mode when G runs below full size
+# (`DEFAULT_G_SIDE`; G's map of sources downscaled 2-4x, configs/refiner_g_side.flags) in
+# g_side/; a mode without its own R uses the package folder's.
+PACKAGED_REFINER_DIRS = {"coarse_to_fine": os.path.join(PACKAGED_MODEL_DIR, "coarse_to_fine"),
+                         "g_side": os.path.join(PACKAGED_MODEL_DIR, "g_side")}
+# The key of PACKAGED_REFINER_DIRS whose R follows G below full size in the refined mode.
+COARSE_REFINER_KEY = "g_side"
 REFINER_WEIGHTS_FILE = "refiner.weights.h5"
 
 

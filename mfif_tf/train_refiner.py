@@ -221,6 +221,8 @@ def main(argv: list[str]) -> int:
         return (loss, tf.reduce_mean(region), tf.reduce_sum(right * region) / denom,
                 tf.reduce_sum(before * region) / denom)
 
+    # The flagfile(s) of the command line, recorded with the weights (absl consumes them).
+    flagfile = ",".join(a.split("=", 1)[1] for a in sys.argv if a.startswith("--flagfile="))
     start, first = time.perf_counter(), int(step_var.numpy())
     sums = None
     while int(step_var.numpy()) < FLAGS.num_steps:
@@ -240,7 +242,7 @@ def main(argv: list[str]) -> int:
         if step % FLAGS.checkpoint_every == 0 or step == FLAGS.num_steps:
             manager.save(checkpoint_number=step)
             refiner_lib.save_refiner(refiner, os.path.join(FLAGS.workdir, "refiner"),
-                                     info={"steps": step, "flagfile": "configs/refiner.flags"})
+                                     info={"steps": step, "flagfile": flagfile})
     return 0
 
 

@@ -114,4 +114,5 @@ def test_shipped_refiner_flagfiles_parse():
     proc = subprocess.run([sys.executable, "-c", _CHECK_FLAGFILES], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["configs/refiner.flags", "configs/refiner_coarse_to_fine.flags"]
+    assert proc.stdout.split() == ["configs/refiner.flags", "configs/refiner_coarse_to_fine.flags",
+                                   "configs/refiner_g_side.flags"]
