@@ -228,7 +228,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
             loaded["rc"] = None
             if mode == "refined" and g_side:
                 # G below full size: `coarse_refiner`; else R when given (it then serves
-                # both), else the coarse_to_fine R (trained on half-resolution maps).
+                # both), else the packaged one trained for it (`COARSE_REFINER_KEY`).
                 if coarse_refiner is not None:
                     loaded["rc"] = resolve_refiner(coarse_refiner)
                 elif refiner is not None:
@@ -304,12 +304,13 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         (the one beside the model directory, else the packaged one).
       g_side: refined mode: the largest shorter side G runs at (default
         `common.DEFAULT_G_SIDE`, 1024). Larger sources are box-averaged by the smallest power
-        of two that brings them to it, and the packaged R of coarse_to_fine (or `refiner`
+        of two that brings them to it, and the packaged R trained for that step (or `refiner`
         when given) redraws the outline on the full-resolution pixels. 0: G at full size
         whatever the size (the refined mode before this option).
       coarse_refiner: refined mode, G below full size: the R that redraws the outline (a
         `Refiner` or a directory); None for `refiner` when that is given, else the packaged
-        R of coarse_to_fine (or the one beside the model directory).
+        R for G below full size (`common.COARSE_REFINER_KEY`; or the one beside the model
+        directory).
       precision: what G computes in: "float32" or "bfloat16" (Keras' mixed_bfloat16 policy:
         float32 weights, bfloat16 arithmetic); F_hat, R, SRR and eq. 14 stay float32. None:
         a `Generator` as it is, a model loaded from a path in

@@ -16,7 +16,8 @@ Three modes make F_hat:
                   regions G decided stay as they are and the added cost is linear in the
                   outline's length. Above a shorter side of `g_side` (1024) G runs on the
                   sources box-averaged by the smallest power of two that brings them to
-                  it, and the R of coarse_to_fine redraws the outline instead.
+                  it, and an R trained for that step (`COARSE_REFINER_KEY`) redraws the
+                  outline instead.
   coarse_to_fine  G at a working resolution near the scale it learned, then R redraws the
                   outline on the pixels, one octave at a time, up to full resolution:
 
@@ -357,7 +358,7 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
     `predict(a, b)` is G on RGB sources in [0, 1] (see `generator_predict`); `scales` apply
     to G's pass (modes paper and refined). In refined mode with `coarse_refiner` given, G
     runs on the sources box-averaged by `g_factor(H, W, g_side)` and, when that factor is
-    above 1, `coarse_refiner` (the R of coarse_to_fine) redraws the outline instead of
+    above 1, `coarse_refiner` (`COARSE_REFINER_KEY`'s R) redraws the outline instead of
     `refiner`; the factor is fixed when the graph is built if the size is static, else
     chosen when it runs. Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
     batch of one with a static size (fixed-size TFLite models) unrolls the levels; other
