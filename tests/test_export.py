@@ -352,6 +352,26 @@ def test_serving_session_matches_eager_and_srr_input(generator, server, pairs):
                             eager_reference(generator, image_a[0], image_b[0]))
 
 
+def test_savedmodel_runs_g_box_averaged_above_g_side(tmp_path, generator, refiner):
+    """Exported with the R for G below full size, the reloaded SavedModel picks G's factor
+    from each request's size: a 1040 x 1100 pair (shorter side above 1024) gets G on 2 x 2
+    box means and that R, as `fuse_arrays` does; the map differs from G at full size."""
+    coarse = random_refiner(seed=7)
+    config = export_lib.ExportConfig(export_dir=str(tmp_path), model_name="mfif", version=1)
+    model = tf.saved_model.load(
+        export_lib.export_model(generator, config, refiner, coarse).saved_model_dir)
+    a, b, _ = compare.synthetic_pair(1040, 1100, seed=3)
+    a, b = compare.to_uint8(a), compare.to_uint8(b)
+    out = model.signatures["serving_default"](image_a=tf.constant(a[None]),
+                                              image_b=tf.constant(b[None]))
+    ref = fusion.fuse_arrays([a, b], generator=generator, refiner=refiner, coarse_refiner=coarse)
+    full = fusion.fuse_arrays([a, b], generator=generator, refiner=refiner, g_side=0)
+    f_final = out["focus_map"].numpy()[0, :, :, 0]
+    assert (f_final == ref.f_final).mean() > 0.999
+    np.testing.assert_allclose(out["focus_map_raw"].numpy()[0, :, :, 0], ref.f_hat, atol=1e-4)
+    assert np.abs(ref.f_hat - full.f_hat).max() > 0.05
+
+
 def test_grey_sources_are_tripled(generator, loaded, pairs):
     grey_a = pairs[0][:1, ..., :1]
     grey_b = pairs[1][:1, ..., :1]
