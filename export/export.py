@@ -116,8 +116,8 @@ def main(argv) -> None:
         try:
             refiner = fusion.resolve_refiner(FLAGS.refiner, FLAGS.weights, config.mode)
             if config.mode == "refined":  # as `fusion.fuse_stack` chooses it
-                coarse_refiner = refiner if FLAGS.refiner else fusion.resolve_refiner(
-                    None, FLAGS.weights, COARSE_REFINER_KEY)
+                coarse_refiner = fusion.resolve_refiner(FLAGS.refiner, FLAGS.weights,
+                                                        COARSE_REFINER_KEY)
         except (ModelNotFoundError, InputError) as e:
             fail(f"--refiner: {e}")
     try:

@@ -283,8 +283,8 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
             model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model,
                                                    mode)
         if mode == "refined" and g_side:  # as `fusion.fuse_stack` chooses it
-            coarse_refiner = model_refiner if refiner else fusion.resolve_refiner(
-                None, None if model == "default" else model, inference.COARSE_REFINER_KEY)
+            coarse_refiner = fusion.resolve_refiner(
+                refiner, None if model == "default" else model, inference.COARSE_REFINER_KEY)
     except (fusion.InputError, FileNotFoundError) as err:  # FileNotFoundError: no such model
         raise EvaluationError(str(err).splitlines()[0] if str(err) else
                               type(err).__name__) from None

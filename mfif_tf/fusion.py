@@ -229,12 +229,9 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
             if mode == "refined" and g_side:
                 # G below full size: `coarse_refiner`; else R when given (it then serves
                 # both), else the packaged one trained for it (`COARSE_REFINER_KEY`).
-                if coarse_refiner is not None:
-                    loaded["rc"] = resolve_refiner(coarse_refiner)
-                elif refiner is not None:
-                    loaded["rc"] = loaded["r"]
-                else:
-                    loaded["rc"] = resolve_refiner(None, generator, inference.COARSE_REFINER_KEY)
+                loaded["rc"] = resolve_refiner(
+                    refiner if coarse_refiner is None else coarse_refiner, generator,
+                    inference.COARSE_REFINER_KEY)
 
         def add_total(n):
             bar.total += n

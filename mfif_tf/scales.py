@@ -76,23 +76,29 @@ def padded_side(size, k: int):
     return tf.maximum((size + k - 1) // k * k, MIN_SIDE * k)
 
 
-def downscale(images: tf.Tensor, k: int) -> tf.Tensor:
-    """(N, H, W, C) float -> (N, Hp/k, Wp/k, C): edge-padded to `padded_side`, k x k means."""
-    if k == 1:
-        return images
+def _edge_padded(images: tf.Tensor, k) -> tf.Tensor:
+    """`images` with their last row and column repeated up to `padded_side` (k an int or a
+    scalar int32 tensor)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     shape = tf.shape(images)
     height, width = shape[1], shape[2]
     rows = tf.minimum(tf.range(padded_side(height, k)), height - 1)
     cols = tf.minimum(tf.range(padded_side(width, k)), width - 1)
-    padded = tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
-    return tf.nn.avg_pool2d(padded, ksize=k, strides=k, padding="VALID")
+    return tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
 
 
-def upscale(focus: tf.Tensor, k: int, height, width) -> tf.Tensor:
-    """(N, h, w, 1) map of a k-downscaled pass -> (N, height, width, 1): bilinear to the
-    padded size (half-pixel centres), then cropped."""
+def downscale(images: tf.Tensor, k: int) -> tf.Tensor:
+    """(N, H, W, C) float -> (N, Hp/k, Wp/k, C): edge-padded to `padded_side`, k x k means."""
     if k == 1:
+        return images
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf.nn.avg_pool2d(_edge_padded(images, k), ksize=k, strides=k, padding="VALID")
+
+
+def upscale(focus: tf.Tensor, k, height, width) -> tf.Tensor:
+    """(N, h, w, 1) map of a k-downscaled pass -> (N, height, width, 1): bilinear to the
+    padded size (half-pixel centres), then cropped (k an int or a scalar int32 tensor)."""
+    if isinstance(k, int) and k == 1:
         return focus
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     shape = tf.shape(focus)
@@ -117,15 +123,12 @@ def multiscale(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf
 
 def downscale_by(images: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
     """`downscale` with k a scalar int32 tensor (a factor known only when the graph runs):
-    edge-padded to `padded_side`, then k x k box means as a reshape and a mean."""
+    the k x k box means as a reshape and a mean."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    shape = tf.shape(images)
-    n, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-    padded_h, padded_w = padded_side(height, k), padded_side(width, k)
-    rows = tf.minimum(tf.range(padded_h), height - 1)
-    cols = tf.minimum(tf.range(padded_w), width - 1)
-    padded = tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
-    blocks = tf.reshape(padded, tf.stack([n, padded_h // k, k, padded_w // k, k, channels]))
+    padded = _edge_padded(images, k)
+    shape = tf.shape(padded)
+    blocks = tf.reshape(padded, tf.stack([shape[0], shape[1] // k, k, shape[2] // k, k,
+                                          shape[3]]))
     return tf.reduce_mean(blocks, axis=[2, 4])
 
 
@@ -138,9 +141,7 @@ def multiscale_by(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a:
     total = None
     for scale in scales:
         kk = k * factor(scale)
-        f_hat = predict(downscale_by(image_a, kk), downscale_by(image_b, kk))
-        size = tf.shape(f_hat)
-        f_hat = tf.image.resize(f_hat, tf.stack([size[1] * kk, size[2] * kk]),
-                                method="bilinear")[:, :shape[1], :shape[2], :]
+        f_hat = upscale(predict(downscale_by(image_a, kk), downscale_by(image_b, kk)), kk,
+                        shape[1], shape[2])
         total = f_hat if total is None else total + f_hat
     return total if len(scales) == 1 else total / float(len(scales))
