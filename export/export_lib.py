@@ -205,8 +205,8 @@ def export_model(generator: Generator, config: ExportConfig,
                  coarse_refiner: Refiner | None = None) -> ExportResult:
     """Writes the SavedModel, the models.config example and (optionally) the TFLite models;
     the refined modes need the refinement head `refiner`; with `coarse_refiner` the
-    SavedModel's refined mode runs G at a shorter side of at most
-    `inference.DEFAULT_G_SIDE` (the TFLite graphs run G at full size). G runs in `config.precision`
+    refined mode of the SavedModel and of the TFLite models runs G at a shorter side of at
+    most `inference.DEFAULT_G_SIDE`. G runs in `config.precision`
     (a copy of G is made when it computes in another one)."""
     config.validate()
     check_targets(config)
@@ -222,7 +222,8 @@ def export_model(generator: Generator, config: ExportConfig,
     if config.tflite:
         write_version_dir(
             config.tflite_dir,
-            lambda d: tflite_lib.export_tflite(generator, d, config.tflite_config, refiner),
+            lambda d: tflite_lib.export_tflite(generator, d, config.tflite_config, refiner,
+                                               coarse_refiner),
             config.overwrite)
         for name in sorted(os.listdir(config.tflite_dir)):
             path = os.path.join(config.tflite_dir, name)

@@ -32,6 +32,9 @@ def build_graph(generator=None, refiner=None) -> bytes:
 
     generator = generator or model_io.load_generator("default", "float32")
     refiner = refiner or fusion.resolve_refiner(None)
+    # No R for G below full size: the engine takes images of at most 1 MP
+    # (`litert_engine.MAX_PIXELS`), whose shorter side is at most 1000, where G always runs
+    # at full size; without it the graph has no IF op between the two Rs.
     module = TFLiteModule(generator, mode="refined", refiner=refiner)  # `GRAPH_FILE`
     return convert(module, "dynamic", "float32")
 

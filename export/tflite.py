@@ -4,8 +4,9 @@ Every model takes two float32 RGB images in [0, 1], `image_a` (I_A) and `image_b
 shape (1, H, W, 3), and returns `fused` (I_fused of eq. 14, float32 in [0, 1], (1, H, W, 3)),
 `focus_map` (F_final, float32 0/1, (1, H, W, 1)) and `focus_map_raw` (F_hat, float32 in
 [0, 1], built by `mfif_tf.inference` in the export's mode: refined by default, G at full
-resolution and its outline redrawn by the refinement head R). SRR uses the paper's
-N = ceil(0.001 * W * H) (section 3.3).
+resolution up to a shorter side of 1024 and on 2^j x 2^j box means above it, its outline
+redrawn at full resolution by the refinement head R trained for that step, as `fuse` does).
+SRR uses the paper's N = ceil(0.001 * W * H) (section 3.3).
 
 Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) and "fixed"
 (1 x S x S x 3, for delegates that want static shapes), each as "float32", "float16" (weights
@@ -173,13 +174,17 @@ class TFLiteModule(FusionModule):
                  min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
                  scales: tuple[float, ...] = (1.0,), mode: str = inference.DEFAULT_MODE,
                  refiner: Refiner | None = None,
-                 working_side: int = inference.DEFAULT_WORKING_SIDE):
+                 working_side: int = inference.DEFAULT_WORKING_SIDE,
+                 coarse_refiner: Refiner | None = None,
+                 g_side: int = inference.DEFAULT_G_SIDE):
         super().__init__(generator, min_size_fraction, scales, mode, refiner, working_side,
-                         name="mfif_tflite")
+                         name="mfif_tflite", coarse_refiner=coarse_refiner, g_side=g_side)
         self.fixed_size = int(fixed_size)
         self.generator = _ScopedHolder(generator, GENERATOR_SCOPE)
         if self.refiner is not None:
             self.refiner = _ScopedHolder(refiner, REFINER_SCOPE)
+        if self.coarse_refiner is not None:
+            self.coarse_refiner = _ScopedHolder(coarse_refiner, REFINER_SCOPE)
 
     def _fuse(self, image_a: tf.Tensor, image_b: tf.Tensor) -> dict[str, tf.Tensor]:
         # No input checks: LiteRT has no Assert op.
@@ -478,14 +483,20 @@ def convert_full_integer(module: TFLiteModule, variant: str,
 
 def export_tflite(generator: Generator, directory: str,
                   config: TFLiteConfig | None = None,
-                  refiner: Refiner | None = None) -> dict[str, str]:
+                  refiner: Refiner | None = None,
+                  coarse_refiner: Refiner | None = None) -> dict[str, str]:
     """Writes every (variant, quantization) model to `directory`; returns name -> path.
-    Coarse-to-fine mode needs the refinement head `refiner`."""
+    The refined and coarse-to-fine modes need the refinement head `refiner`. With
+    `coarse_refiner` (refined mode), G runs on the sources box-averaged to a shorter side of
+    at most `inference.DEFAULT_G_SIDE` and that R redraws the outline, as in `fuse`: the
+    fixed-size model fixes the factor when it is built, the dynamic one picks it when it runs
+    (a LiteRT IF op between the two Rs)."""
     config = config or TFLiteConfig()
     config.validate()
     os.makedirs(directory, exist_ok=True)
     module = TFLiteModule(generator, config.fixed_size, config.min_size_fraction,
-                          config.scales, config.mode, refiner, config.working_side)
+                          config.scales, config.mode, refiner, config.working_side,
+                          coarse_refiner)
     pairs = None
     if FULL_INTEGER in config.quantizations:  # one set for both variants
         pairs = representative_pairs(config.representative_dir, config.representative_pairs,

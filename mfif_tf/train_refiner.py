@@ -151,6 +151,9 @@ def main(argv: list[str]) -> int:
         refiner_lib.RefinerConfig(channels=FLAGS.channels, layers=FLAGS.layers))
     schedule = keras_linear_decay(FLAGS.learning_rate, FLAGS.num_steps)
     optimizer = tf.keras.optimizers.Adam(schedule)
+    # Built before the checkpoint is read, so that a resumed run gets Adam's moments back too
+    # (an optimizer built later starts them from zero).
+    optimizer.build(refiner.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, name="step")
     rng = tf.random.Generator.from_seed(FLAGS.seed + 17)
     checkpoint = tf.train.Checkpoint(refiner=refiner, optimizer=optimizer, step=step_var,
@@ -158,7 +161,7 @@ def main(argv: list[str]) -> int:
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(FLAGS.workdir, "checkpoints"),
                                          max_to_keep=3)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
+        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
         print(f"resumed from {manager.latest_checkpoint} (step {int(step_var.numpy())})",
               flush=True)
     os.makedirs(FLAGS.workdir, exist_ok=True)

@@ -59,6 +59,11 @@ def test_short_run_writes_weights_and_resumes(mask_folder, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed from" in again.stdout and "step 3/3" in again.stdout
     assert "step 1/3" not in again.stdout
+    # The resumed run continued Adam's state (its step count and moments), not a fresh one.
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    assert tf.train.load_variable(latest, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3
 
 
 @pytest.mark.parametrize("flag,message", [("--jpeg_quality=0,50", "--jpeg_quality"),
