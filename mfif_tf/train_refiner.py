@@ -17,6 +17,13 @@ shares (e.g. `288:1:6,640:1:16`: photos resized to a shorter side of 288 with 1-
 to 640 with 1-16 px blur), so that one R serves small pairs and the blur of tens of pixels of
 large photos.
 
+With --texture (for large scales, where the training photos are enlarged and so carry no
+texture at the pixel scale, unlike a camera's), the sources are synthesised again at the
+training resolution from the all-in-focus crop plus fine Gaussian texture of a random std in
+[lo, hi] / 255 (before the blur: only the in-focus regions keep it), each sample with its
+stream's model and a sigma drawn from its regime's LO:HI, in pixels of the training
+resolution.
+
 Resumable: checkpoints in WORKDIR/checkpoints every --checkpoint_every steps; the same command
 continues from the latest one. WORKDIR/refiner/ holds the latest weights in the packaged
 format (`refiner.weights.h5`, `refiner.json`).
@@ -52,6 +59,10 @@ flags.DEFINE_float("max_factor", 2.0, "Downscaling factors of G's pass ~ U[min_f
                    "max_factor]; 1 for the refined mode (G at full resolution), 2 for one "
                    "octave of coarse_to_fine.")
 flags.DEFINE_float("max_noise", 3.0, "Sensor noise std ~ U[0, max_noise] / 255.")
+flags.DEFINE_list("texture", [], "lo,hi: synthesise the sources again at the training "
+                  "resolution from the all-in-focus crop plus Gaussian texture of std ~ U[lo, "
+                  "hi] / 255, with sigma from the regime's LO:HI in training-resolution "
+                  "pixels (default: off).")
 flags.DEFINE_list("jpeg_quality", [], "lo,hi: half of the pairs are JPEG-compressed at a "
                   "quality ~ U[lo, hi] after the noise, as most photos are (default: none).")
 flags.DEFINE_integer("channels", 24, "R's hidden channels.")
@@ -79,7 +90,7 @@ def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int):
 
     def join(*parts):
         return {key: tf.concat([p[key] for p in parts], axis=0)
-                for key in ("image_a", "image_b", "focus")}
+                for key in ("image", "image_a", "image_b", "focus")}
 
     return tf.data.Dataset.zip(*streams).map(join).prefetch(2)
 
@@ -127,6 +138,14 @@ def main(argv: list[str]) -> int:
               f"{','.join(FLAGS.jpeg_quality)}", file=sys.stderr)
         return 2
     try:
+        texture = tuple(float(v) for v in FLAGS.texture)
+        if texture and (len(texture) != 2 or not 0 <= texture[0] <= texture[1]):
+            raise ValueError
+    except ValueError:
+        print(f"train_refiner: --texture must be lo,hi with 0 <= lo <= hi, got "
+              f"{','.join(FLAGS.texture)}", file=sys.stderr)
+        return 2
+    try:
         regimes = parse_regimes(FLAGS.regimes, FLAGS.resize_shorter, sigma_range)
     except ValueError as e:
         print(f"train_refiner: {e}", file=sys.stderr)
@@ -168,18 +187,48 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(FLAGS.workdir, "flags.json"), "w") as f:
         json.dump({k: getattr(FLAGS, k) for k in (
             "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
-            "sigma_range", "regimes", "min_factor", "max_factor", "max_noise", "jpeg_quality",
+            "sigma_range", "regimes", "min_factor", "max_factor", "max_noise", "texture",
+            "jpeg_quality",
             "channels", "layers", "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
                           regimes, FLAGS.seed
                           + 1000 * int(step_var.numpy())))
     size = FLAGS.image_size
+    # Sample i of a batch comes from stream i // share (`_datasets`): regime stream // 2,
+    # alpha-matte for even streams, conventional for odd ones.
+    share = max(1, FLAGS.batch_size // (2 * len(regimes)))
+    streams = [(r, m) for r in regimes for m in ("alpha_matte", "conventional")]
+    sigma_lo = tf.constant([r[1][0] for r, _ in streams for _ in range(share)], tf.float32)
+    sigma_hi = tf.constant([r[1][1] for r, _ in streams for _ in range(share)], tf.float32)
+    alpha = tf.constant([m == "alpha_matte" for _, m in streams for _ in range(share)])
+
+    def synthesise_again(batch):
+        """--texture: the sources made again from I + texture at the training resolution."""
+        from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
+
+        image, focus = (batch["image"] + 1.0) * 0.5, batch["focus"]
+        n = tf.shape(image)[0]
+        std = rng.uniform([n, 1, 1, 1], texture[0] / 255.0, texture[1] / 255.0 + 1e-9)
+        image = tf.clip_by_value(image + std * rng.normal(tf.shape(image)), 0.0, 1.0)
+        sigma = sigma_lo + (sigma_hi - sigma_lo) * rng.uniform([n])
+
+        def one(args):
+            i, m, s, is_alpha = args
+            return tf.cond(
+                is_alpha, lambda: synthesis.synthesize_pair(i, m, s, "alpha_matte"),
+                lambda: synthesis.synthesize_pair(i, m, s, "conventional"))
+
+        signature = (tf.TensorSpec([size, size, 3], tf.float32),) * 2
+        return tf.map_fn(one, (image, focus, sigma, alpha), fn_output_signature=signature)
 
     @tf.function
     def train_step(batch):
-        a = (batch["image_a"] + 1.0) * 0.5
-        b = (batch["image_b"] + 1.0) * 0.5
+        if texture:
+            a, b = synthesise_again(batch)
+        else:
+            a = (batch["image_a"] + 1.0) * 0.5
+            b = (batch["image_b"] + 1.0) * 0.5
         focus = batch["focus"]
         n = tf.shape(a)[0]
         swap = tf.reshape(rng.uniform([n]) < 0.5, [-1, 1, 1, 1])

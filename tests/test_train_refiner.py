@@ -71,6 +71,8 @@ def test_short_run_writes_weights_and_resumes(mask_folder, tmp_path):
                                           ("--max_factor=0.5", "--max_factor"),
                                           ("--min_factor=3", "--min_factor"),
                                           ("--regimes=64:3", "--regimes"),
+                                          ("--texture=3,1", "--texture"),
+                                          ("--texture=x", "--texture"),
                                           ("--regimes=64:3:1", "--regimes"),
                                           ("--regimes=64:1:2,80:2:4", "--batch_size")])
 def test_bad_flags_are_one_line(mask_folder, tmp_path, flag, message):
@@ -92,6 +94,17 @@ def test_regimes_mix_image_scales_in_every_step(mask_folder, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "step 1/1" in out.stdout
     assert (tmp_path / "run" / "refiner" / "refiner.weights.h5").exists()
+
+
+def test_texture_synthesises_the_sources_again_at_the_training_resolution(mask_folder,
+                                                                          tmp_path):
+    out = _run(*_flags(mask_folder, tmp_path / "run", 2), "--batch_size=4",
+               "--regimes=64:1:2,96:2:6", "--texture=1,3")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "step 2/2" in out.stdout
+    import json
+
+    assert json.loads((tmp_path / "run" / "flags.json").read_text())["texture"] == ["1", "3"]
 
 
 # Parses each refiner flagfile with the trainer's own flag definitions, line by line, without
