@@ -170,8 +170,8 @@ def main(argv: list[str]) -> int:
         refiner_lib.RefinerConfig(channels=FLAGS.channels, layers=FLAGS.layers))
     schedule = keras_linear_decay(FLAGS.learning_rate, FLAGS.num_steps)
     optimizer = tf.keras.optimizers.Adam(schedule)
-    # Built before the checkpoint is read, so that a resumed run gets Adam's moments back too
-    # (an optimizer built later starts them from zero).
+    # Built before the checkpoint is read, so that the restore can check that every value
+    # in it found its variable (R, Adam's step and moments, the step, the RNG).
     optimizer.build(refiner.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, name="step")
     rng = tf.random.Generator.from_seed(FLAGS.seed + 17)
