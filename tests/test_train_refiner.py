@@ -133,4 +133,20 @@ def test_shipped_refiner_flagfiles_parse():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["configs/refiner.flags", "configs/refiner_coarse_to_fine.flags",
-                                   "configs/refiner_g_side.flags"]
+                                   "configs/refiner_g_side.flags",
+                                   "configs/refiner_g_side_texture.flags"]
+
+
+def test_packaged_refiners_name_the_flagfiles_that_made_them():
+    import glob
+    import json
+
+    names = glob.glob(os.path.join(ROOT, "mfif_tf", "pretrained", "**", "refiner.json"),
+                      recursive=True)
+    assert len(names) == 3
+    for name in names:
+        info = json.load(open(name))["info"]
+        for key in ("first_stage", "flagfile"):
+            if key in info:
+                assert os.path.isfile(os.path.join(ROOT, info[key])), (name, info[key])
+        assert "flagfile" in info and int(info["steps"]) > 0, name
