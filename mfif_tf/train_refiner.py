@@ -95,6 +95,26 @@ def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int):
     return tf.data.Dataset.zip(*streams).map(join).prefetch(2)
 
 
+def textured_pairs(image, focus, sigma, alpha, texture):
+    """(I_A, I_B) synthesised from the all-in-focus crops `image` (N, S, S, 3) in [0, 1] plus
+    `texture` (same shape; added before the blur, clipped to [0, 1]), with masks `focus`
+    (N, S, S, 1), a blur sigma (N,) per sample, the alpha-matte model (eqs. 10-11) where
+    `alpha` (N,) is true and the conventional one (eqs. 12-13) elsewhere."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
+
+    image = tf.clip_by_value(image + texture, 0.0, 1.0)
+
+    def one(args):
+        i, m, s, is_alpha = args
+        return tf.cond(is_alpha, lambda: synthesis.synthesize_pair(i, m, s, "alpha_matte"),
+                       lambda: synthesis.synthesize_pair(i, m, s, "conventional"))
+
+    signature = (tf.TensorSpec(image.shape[1:], tf.float32),) * 2
+    return tf.map_fn(one, (image, focus, sigma, alpha), fn_output_signature=signature)
+
+
 def parse_regimes(entries, shorter: int, sigma_range) -> list[tuple[int, tuple[float, float]]]:
     """--regimes entries SHORTER:LO:HI (or the single regime of --resize_shorter and
     --sigma_range); ValueError names a bad entry."""
@@ -205,22 +225,13 @@ def main(argv: list[str]) -> int:
 
     def synthesise_again(batch):
         """--texture: the sources made again from I + texture at the training resolution."""
-        from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
-
-        image, focus = (batch["image"] + 1.0) * 0.5, batch["focus"]
+        image = (batch["image"] + 1.0) * 0.5
         n = tf.shape(image)[0]
+        # The draws in this order: the shipped head was trained with it.
         std = rng.uniform([n, 1, 1, 1], texture[0] / 255.0, texture[1] / 255.0 + 1e-9)
-        image = tf.clip_by_value(image + std * rng.normal(tf.shape(image)), 0.0, 1.0)
+        grain = std * rng.normal(tf.shape(image))
         sigma = sigma_lo + (sigma_hi - sigma_lo) * rng.uniform([n])
-
-        def one(args):
-            i, m, s, is_alpha = args
-            return tf.cond(
-                is_alpha, lambda: synthesis.synthesize_pair(i, m, s, "alpha_matte"),
-                lambda: synthesis.synthesize_pair(i, m, s, "conventional"))
-
-        signature = (tf.TensorSpec([size, size, 3], tf.float32),) * 2
-        return tf.map_fn(one, (image, focus, sigma, alpha), fn_output_signature=signature)
+        return textured_pairs(image, batch["focus"], sigma, alpha, grain)
 
     @tf.function
     def train_step(batch):

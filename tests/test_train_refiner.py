@@ -107,6 +107,37 @@ def test_texture_synthesises_the_sources_again_at_the_training_resolution(mask_f
     assert json.loads((tmp_path / "run" / "flags.json").read_text())["texture"] == ["1", "3"]
 
 
+def test_textured_pairs_follow_each_samples_model_and_keep_texture_in_focus_only():
+    import tensorflow as tf
+
+    from data_pipeline import synthesis
+    from mfif_tf import train_refiner
+
+    rng = np.random.default_rng(1)
+    image = ndimage.gaussian_filter(rng.uniform(0.2, 0.8, (2, 64, 64, 3)), (0, 3, 3, 0))
+    focus = np.zeros((2, 64, 64, 1), np.float32)
+    focus[:, 16:48, 10:40] = 1.0
+    sigma = np.array([2.0, 3.0], np.float32)
+    alpha = np.array([True, False])
+    image, focus = image.astype(np.float32), tf.constant(focus)
+    plain_a, plain_b = train_refiner.textured_pairs(image, focus, sigma, alpha,
+                                                    np.zeros_like(image))
+    for i, method in enumerate(("alpha_matte", "conventional")):
+        a, b = synthesis.synthesize_pair(image[i], focus[i], float(sigma[i]), method)
+        np.testing.assert_allclose(plain_a[i], a, atol=1e-6)
+        np.testing.assert_allclose(plain_b[i], b, atol=1e-6)
+    texture = rng.normal(0, 4 / 255, image.shape).astype(np.float32)
+    a, b = train_refiner.textured_pairs(image, focus, sigma, alpha, texture)
+    inside = focus.numpy()[..., 0] > 0.5
+    core = ndimage.binary_erosion(inside, iterations=8, axes=(1, 2))
+    far = ~ndimage.binary_dilation(inside, iterations=8, axes=(1, 2))
+    # I_A is sharp on the mask: the texture is there as added; blurred elsewhere, it is gone.
+    np.testing.assert_allclose(np.std((a - plain_a).numpy()[core]), 4 / 255, rtol=0.1)
+    assert np.std((a - plain_a).numpy()[far]) < 1 / 255
+    np.testing.assert_allclose(np.std((b - plain_b).numpy()[far]), 4 / 255, rtol=0.1)
+    assert np.std((b - plain_b).numpy()[core]) < 1 / 255
+
+
 # Parses each refiner flagfile with the trainer's own flag definitions, line by line, without
 # running it: every name must be one of its flags and every value must parse.
 _CHECK_FLAGFILES = r"""
