@@ -73,19 +73,24 @@ flags.DEFINE_integer("log_every", 25, "Steps between log lines.")
 flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
 
 
+def _streams(batch: int, regimes) -> tuple[int, list[tuple[str, tuple]]]:
+    """(pairs per stream, [(synthesis model, regime)] in batch order): one stream per
+    regime and model, alpha-matte (eqs. 10-11) then conventional (eqs. 12-13)."""
+    share = max(1, batch // (2 * len(regimes)))
+    return share, [(m, r) for r in regimes for m in ("alpha_matte", "conventional")]
+
+
 def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int):
     """One stream per (regime, synthesis model), batch / streams pairs each, joined."""
     from data_pipeline.pipeline import make_training_dataset
 
-    methods = ("alpha_matte", "conventional")
-    share = max(1, batch // (2 * len(regimes)))
+    share, streams = _streams(batch, regimes)
     streams = [
         make_training_dataset(source="folder", data_dir=data_dir, split="train",
                               batch_size=share, image_size=size, crop="random",
                               resize_shorter=shorter, synthesis=method,
                               sigma_range=sigma_range, seed=seed + k)
-        for k, (method, (shorter, sigma_range)) in enumerate(
-            (m, r) for r in regimes for m in methods)
+        for k, (method, (shorter, sigma_range)) in enumerate(streams)
     ]
 
     def join(*parts):
@@ -215,13 +220,11 @@ def main(argv: list[str]) -> int:
                           regimes, FLAGS.seed
                           + 1000 * int(step_var.numpy())))
     size = FLAGS.image_size
-    # Sample i of a batch comes from stream i // share (`_datasets`): regime stream // 2,
-    # alpha-matte for even streams, conventional for odd ones.
-    share = max(1, FLAGS.batch_size // (2 * len(regimes)))
-    streams = [(r, m) for r in regimes for m in ("alpha_matte", "conventional")]
-    sigma_lo = tf.constant([r[1][0] for r, _ in streams for _ in range(share)], tf.float32)
-    sigma_hi = tf.constant([r[1][1] for r, _ in streams for _ in range(share)], tf.float32)
-    alpha = tf.constant([m == "alpha_matte" for _, m in streams for _ in range(share)])
+    # Sample i of a batch comes from stream i // share (`_datasets`).
+    share, streams = _streams(FLAGS.batch_size, regimes)
+    sigma_lo = tf.constant([r[1][0] for _, r in streams for _ in range(share)], tf.float32)
+    sigma_hi = tf.constant([r[1][1] for _, r in streams for _ in range(share)], tf.float32)
+    alpha = tf.constant([m == "alpha_matte" for m, _ in streams for _ in range(share)])
 
     def synthesise_again(batch):
         """--texture: the sources made again from I + texture at the training resolution."""
