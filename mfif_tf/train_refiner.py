@@ -24,6 +24,10 @@ training resolution from the all-in-focus crop plus fine Gaussian texture of a r
 stream's model and a sigma drawn from its regime's LO:HI, in pixels of the training
 resolution.
 
+With --init_refiner, R starts from a packaged head (or any saved R) instead of at random:
+fine-tuning on other data or another regime, with a fresh Adam and the learning rate's own
+linear decay over --num_steps.
+
 Resumable: checkpoints in WORKDIR/checkpoints every --checkpoint_every steps; the same command
 continues from the latest one. WORKDIR/refiner/ holds the latest weights in the packaged
 format (`refiner.weights.h5`, `refiner.json`).
@@ -67,6 +71,12 @@ flags.DEFINE_list("jpeg_quality", [], "lo,hi: half of the pairs are JPEG-compres
                   "quality ~ U[lo, hi] after the noise, as most photos are (default: none).")
 flags.DEFINE_integer("channels", 24, "R's hidden channels.")
 flags.DEFINE_integer("layers", 4, "R's 3x3 convolutions (also its halo in pixels).")
+flags.DEFINE_string("init_refiner", None, "Start R from these weights instead of at random: "
+                    "'default' (the packaged R of the refined mode), 'g_side' or "
+                    "'coarse_to_fine' (the other packaged heads), or a folder holding "
+                    "refiner.weights.h5 (a train_refiner work dir's refiner/). Its --channels "
+                    "and --layers must match. Ignored when the work dir has a checkpoint "
+                    "(the run resumes from it).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (decays linearly to 0).")
 flags.DEFINE_integer("seed", 0, "Seed of data and initialisation.")
 flags.DEFINE_integer("log_every", 25, "Steps between log lines.")
@@ -184,6 +194,14 @@ def main(argv: list[str]) -> int:
               f"{FLAGS.min_factor}, {FLAGS.max_factor}", file=sys.stderr)
         return 2
 
+    init_dir = None
+    if FLAGS.init_refiner:
+        try:
+            init_dir = init_refiner_dir(FLAGS.init_refiner, FLAGS.channels, FLAGS.layers)
+        except ValueError as e:
+            print(f"train_refiner: {e}", file=sys.stderr)
+            return 2
+
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from mfif_tf import fusion, inference, refiner as refiner_lib
@@ -208,12 +226,15 @@ def main(argv: list[str]) -> int:
         checkpoint.restore(manager.latest_checkpoint).assert_consumed()
         print(f"resumed from {manager.latest_checkpoint} (step {int(step_var.numpy())})",
               flush=True)
+    elif init_dir is not None:
+        refiner.load_weights(os.path.join(init_dir, refiner_lib.REFINER_WEIGHTS_FILE))
+        print(f"R starts from {init_dir}", flush=True)
     os.makedirs(FLAGS.workdir, exist_ok=True)
     with open(os.path.join(FLAGS.workdir, "flags.json"), "w") as f:
         json.dump({k: getattr(FLAGS, k) for k in (
             "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
             "sigma_range", "regimes", "min_factor", "max_factor", "max_noise", "texture",
-            "jpeg_quality",
+            "jpeg_quality", "init_refiner",
             "channels", "layers", "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
@@ -308,8 +329,39 @@ def main(argv: list[str]) -> int:
         if step % FLAGS.checkpoint_every == 0 or step == FLAGS.num_steps:
             manager.save(checkpoint_number=step)
             refiner_lib.save_refiner(refiner, os.path.join(FLAGS.workdir, "refiner"),
-                                     info={"steps": step, "flagfile": flagfile})
+                                     info={"steps": step, "flagfile": flagfile,
+                                           "init_refiner": FLAGS.init_refiner or None})
     return 0
+
+
+def init_refiner_dir(name: str, channels: int, layers: int) -> str:
+    """The folder of --init_refiner: a packaged head by name ('default', 'g_side',
+    'coarse_to_fine'), else `name` itself or its refiner/ (a work dir). ValueError when it
+    holds no R or one of another size than --channels/--layers."""
+    from mfif_tf import common  # pylint: disable=import-outside-toplevel
+
+    if name == "default":
+        candidates = [common.PACKAGED_MODEL_DIR]
+    elif name in common.PACKAGED_REFINER_DIRS:
+        candidates = [common.PACKAGED_REFINER_DIRS[name]]
+    else:
+        candidates = [name, os.path.join(name, "refiner")]
+    path = next((p for p in candidates
+                 if os.path.isfile(os.path.join(p, common.REFINER_WEIGHTS_FILE))), None)
+    if path is None:
+        raise ValueError(f"--init_refiner {name!r}: no {common.REFINER_WEIGHTS_FILE} there "
+                         f"(give 'default', 'g_side', 'coarse_to_fine' or a folder)")
+    try:
+        with open(os.path.join(path, "refiner.json")) as f:
+            config = json.load(f)["refiner"]
+        size = (int(config["channels"]), int(config["layers"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"--init_refiner {name!r}: {path} has no readable "
+                         f"refiner.json") from None
+    if size != (channels, layers):
+        raise ValueError(f"--init_refiner {name!r} has {size[0]} channels and {size[1]} "
+                         f"layers; --channels {channels} --layers {layers} must match")
+    return path
 
 
 def keras_linear_decay(initial: float, steps: int):

@@ -74,13 +74,41 @@ def test_short_run_writes_weights_and_resumes(mask_folder, tmp_path):
                                           ("--texture=3,1", "--texture"),
                                           ("--texture=x", "--texture"),
                                           ("--regimes=64:3:1", "--regimes"),
-                                          ("--regimes=64:1:2,80:2:4", "--batch_size")])
+                                          ("--regimes=64:1:2,80:2:4", "--batch_size"),
+                                          ("--init_refiner=no/such/dir", "--init_refiner"),
+                                          # The packaged R is larger than --channels/--layers.
+                                          ("--init_refiner=default", "must match")])
 def test_bad_flags_are_one_line(mask_folder, tmp_path, flag, message):
     out = _run(*_flags(mask_folder, tmp_path / "run", 1), flag)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], out.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_init_refiner_starts_from_saved_weights_unless_resuming(mask_folder, tmp_path):
+    from mfif_tf import refiner as refiner_lib
+
+    first = _run(*_flags(mask_folder, tmp_path / "a", 2))
+    assert first.returncode == 0, first.stderr[-2000:]
+    start = refiner_lib.load_refiner(str(tmp_path / "a" / "refiner"))
+    # With a learning rate of 0 the weights written after one step are the ones it started
+    # from: those of the given work dir's R, not a fresh initialisation.
+    out = _run(*_flags(mask_folder, tmp_path / "b", 1), f"--init_refiner={tmp_path / 'a'}",
+               "--learning_rate=0")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "R starts from" in out.stdout
+    after = refiner_lib.load_refiner(str(tmp_path / "b" / "refiner"))
+    for x, y in zip(start.weights, after.weights):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+    import json
+
+    info = json.loads((tmp_path / "b" / "refiner" / "refiner.json").read_text())["info"]
+    assert info["init_refiner"] == str(tmp_path / "a")
+    # A work dir with a checkpoint resumes from it; --init_refiner is not applied again.
+    again = _run(*_flags(mask_folder, tmp_path / "b", 2), f"--init_refiner={tmp_path / 'a'}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in again.stdout and "R starts from" not in again.stdout
 
 
 def test_regimes_mix_image_scales_in_every_step(mask_folder, tmp_path):
