@@ -48,7 +48,8 @@ _EVAL_FIXED = ("crop", "flip", "swap_sources")
 @dataclasses.dataclass(frozen=True)
 class _Stream(PipelineConfig):
     """A `PipelineConfig` with what one dataset reads of it: the split, the batch size, the
-    seed, and whether it shuffles, repeats and drops the last partial batch."""
+    seed, whether it shuffles, repeats and drops the last partial batch, and whether it
+    synthesises I_A and I_B."""
 
     split: str = "train"
     batch_size: int = 4
@@ -56,6 +57,7 @@ class _Stream(PipelineConfig):
     repeat: bool = True
     shuffle: bool = True
     drop_remainder: bool = True
+    synthesise: bool = True
 
     def validate(self) -> None:
         super().validate()
@@ -184,7 +186,9 @@ def _sigma(seeds: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
     return tf.random.stateless_uniform([], seeds[0], lo, hi)
 
 
-def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: PipelineConfig):
+def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: _Stream):
+    if not cfg.synthesise:  # the caller makes the sources itself, from I and F
+        return {"image": image, "image_a": image, "image_b": image, "focus": focus}
     sigma = _sigma(seeds, cfg)
     if cfg.synthesis == MIXED_SYNTHESIS:  # eqs. 10-11 or 12-13, even odds per sample
         image_a, image_b = tf.cond(
@@ -347,7 +351,8 @@ def _build(cfg: _Stream, training: bool) -> tf.data.Dataset:
 
 
 def training_dataset(cfg: PipelineConfig, *, batch_size: int, seed: int = 0,
-                     split: str = "train", repeat: bool = True) -> tf.data.Dataset:
+                     split: str = "train", repeat: bool = True,
+                     synthesise: bool = True) -> tf.data.Dataset:
     """Batches of training pairs {image_a, image_b, focus, image} (see the module docstring)
     made as `cfg` says.
 
@@ -357,13 +362,18 @@ def training_dataset(cfg: PipelineConfig, *, batch_size: int, seed: int = 0,
       seed: fixes file order, masks, sigmas, crops, flips and swaps; same seed, same batches.
       split: "train" or "val" (a split file name for folders; "all" = every image).
       repeat: repeat forever (epochs reshuffled).
+      synthesise: False leaves out the synthesis of file and embedded sources: I_A and I_B
+        are then I itself, and image, focus, crops, flips and swaps are those of True. For
+        callers that synthesise the sources themselves at the crop's resolution
+        (`mfif_tf.train_refiner --texture`), which saves the blur at the photo's resolution.
     """
-    return _build(_stream(cfg, split=split, batch_size=batch_size, seed=seed, repeat=repeat),
-                  training=True)
+    return _build(_stream(cfg, split=split, batch_size=batch_size, seed=seed, repeat=repeat,
+                          synthesise=synthesise), training=True)
 
 
 def make_training_dataset(*, split: str = "train", batch_size: int = 4, seed: int = 0,
-                          repeat: bool = True, **settings: Any) -> tf.data.Dataset:
+                          repeat: bool = True, synthesise: bool = True,
+                          **settings: Any) -> tf.data.Dataset:
     """`training_dataset(PipelineConfig(**settings), ...)`: the settings as keyword arguments.
 
     `settings` are fields of `PipelineConfig` (source, data_dir, extra_dirs, tfds_name,
@@ -372,7 +382,7 @@ def make_training_dataset(*, split: str = "train", batch_size: int = 4, seed: in
     are those of `training_dataset`.
     """
     return training_dataset(PipelineConfig(**settings), batch_size=batch_size, seed=seed,
-                            split=split, repeat=repeat)
+                            split=split, repeat=repeat, synthesise=synthesise)
 
 
 def make_eval_dataset(*, split: str = "val", batch_size: int = 4, seed: int = 0,

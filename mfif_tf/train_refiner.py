@@ -90,8 +90,10 @@ def _streams(batch: int, regimes) -> tuple[int, list[tuple[str, tuple]]]:
     return share, [(m, r) for r in regimes for m in ("alpha_matte", "conventional")]
 
 
-def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int):
-    """One stream per (regime, synthesis model), batch / streams pairs each, joined."""
+def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int,
+              synthesise: bool = True):
+    """One stream per (regime, synthesis model), batch / streams pairs each, joined; without
+    `synthesise` (--texture) only I and F are made, the sources being I (same crops)."""
     from data_pipeline.pipeline import make_training_dataset
 
     share, streams = _streams(batch, regimes)
@@ -99,7 +101,8 @@ def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int):
         make_training_dataset(source="folder", data_dir=data_dir, split="train",
                               batch_size=share, image_size=size, crop="random",
                               resize_shorter=shorter, synthesis=method,
-                              sigma_range=sigma_range, seed=seed + k)
+                              sigma_range=sigma_range, seed=seed + k,
+                              synthesise=synthesise)
         for k, (method, (shorter, sigma_range)) in enumerate(streams)
     ]
 
@@ -238,8 +241,8 @@ def main(argv: list[str]) -> int:
             "channels", "layers", "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
-                          regimes, FLAGS.seed
-                          + 1000 * int(step_var.numpy())))
+                          regimes, FLAGS.seed + 1000 * int(step_var.numpy()),
+                          synthesise=not texture))
     size = FLAGS.image_size
     # Sample i of a batch comes from stream i // share (`_datasets`).
     share, streams = _streams(FLAGS.batch_size, regimes)

@@ -105,6 +105,25 @@ def test_same_seed_same_batches_other_seed_differs(tmp_path):
         _check_batch(b, 2, 16)
 
 
+@pytest.mark.parametrize("synthesis_name", ["conventional", "mixed"])
+def test_without_synthesis_the_same_crops_masks_and_swaps(tmp_path, synthesis_name):
+    # synthesise=False (train_refiner --texture makes the sources itself): I and F are those
+    # of the full pipeline, sample for sample, and both sources are I.
+    _folder(str(tmp_path))
+    kw = dict(source="folder", data_dir=str(tmp_path), batch_size=3, image_size=16,
+              crop="random", resize_shorter=24, sigma_range=(0.5, 3.0), seed=5,
+              synthesis=synthesis_name)
+    full = _batches(pipeline.make_training_dataset(**kw), 4)
+    bare = _batches(pipeline.make_training_dataset(synthesise=False, **kw), 4)
+    for x, y in zip(full, bare):
+        _check_batch(y, 3, 16)
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["focus"], y["focus"])
+        np.testing.assert_array_equal(y["image_a"], y["image"])
+        np.testing.assert_array_equal(y["image_b"], y["image"])
+    assert any(not np.array_equal(x["image_a"], x["image"]) for x in full)
+
+
 def test_flip_moves_pixels_consistently(tmp_path):
     _folder(str(tmp_path), n=4)
     ds = pipeline.make_training_dataset(
