@@ -67,6 +67,9 @@ flags.DEFINE_list("texture", [], "lo,hi: synthesise the sources again at the tra
                   "resolution from the all-in-focus crop plus Gaussian texture of std ~ U[lo, "
                   "hi] / 255, with sigma from the regime's LO:HI in training-resolution "
                   "pixels (default: off).")
+flags.DEFINE_integer("texture_min_shorter", 0, "With --texture: add the texture only to "
+                     "samples of regimes whose SHORTER is at least this (the others are "
+                     "synthesised at the training resolution without it).")
 flags.DEFINE_list("jpeg_quality", [], "lo,hi: half of the pairs are JPEG-compressed at a "
                   "quality ~ U[lo, hi] after the noise, as most photos are (default: none).")
 flags.DEFINE_integer("channels", 24, "R's hidden channels.")
@@ -88,6 +91,13 @@ def _streams(batch: int, regimes) -> tuple[int, list[tuple[str, tuple]]]:
     regime and model, alpha-matte (eqs. 10-11) then conventional (eqs. 12-13)."""
     share = max(1, batch // (2 * len(regimes)))
     return share, [(m, r) for r in regimes for m in ("alpha_matte", "conventional")]
+
+
+def textured_samples(batch: int, regimes, min_shorter: int) -> list[float]:
+    """Per sample of a batch (in `_streams` order): 1.0 where --texture applies (its
+    regime's SHORTER is at least `min_shorter`), else 0.0."""
+    share, streams = _streams(batch, regimes)
+    return [float(r[0] >= min_shorter) for _, r in streams for _ in range(share)]
 
 
 def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int,
@@ -237,7 +247,7 @@ def main(argv: list[str]) -> int:
         json.dump({k: getattr(FLAGS, k) for k in (
             "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
             "sigma_range", "regimes", "min_factor", "max_factor", "max_noise", "texture",
-            "jpeg_quality", "init_refiner",
+            "texture_min_shorter", "jpeg_quality", "init_refiner",
             "channels", "layers", "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
@@ -249,6 +259,9 @@ def main(argv: list[str]) -> int:
     sigma_lo = tf.constant([r[1][0] for _, r in streams for _ in range(share)], tf.float32)
     sigma_hi = tf.constant([r[1][1] for _, r in streams for _ in range(share)], tf.float32)
     alpha = tf.constant([m == "alpha_matte" for m, _ in streams for _ in range(share)])
+    textured = tf.reshape(tf.constant(textured_samples(FLAGS.batch_size, regimes,
+                                                      FLAGS.texture_min_shorter),
+                                     tf.float32), [-1, 1, 1, 1])
 
     def synthesise_again(batch):
         """--texture: the sources made again from I + texture at the training resolution."""
@@ -256,7 +269,7 @@ def main(argv: list[str]) -> int:
         n = tf.shape(image)[0]
         # The draws in this order: the shipped head was trained with it.
         std = rng.uniform([n, 1, 1, 1], texture[0] / 255.0, texture[1] / 255.0 + 1e-9)
-        grain = std * rng.normal(tf.shape(image))
+        grain = textured * std * rng.normal(tf.shape(image))
         sigma = sigma_lo + (sigma_hi - sigma_lo) * rng.uniform([n])
         return textured_pairs(image, batch["focus"], sigma, alpha, grain)
 

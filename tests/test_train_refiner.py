@@ -135,6 +135,20 @@ def test_texture_synthesises_the_sources_again_at_the_training_resolution(mask_f
     assert json.loads((tmp_path / "run" / "flags.json").read_text())["texture"] == ["1", "3"]
 
 
+def test_texture_min_shorter_picks_the_regimes_that_get_texture(mask_folder, tmp_path):
+    from mfif_tf import train_refiner
+
+    regimes = [(288, (1.0, 6.0)), (640, (1.0, 16.0))]
+    # Batch order: regime 288 (alpha-matte, conventional), then regime 640, two pairs each.
+    assert train_refiner.textured_samples(8, regimes, 0) == [1.0] * 8
+    assert train_refiner.textured_samples(8, regimes, 640) == [0.0] * 4 + [1.0] * 4
+    assert train_refiner.textured_samples(8, regimes, 641) == [0.0] * 8
+    out = _run(*_flags(mask_folder, tmp_path / "run", 1), "--batch_size=4",
+               "--regimes=64:1:2,96:2:6", "--texture=1,3", "--texture_min_shorter=96")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "step 1/1" in out.stdout
+
+
 def test_textured_pairs_follow_each_samples_model_and_keep_texture_in_focus_only():
     import tensorflow as tf
 
