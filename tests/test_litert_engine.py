@@ -187,7 +187,11 @@ def test_shipped_graph_is_built_from_the_packaged_weights(pair):
     fresh = litert_engine.GraphRunner(build_graph(), num_threads=2)
     f_hat, f_final = shipped(image_a, image_b)
     fresh_hat, fresh_final = fresh(image_a, image_b)
-    assert np.abs(f_hat - fresh_hat).max() < 1e-5
+    # Rounding only: the conversion folds constants (BatchNorm into the convolutions) on the
+    # CPU it runs on, so a graph built on another CPU model differs in the last bits (1.5e-5
+    # here between an AMD-built graph and an Intel rebuild). Other weights move F_hat by far
+    # more than 1e-4 (another R: 0.5).
+    assert np.abs(f_hat - fresh_hat).max() < 1e-4
     assert _agreement(f_final, fresh_final) >= 0.9999
 
 
