@@ -58,6 +58,7 @@ PACKAGED_REFINER_DIRS = {"coarse_to_fine": os.path.join(PACKAGED_MODEL_DIR, "coa
 # The key of PACKAGED_REFINER_DIRS whose R follows G below full size in the refined mode.
 COARSE_REFINER_KEY = "g_side"
 REFINER_WEIGHTS_FILE = "refiner.weights.h5"
+REFINER_CONFIG_FILE = "refiner.json"
 
 
 def find_refiner_dir(refiner: str | os.PathLike | None, model: str | os.PathLike | None,

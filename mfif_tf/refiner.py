@@ -33,7 +33,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from mfif_tf.common import REFINER_WEIGHTS_FILE
+from mfif_tf.common import REFINER_CONFIG_FILE, REFINER_WEIGHTS_FILE
 
 # c in (BAND_LOW, 1 - BAND_LOW) is uncertain; the band is that set grown by BAND_GROW pixels.
 BAND_LOW = 0.02
@@ -120,9 +120,6 @@ def refiner_input(image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.Tensor) -> 
 
 
 # ---------------------------------------------------------------- saving and loading
-
-REFINER_CONFIG_FILE = "refiner.json"
-
 
 def save_refiner(refiner: Refiner, directory: str, info: dict[str, Any] | None = None) -> str:
     """Writes R's weights and config into `directory` (atomic renames)."""

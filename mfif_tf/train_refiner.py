@@ -93,11 +93,16 @@ def _streams(batch: int, regimes) -> tuple[int, list[tuple[str, tuple]]]:
     return share, [(m, r) for r in regimes for m in ("alpha_matte", "conventional")]
 
 
-def textured_samples(batch: int, regimes, min_shorter: int) -> list[float]:
-    """Per sample of a batch (in `_streams` order): 1.0 where --texture applies (its
-    regime's SHORTER is at least `min_shorter`), else 0.0."""
+def _per_sample(batch: int, regimes, value) -> list:
+    """value(synthesis model, regime) for each sample of a batch, in `_streams` order."""
     share, streams = _streams(batch, regimes)
-    return [float(r[0] >= min_shorter) for _, r in streams for _ in range(share)]
+    return [value(m, r) for m, r in streams for _ in range(share)]
+
+
+def textured_samples(batch: int, regimes, min_shorter: int) -> list[float]:
+    """Per sample of a batch: 1.0 where --texture applies (its regime's SHORTER is at least
+    `min_shorter`), else 0.0."""
+    return _per_sample(batch, regimes, lambda m, r: float(r[0] >= min_shorter))
 
 
 def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int,
@@ -255,10 +260,12 @@ def main(argv: list[str]) -> int:
                           synthesise=not texture))
     size = FLAGS.image_size
     # Sample i of a batch comes from stream i // share (`_datasets`).
-    share, streams = _streams(FLAGS.batch_size, regimes)
-    sigma_lo = tf.constant([r[1][0] for _, r in streams for _ in range(share)], tf.float32)
-    sigma_hi = tf.constant([r[1][1] for _, r in streams for _ in range(share)], tf.float32)
-    alpha = tf.constant([m == "alpha_matte" for m, _ in streams for _ in range(share)])
+    sigma_lo = tf.constant(_per_sample(FLAGS.batch_size, regimes, lambda m, r: r[1][0]),
+                           tf.float32)
+    sigma_hi = tf.constant(_per_sample(FLAGS.batch_size, regimes, lambda m, r: r[1][1]),
+                           tf.float32)
+    alpha = tf.constant(_per_sample(FLAGS.batch_size, regimes,
+                                    lambda m, r: m == "alpha_matte"))
     textured = tf.reshape(tf.constant(textured_samples(FLAGS.batch_size, regimes,
                                                       FLAGS.texture_min_shorter),
                                      tf.float32), [-1, 1, 1, 1])
@@ -356,24 +363,20 @@ def init_refiner_dir(name: str, channels: int, layers: int) -> str:
     holds no R or one of another size than --channels/--layers."""
     from mfif_tf import common  # pylint: disable=import-outside-toplevel
 
-    if name == "default":
-        candidates = [common.PACKAGED_MODEL_DIR]
-    elif name in common.PACKAGED_REFINER_DIRS:
-        candidates = [common.PACKAGED_REFINER_DIRS[name]]
-    else:
-        candidates = [name, os.path.join(name, "refiner")]
+    packaged = dict(common.PACKAGED_REFINER_DIRS, default=common.PACKAGED_MODEL_DIR)
+    candidates = [packaged[name]] if name in packaged else [name, os.path.join(name, "refiner")]
     path = next((p for p in candidates
                  if os.path.isfile(os.path.join(p, common.REFINER_WEIGHTS_FILE))), None)
     if path is None:
         raise ValueError(f"--init_refiner {name!r}: no {common.REFINER_WEIGHTS_FILE} there "
                          f"(give 'default', 'g_side', 'coarse_to_fine' or a folder)")
     try:
-        with open(os.path.join(path, "refiner.json")) as f:
+        with open(os.path.join(path, common.REFINER_CONFIG_FILE)) as f:
             config = json.load(f)["refiner"]
         size = (int(config["channels"]), int(config["layers"]))
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(f"--init_refiner {name!r}: {path} has no readable "
-                         f"refiner.json") from None
+                         f"{common.REFINER_CONFIG_FILE}") from None
     if size != (channels, layers):
         raise ValueError(f"--init_refiner {name!r} has {size[0]} channels and {size[1]} "
                          f"layers; --channels {channels} --layers {layers} must match")
