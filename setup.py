@@ -13,7 +13,8 @@ setup(
     packages=find_packages(include=["mfif_tf", "mfif_tf.*", "data_pipeline", "data_pipeline.*", "export", "export.*"]),
     include_package_data=True,
     package_data={
-        "mfif_tf": ["pretrained/*", "pretrained/coarse_to_fine/*", "pretrained/g_side/*", "configs/*"],
+        "mfif_tf": ["pretrained/*", "pretrained/coarse_to_fine/*", "pretrained/g_side/*",
+                    "pretrained/six_branch/*", "configs/*"],
         "data_pipeline": ["dummy_data/**/*", "**/dummy_data/**/*", "**/*.txt"],
     },
     install_requires=[

@@ -13,6 +13,9 @@ and where their weights come from (no TensorFlow here: the suite process stays l
                     where the image is large), without R.
   paper_two_scales  `mode="paper", scales=(1, 0.5)`: the mean of a full- and a
                     half-resolution pass, the default before coarse-to-fine.
+  refined_six_branch  refined with the six-branch G (`mfif_tf/pretrained/six_branch`, the
+                    default G before the two-branch one distilled from it) and the packaged
+                    R: the previous default, run beside the present one.
   classical         `mfif_tf.classical.fuse_classical` (sum-modified-Laplacian + SRR + eq. 14).
   enfuse            Hugin's enfuse with focus-stacking options (`benchmarks.enfuse`).
 """
@@ -31,7 +34,8 @@ PACKAGED_DIR = PACKAGED_MODEL_DIR
 GENERATOR_WEIGHTS = "generator.weights.h5"  # mfif_tf.model_io.WEIGHTS_FILE
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
-METHODS = ("refined", "coarse_to_fine", "paper", "paper_two_scales", "classical", "enfuse")
+METHODS = ("refined", "coarse_to_fine", "paper", "paper_two_scales", "refined_six_branch",
+           "classical", "enfuse")
 REFERENCE = "refined"  # ratios are given to this row and to enfuse's
 # Modes in which the refinement head R runs (mfif_tf.inference.REFINED_MODES).
 REFINED_MODES = ("refined", "coarse_to_fine")
@@ -43,13 +47,18 @@ MODEL_METHODS: dict[str, dict[str, Any]] = {
     "coarse_to_fine": {"mode": "coarse_to_fine", "scales": None},
     "paper": {"mode": "paper", "scales": None},
     "paper_two_scales": {"mode": "paper", "scales": [1.0, 0.5]},
+    "refined_six_branch": {"mode": "refined", "scales": None},
 }
+# Methods that run a packaged G of their own whatever --model says.
+SIX_BRANCH_DIR = os.path.join(PACKAGED_MODEL_DIR, "six_branch")
+OWN_GENERATORS = {"refined_six_branch": SIX_BRANCH_DIR}
 LABELS = {
     "refined": "refined (default: G at full size, R redraws the outline)",
     "coarse_to_fine": "coarse_to_fine (G at the working side, R to full size)",
     "paper": "paper (mode paper, one full-resolution pass)",
     "paper_two_scales": "paper_two_scales (mode paper, scales 1 + 1/2: the default before "
                         "coarse_to_fine)",
+    "refined_six_branch": "refined_six_branch (the previous default: six-branch G, same R)",
     "classical": "classical (sum-modified-Laplacian + SRR + eq. 14)",
     "enfuse": "enfuse (focus-stacking options)",
 }
@@ -60,6 +69,11 @@ PROCESS_METHODS = ("refined", "refined_tensorflow", "enfuse")
 # Process-only methods: (the model method they run, the --engine they pass).
 PROCESS_VARIANTS = {"refined_tensorflow": ("refined", "tensorflow")}
 LABELS["refined_tensorflow"] = "refined, --engine=tensorflow (TensorFlow start-up included)"
+
+
+def method_model(method: str, model: str) -> str:
+    """The G directory a method runs: its own packaged one, else --model ("" = packaged)."""
+    return OWN_GENERATORS.get(method, model)
 
 
 def uses_model(method: str) -> bool:

@@ -195,7 +195,8 @@ def _methods(config: SuiteConfig, notes: list[str], with_paper: bool = True,
         methods = [m for m in methods if not methods_lib.uses_model(m)]
         notes.append("our model left out: no packaged model and no --model")
     with_r = [m for m in methods if methods_lib.uses_refiner(m)]
-    if with_r and any(methods_lib.refiner_dir(config.model, config.refiner,
+    if with_r and any(methods_lib.refiner_dir(methods_lib.method_model(m, config.model),
+                                              config.refiner,
                                               methods_lib.MODEL_METHODS[m]["mode"]) is None
                       for m in with_r):
         methods = [m for m in methods if m not in with_r]
@@ -210,7 +211,8 @@ def packaged_model_available() -> bool:
 
 def _method_spec(method: str, config: SuiteConfig) -> dict[str, Any]:
     """The worker spec of a method (its fuse_arrays arguments), and its signature."""
-    spec: dict[str, Any] = {"method": method, "model": config.model}
+    model = methods_lib.method_model(method, config.model)
+    spec: dict[str, Any] = {"method": method, "model": model}
     signature: dict[str, Any] = {"method": method}
     if methods_lib.uses_model(method):
         settings = dict(methods_lib.MODEL_METHODS[method])
@@ -220,7 +222,7 @@ def _method_spec(method: str, config: SuiteConfig) -> dict[str, Any]:
             spec["refiner"] = config.refiner
         spec.update(settings)
         signature.update(settings)
-        signature.update(methods_lib.weights_signature(method, config.model, config.refiner))
+        signature.update(methods_lib.weights_signature(method, model, config.refiner))
     spec["signature"] = signature
     return spec
 

@@ -159,7 +159,14 @@ class TrainConfig:
         "", "What to start from when the work dir has no checkpoint: a training checkpoint "
         "(G, D and the optimisers' state), or a model directory (model.json + "
         "generator.weights.h5; 'default' is the packaged model) whose G is fine-tuned, "
-        "with D and the optimisers new.")
+        "with D and the optimisers new. A six-branch model may start a two-branch run (the "
+        "branches share one set of weights).")
+    teacher: str = option(
+        "", "Distillation: a model directory ('default': the packaged model) whose F_hat "
+        "replaces the synthetic F as the target of eq. 4 (and of D's real input), with "
+        "weight `teacher_weight`; the teacher is frozen and reloaded on resume.")
+    teacher_weight: float = option(
+        1.0, "Share of the teacher's map in the target: F_target = w F_teacher + (1 - w) F.")
 
     def validate(self) -> None:
         self.model.validate()
@@ -167,6 +174,8 @@ class TrainConfig:
         self.optim.validate()
         self.data.validate()
         check_choices(self)
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise ValueError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
         multiple = 2 ** len(self.model.down_channels)  # `Generator.size_multiple`
         if self.data.image_size % multiple:
             raise ValueError(f"image_size must be a positive multiple of {multiple}, got "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -106,7 +107,9 @@ def _initialise(trainer: Trainer, config: TrainConfig) -> None:
         trainer.checkpoint().read(path).expect_partial()
         return
     source = model_io.load_generator(path, "float32")
-    if source.config != trainer.generator.config:
+    # Six and two branches share one set of weights (Fig. 3's branches are weight-shared).
+    same_weights = dataclasses.replace(source.config, branches=trainer.generator.config.branches)
+    if same_weights != trainer.generator.config:
         raise DataError(f"--init_checkpoint={path}: its network differs from this run's "
                         f"(model.json {source.config} against {trainer.generator.config})")
     trainer.generator.set_weights(source.get_weights())

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from mfif_tf import losses
-from mfif_tf.model_io import variables_by_path
+from mfif_tf.model_io import load_generator, variables_by_path
 from mfif_tf.config import TrainConfig, multi_worker_task
 from mfif_tf.networks import Critic, Generator, critic_input
 
@@ -92,6 +92,12 @@ class Trainer(tf.Module):
             self.d_opt = _optimizer(config)
             self.g_opt.build(self.generator.trainable_variables)
             self.d_opt.build(self.critic.trainable_variables)
+            # Distillation: a frozen G whose map is the target (`TrainConfig.teacher`). It is
+            # not part of the checkpoint: a resumed run loads it again from its directory.
+            self.teacher = (load_generator(config.teacher, "float32") if config.teacher
+                            else None)
+            if self.teacher is not None:
+                self.teacher.trainable = False
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.rng = tf.random.Generator.from_seed(config.seed)
         # The per-replica steps are traced inside the outer tf.functions below. XLA compiles
@@ -116,8 +122,17 @@ class Trainer(tf.Module):
             grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
 
-    def _critic_replica_step(self, batch, alpha):
+    def _target(self, batch) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """I_A, I_B and the map G learns: F, or with a teacher w F_teacher + (1 - w) F."""
         a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+        if self.teacher is None:
+            return a, b, f
+        taught = tf.stop_gradient(self.teacher(tf.concat([a, b], -1), training=False))
+        w = self.config.teacher_weight
+        return a, b, tf.cast(w * taught + (1.0 - w) * tf.cast(f, tf.float32), f.dtype)
+
+    def _critic_replica_step(self, batch, alpha):
+        a, b, f = self._target(batch)
         predicted = tf.stop_gradient(self.generator(tf.concat([a, b], -1), training=True))
         cfg = self.config.loss
         with tf.GradientTape() as tape:
@@ -136,7 +151,7 @@ class Trainer(tf.Module):
                 "wasserstein": self._average(real - fake)}
 
     def _generator_replica_step(self, batch):
-        a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+        a, b, f = self._target(batch)
         cfg = self.config.loss
         with tf.GradientTape() as tape:
             predicted = self.generator(tf.concat([a, b], -1), training=True)
@@ -148,7 +163,7 @@ class Trainer(tf.Module):
         return {"g_loss": loss, "g_adv": self._average(adv), "rec": self._average(rec)}
 
     def _warmup_replica_step(self, batch):
-        a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
+        a, b, f = self._target(batch)
         with tf.GradientTape() as tape:
             predicted = self.generator(tf.concat([a, b], -1), training=True)
             rec = self.rec_fn(f, predicted)

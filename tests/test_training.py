@@ -240,3 +240,39 @@ def test_fine_tuning_starts_from_a_model_directory(tmp_path):
     other.model = config_lib.model_config("compact", num_blocks=1, critic_layers=4)
     with pytest.raises(DataError, match="its network differs from this run's"):
         train_and_evaluate(other, str(tmp_path / "c"), log=lambda m: None)
+
+
+def test_distillation_target_and_six_to_two_branches(tmp_path):
+    """--teacher: G learns w F_teacher + (1 - w) F, the teacher's map in inference mode; a
+    six-branch model starts a two-branch run with the same weights."""
+    import dataclasses
+
+    from mfif_tf import model_io
+    from mfif_tf.trainer import Trainer
+
+    train_and_evaluate(tiny_config(num_steps=2), str(tmp_path / "a"), log=lambda m: None)
+    teacher_dir = str(tmp_path / "a" / "export")
+    teacher = model_io.load_generator(teacher_dir, "float32")
+    rng = np.random.default_rng(0)
+    batch = {"image_a": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 3)), tf.float32),
+             "image_b": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 3)), tf.float32),
+             "focus": tf.constant(rng.integers(0, 2, (2, 32, 32, 1)), tf.float32)}
+    taught = teacher(tf.concat([batch["image_a"], batch["image_b"]], -1), training=False)
+    assert float(tf.reduce_mean(tf.abs(taught - batch["focus"]))) > 0.1
+    for w in (1.0, 0.25):
+        trainer = Trainer(tiny_config(teacher=teacher_dir, teacher_weight=w))
+        _, _, target = trainer._target(batch)
+        np.testing.assert_allclose(target, w * taught + (1 - w) * batch["focus"], atol=1e-6)
+    assert Trainer(tiny_config())._target(batch)[2] is batch["focus"]
+
+    two = tiny_config(num_steps=2, init_checkpoint=teacher_dir, teacher=teacher_dir)
+    two.model = dataclasses.replace(two.model, branches="two")
+    logs = []
+    student = train_and_evaluate(two, str(tmp_path / "b"), stop_after_steps=0, log=logs.append)
+    for w1, w2 in zip(teacher.weights, student.generator.weights):
+        np.testing.assert_array_equal(w1.numpy(), w2.numpy())
+    student = train_and_evaluate(two, str(tmp_path / "b"), log=logs.append)
+    assert int(student.step.numpy()) == 2
+    assert model_io.load_generator(str(tmp_path / "b" / "export")).config.branches == "two"
+    with pytest.raises(ValueError, match="teacher_weight"):
+        tiny_config(teacher=teacher_dir, teacher_weight=1.5).validate()
