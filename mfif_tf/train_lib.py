@@ -115,6 +115,34 @@ def _initialise(trainer: Trainer, config: TrainConfig) -> None:
     trainer.generator.set_weights(source.get_weights())
 
 
+def check_model_sources(config: TrainConfig) -> None:
+    """DataError in one line when --init_checkpoint or --teacher names nothing loadable:
+    checked before the work dir is touched."""
+    def model_dir(path: str) -> bool:
+        return all(os.path.isfile(os.path.join(path, name)) for name in (CONFIG_FILE,
+                                                                          WEIGHTS_FILE))
+
+    for flag, path in (("init_checkpoint", config.init_checkpoint),
+                       ("teacher", config.teacher)):
+        if not path:
+            continue
+        if path == "default":
+            if not model_dir(model_io.PACKAGED_MODEL_DIR):
+                raise DataError(f"--{flag}=default: no trained model is installed in the package")
+            continue
+        if model_dir(path):
+            continue
+        if flag == "init_checkpoint" and os.path.isfile(f"{path}.index"):
+            continue  # a training checkpoint's prefix
+        if flag == "teacher" and os.path.isfile(os.path.join(path, RUN_CONFIG)) and \
+                tf.train.latest_checkpoint(os.path.join(path, "checkpoints")):
+            continue  # a training work dir
+        what = ("a training checkpoint (its path without .index)" if flag == "init_checkpoint"
+                else "a training work dir with a checkpoint")
+        raise DataError(f"--{flag}={path}: neither a model directory ({CONFIG_FILE} + "
+                        f"{WEIGHTS_FILE}) nor {what}")
+
+
 def _local(batch: dict, strategy: tf.distribute.Strategy) -> dict:
     """The first replica's part of a distributed batch, for image summaries."""
     return {k: strategy.experimental_local_results(v)[0] for k, v in batch.items()}
@@ -140,6 +168,7 @@ def train_and_evaluate(
     config.validate()
     # A work dir of a run with other networks is refused before anything in it changes.
     check_workdir(workdir, config.to_dict()["model"])
+    check_model_sources(config)
     # First: a multi-worker strategy must be made before any other TensorFlow operation.
     strategy = strategy or make_strategy(config.distribution)
     if config.batch_size % strategy.num_replicas_in_sync:

@@ -276,3 +276,17 @@ def test_distillation_target_and_six_to_two_branches(tmp_path):
     assert model_io.load_generator(str(tmp_path / "b" / "export")).config.branches == "two"
     with pytest.raises(ValueError, match="teacher_weight"):
         tiny_config(teacher=teacher_dir, teacher_weight=1.5).validate()
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("init_checkpoint", "nor a training checkpoint"),
+    ("teacher", "nor a training work dir with a checkpoint"),
+])
+def test_missing_init_checkpoint_or_teacher_fails_before_the_work_dir(tmp_path, flag, message):
+    from data_pipeline.readers import DataError
+
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=f"--{flag}=.*nowhere: neither a model directory .*{message}"):
+        train_and_evaluate(tiny_config(**{flag: missing}), str(tmp_path / "run"),
+                           log=lambda m: None)
+    assert not (tmp_path / "run").exists()
