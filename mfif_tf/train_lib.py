@@ -97,13 +97,17 @@ def _to_uint8(images: tf.Tensor, signed: bool) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(images, 0.0, 1.0) * 255.0 + 0.5, tf.uint8)
 
 
+def _is_model_dir(path: str) -> bool:
+    """`path` is "default" or holds a saved G (model.json + generator.weights.h5)."""
+    return path == "default" or all(os.path.isfile(os.path.join(path, name))
+                                    for name in (CONFIG_FILE, WEIGHTS_FILE))
+
+
 def _initialise(trainer: Trainer, config: TrainConfig) -> None:
     """Loads `config.init_checkpoint`: a training checkpoint, or G of a model directory
     ("default": the packaged model), whose network settings must be the run's."""
     path = config.init_checkpoint
-    is_model_dir = path == "default" or os.path.isfile(
-        os.path.join(path, model_io.WEIGHTS_FILE))
-    if not is_model_dir:
+    if not _is_model_dir(path):
         trainer.checkpoint().read(path).expect_partial()
         return
     source = model_io.load_generator(path, "float32")
@@ -118,19 +122,13 @@ def _initialise(trainer: Trainer, config: TrainConfig) -> None:
 def check_model_sources(config: TrainConfig) -> None:
     """DataError in one line when --init_checkpoint or --teacher names nothing loadable:
     checked before the work dir is touched."""
-    def model_dir(path: str) -> bool:
-        return all(os.path.isfile(os.path.join(path, name)) for name in (CONFIG_FILE,
-                                                                          WEIGHTS_FILE))
-
     for flag, path in (("init_checkpoint", config.init_checkpoint),
                        ("teacher", config.teacher)):
         if not path:
             continue
-        if path == "default":
-            if not model_dir(model_io.PACKAGED_MODEL_DIR):
-                raise DataError(f"--{flag}=default: no trained model is installed in the package")
-            continue
-        if model_dir(path):
+        if path == "default" and not model_io.packaged_model_available():
+            raise DataError(f"--{flag}=default: no trained model is installed in the package")
+        if _is_model_dir(path):
             continue
         if flag == "init_checkpoint" and os.path.isfile(f"{path}.index"):
             continue  # a training checkpoint's prefix
