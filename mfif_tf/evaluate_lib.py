@@ -281,10 +281,11 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
         model_refiner = coarse_refiner = None
         if mode != "paper":
             model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model,
-                                                   mode)
+                                                   mode, precision)
         if mode == "refined" and g_side:  # as `fusion.fuse_stack` chooses it
             coarse_refiner = fusion.resolve_refiner(
-                refiner, None if model == "default" else model, inference.COARSE_REFINER_KEY)
+                refiner, None if model == "default" else model, inference.COARSE_REFINER_KEY,
+                precision)
     except (fusion.InputError, FileNotFoundError) as err:  # FileNotFoundError: no such model
         raise EvaluationError(str(err).splitlines()[0] if str(err) else
                               type(err).__name__) from None

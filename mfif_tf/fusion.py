@@ -18,8 +18,9 @@ binary F_final every output pixel is a pixel of one frame; the index map records
 Cost: N - 1 generator passes and SRRs, memory of three frames whatever N (see
 docs/fusion.md for why this order and not all pairs).
 
-Precision: G runs in float32 or bfloat16 (`precision`; `model_io.with_precision`); F_hat
-comes out in float32 either way, and R, SRR and eq. 14 run in float32.
+Precision: G and R run in float32 or bfloat16 (`precision`; `model_io.with_precision`,
+`model_io.refiner_with_precision`); their maps come out in float32 either way, and SRR and
+eq. 14 run in float32.
 """
 
 from __future__ import annotations
@@ -114,13 +115,16 @@ def resolve_generator(generator: Generator | str | os.PathLike | None,
 
 def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
                     generator: Generator | str | os.PathLike | None = None,
-                    mode: str | None = None) -> Refiner:
+                    mode: str | None = None, precision: str | None = None) -> Refiner:
     """R for the refined modes: a `Refiner` as is; a directory holding
     `refiner.weights.h5` loaded (and cached); None for the one beside a model directory given
     as `generator`, else the packaged R of `mode` (`common.find_refiner_dir`;
-    `ModelNotFoundError` when there is none)."""
+    `ModelNotFoundError` when there is none). `precision` "float32" or "bfloat16" gives R
+    computing in it (`model_io.refiner_with_precision`, cached for loaded ones); None leaves
+    R as it is and loads paths in float32."""
     if isinstance(refiner, Refiner):
-        return refiner
+        return (refiner if precision is None
+                else model_io.refiner_with_precision(refiner, precision))
     if refiner is None:
         model = generator if isinstance(generator, (str, os.PathLike)) else None
         path = find_refiner_dir(None, model, mode)
@@ -140,10 +144,15 @@ def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
         except Exception as err:  # a damaged weights file
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise InputError(f"{path}: cannot load the refinement head ({detail})") from None
-        if len(_REFINER_CACHE) >= 4:  # refined mode may hold two: R and the coarse one
-            _REFINER_CACHE.clear()
+        if len(_REFINER_CACHE) >= 8:  # refined mode may hold two, R and the coarse one,
+            _REFINER_CACHE.clear()  # in two precisions
         _REFINER_CACHE[key] = loaded
-    return _REFINER_CACHE[key]
+    if precision is None or precision == "float32":
+        return _REFINER_CACHE[key]
+    if (*key, precision) not in _REFINER_CACHE:
+        _REFINER_CACHE[(*key, precision)] = model_io.refiner_with_precision(
+            _REFINER_CACHE[key], precision)
+    return _REFINER_CACHE[(*key, precision)]
 
 
 def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.ndarray,
@@ -223,15 +232,15 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
     def pair_maps(running, frame, bar, timings):
         if not loaded:  # after the first two frames passed their checks
             loaded["g"] = resolve_generator(generator, precision)
-            loaded["r"] = (resolve_refiner(refiner, generator, mode) if mode != "paper"
-                           else None)
+            loaded["r"] = (resolve_refiner(refiner, generator, mode, precision)
+                           if mode != "paper" else None)
             loaded["rc"] = None
             if mode == "refined" and g_side:
                 # G below full size: `coarse_refiner`; else R when given (it then serves
                 # both), else the packaged one trained for it (`COARSE_REFINER_KEY`).
                 loaded["rc"] = resolve_refiner(
                     refiner if coarse_refiner is None else coarse_refiner, generator,
-                    inference.COARSE_REFINER_KEY)
+                    inference.COARSE_REFINER_KEY, precision)
 
         def add_total(n):
             bar.total += n

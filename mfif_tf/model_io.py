@@ -26,6 +26,7 @@ import tensorflow as tf
 from mfif_tf.common import PACKAGED_MODEL_DIR, PRECISIONS, ModelNotFoundError  # noqa: F401
 from mfif_tf.config import ModelConfig, model_config_from_dict
 from mfif_tf.networks import Generator
+from mfif_tf.refiner import Refiner
 
 WEIGHTS_FILE = "generator.weights.h5"
 CONFIG_FILE = "model.json"
@@ -144,6 +145,21 @@ def with_precision(generator: Generator, precision: str) -> Generator:
         return generator
     twin = _build(generator.config, precision, type(generator), generator.name)
     for mine, theirs in zip(twin.weights, generator.weights, strict=True):
+        mine.assign(theirs.value)
+    return twin
+
+
+def refiner_with_precision(refiner: Refiner, precision: str) -> Refiner:
+    """R itself when it already computes in `precision`, else a copy of R computing in it
+    (its first convolution stays float32, `refiner.FIRST_CONV_DTYPE`; float32 variables in
+    both, so the copy of the weights is exact)."""
+    check_precision(precision)
+    if str(refiner.compute_dtype) == precision:
+        return refiner
+    with _global_policy(POLICIES[precision]):
+        twin = type(refiner)(refiner.config, name=refiner.name)
+    twin(tf.zeros([1, 2 * twin.halo + 1, 2 * twin.halo + 1, 7]))
+    for mine, theirs in zip(twin.weights, refiner.weights, strict=True):
         mine.assign(theirs.value)
     return twin
 

@@ -39,6 +39,10 @@ from mfif_tf.common import REFINER_CONFIG_FILE, REFINER_WEIGHTS_FILE
 BAND_LOW = 0.02
 BAND_GROW = 4
 _LOGIT_CLIP = 1e-4
+# R's first convolution computes in float32 under every dtype policy, so that the sources
+# reach it unrounded (bfloat16 would lose about one grey level of an 8-bit photo, the fine
+# texture that tells focus), as G's stem does (`networks.STEM_DTYPE`).
+FIRST_CONV_DTYPE = "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +75,7 @@ class Refiner(keras.Model):
         self.config = config = config or RefinerConfig()
         self.convs = [
             layers.Conv2D(config.channels, 3, padding="valid", activation="relu",
-                          name=f"conv{i}")
+                          name=f"conv{i}", dtype=FIRST_CONV_DTYPE if i == 0 else None)
             for i in range(config.layers - 1)
         ]
         self.out_conv = layers.Conv2D(1, 3, padding="valid", name="delta",

@@ -12,7 +12,8 @@ import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
 from export import export_lib
-from mfif_tf import evaluate_lib, fuse_lib, fusion, model_io, tiling
+from mfif_tf import evaluate_lib, fuse_lib, fusion, inference, model_io, tiling
+from mfif_tf import refiner as refiner_lib
 from mfif_tf.image_io import InputError
 from tests.conftest import decisive_generator
 
@@ -113,6 +114,67 @@ def test_fusion_in_bfloat16(generator, twin, mode):
     # A Generator without `precision` runs as it is.
     assert fusion.fuse_arrays([a, b], twin, mode="paper").precision == "bfloat16"
     assert fusion.fuse_arrays([a, b], generator, mode="paper").precision == "float32"
+
+
+def trained_like_refiner(seed=3):
+    """R with random weights in every layer (a packaged R's last layer starts at zero)."""
+    refiner = refiner_lib.build_refiner(refiner_lib.RefinerConfig(channels=16, layers=4))
+    rng = np.random.default_rng(seed)
+    for weight in refiner.weights:
+        fan_in = np.prod(weight.shape[:-1]) if len(weight.shape) > 1 else np.inf
+        weight.assign(rng.normal(0.0, 1.5 / np.sqrt(fan_in), weight.shape).astype(np.float32))
+    return refiner
+
+
+def test_refiner_twin_computes_in_bfloat16_but_its_first_convolution():
+    refiner = trained_like_refiner()
+    twin = model_io.refiner_with_precision(refiner, "bfloat16")
+    assert refiner.compute_dtype == "float32"
+    assert twin.compute_dtype == "bfloat16"
+    assert [conv.compute_dtype for conv in twin.convs] == ["float32", "bfloat16", "bfloat16"]
+    assert twin.out_conv.compute_dtype == "bfloat16"
+    for mine, theirs in zip(twin.weights, refiner.weights, strict=True):
+        assert mine.dtype == "float32"
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert model_io.refiner_with_precision(twin, "bfloat16") is twin
+    back = model_io.refiner_with_precision(twin, "float32")
+    assert back.compute_dtype == "float32"
+    # The same map to bfloat16 rounding, in float32, on a level with an outline.
+    a, b = pair(height=96, width=120, seed=4)
+    coarse = np.zeros((96, 120), np.float32)
+    coarse[:, 50:] = 1.0
+    coarse = gaussian_filter(coarse, 3)
+    f32 = inference.refine_arrays(refiner, a, b, coarse)
+    bf16 = inference.refine_arrays(twin, a, b, coarse)
+    assert bf16.dtype == np.float32
+    changed = np.abs(f32 - coarse) > 0.05
+    assert changed.mean() > 0.02  # R moves the outline, so the test compares something
+    np.testing.assert_allclose(bf16, f32, atol=0.05)
+    np.testing.assert_array_equal(bf16[:, :30], f32[:, :30])  # outside the band: c as is
+
+
+def test_fusion_precision_reaches_the_refiner(tmp_path, generator):
+    refiner = trained_like_refiner()
+    path = str(tmp_path / "refiner")
+    refiner_lib.save_refiner(refiner, path)
+    f32 = fusion.resolve_refiner(path, precision="float32")
+    bf16 = fusion.resolve_refiner(path, precision="bfloat16")
+    assert f32.compute_dtype == "float32" and bf16.compute_dtype == "bfloat16"
+    assert fusion.resolve_refiner(path) is f32
+    assert fusion.resolve_refiner(path, precision="bfloat16") is bf16
+    assert fusion.resolve_refiner(refiner, precision="bfloat16").compute_dtype == "bfloat16"
+    assert fusion.resolve_refiner(refiner) is refiner
+    a, b = pair(seed=5)
+    maps = {p: fusion.fuse_arrays([a, b], generator, mode="refined", refiner=path,
+                                  precision=p).f_hat for p in ("float32", "bfloat16")}
+    np.testing.assert_allclose(maps["bfloat16"], maps["float32"], atol=BF16_ATOL * 3)
+    # `evaluate --precision` runs R in it as well: the same maps as `fuse_arrays`.
+    model = str(tmp_path / "model")
+    model_io.save_generator(generator, model)
+    for p in ("float32", "bfloat16"):
+        fuse = evaluate_lib.model_fuse_fn(model, mode="refined", refiner=path, precision=p,
+                                          g_side=0)
+        np.testing.assert_array_equal(fuse([a, b]).f_hat, maps[p])
 
 
 def test_loaded_models_are_cached_per_precision(tmp_path, generator):
