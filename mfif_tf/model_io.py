@@ -4,17 +4,17 @@ A model directory holds `model.json` (the `ModelConfig` and how the weights were
 `generator.weights.h5`. `load_generator` also accepts a training work dir (it reads the
 latest checkpoint) and "default", the pretrained model shipped inside the package.
 
-Precision: G runs in float32, or in bfloat16 under Keras' `mixed_bfloat16` policy (float32
-variables, bfloat16 arithmetic; its output F_hat is float32 either way). `with_precision`
-makes the bfloat16 twin of a float32 G (same config, same weights); `default_precision` is
-float32 (it can pick bfloat16 on CPUs with bfloat16 units; docs/fusion.md, "Precision").
+Precision: G and R run in float32, or in bfloat16 under Keras' `mixed_bfloat16` policy
+(float32 variables, bfloat16 arithmetic; their maps are float32 either way).
+`with_precision` and `refiner_with_precision` make the bfloat16 twins (same config, same
+weights); `default_precision` is bfloat16 on CPUs with bfloat16 units and float32 elsewhere
+(docs/fusion.md, "Precision").
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 from collections.abc import Iterator
@@ -23,7 +23,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from mfif_tf.common import PACKAGED_MODEL_DIR, PRECISIONS, ModelNotFoundError  # noqa: F401
+from mfif_tf.common import (BF16_CPU_FLAGS, PACKAGED_MODEL_DIR, PRECISIONS,  # noqa: F401
+                            ModelNotFoundError, cpu_default_precision, cpu_flags, cpu_has_bf16)
 from mfif_tf.config import ModelConfig, model_config_from_dict
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
@@ -33,14 +34,6 @@ CONFIG_FILE = "model.json"
 
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # Keras dtype policy names
-# CPU flags (Linux /proc/cpuinfo, x86) of instructions that compute in bfloat16: AVX512_BF16
-# (Cooper Lake, Sapphire Rapids and later, Zen 4 and later) and AMX-BF16 (Sapphire Rapids).
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-# Whether `default_precision` picks bfloat16 on such CPUs. Off: bfloat16 is 1.6-1.7x faster
-# there and its F_final agrees with float32's on 99.94-99.97 % of all Lytro pixels, but on
-# less than 99.9 % of the pixels of some pairs (2 of 20 in mode paper, 5 in mode refined;
-# docs/fusion.md, "Precision").
-BF16_DEFAULT_ON_BF16_CPUS = False
 
 
 def check_precision(precision: Any) -> str:
@@ -50,38 +43,13 @@ def check_precision(precision: Any) -> str:
     return precision
 
 
-def cpu_flags(cpuinfo: str) -> frozenset[str]:
-    """The instruction-set flags of the first processor of a Linux /proc/cpuinfo text (the
-    x86 "flags : ..." line; none for other layouts)."""
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "flags":
-            return frozenset(value.lower().split())
-    return frozenset()
-
-
-def cpu_has_bf16(cpuinfo: str) -> bool:
-    """Whether a /proc/cpuinfo text reports bfloat16 units (`BF16_CPU_FLAGS`)."""
-    return bool(cpu_flags(cpuinfo) & BF16_CPU_FLAGS)
-
-
-@functools.cache
-def _this_cpuinfo() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:  # not Linux: no flags, float32
-        return ""
-
-
 def default_precision(cpuinfo: str | None = None) -> str:
-    """The precision G runs in when none is asked for: "float32", or "bfloat16" when
-    `BF16_DEFAULT_ON_BF16_CPUS` is on and the CPU flags report bfloat16 units
-    (`BF16_CPU_FLAGS`; `cpuinfo` is a /proc/cpuinfo text, default this machine's). Other
-    systems than Linux, and CPUs on which oneDNN only emulates bfloat16 (slower than float32),
-    get float32."""
-    text = _this_cpuinfo() if cpuinfo is None else cpuinfo
-    return "bfloat16" if BF16_DEFAULT_ON_BF16_CPUS and cpu_has_bf16(text) else "float32"
+    """The precision G and R run in when none is asked for: `common.cpu_default_precision`
+    ("bfloat16" on CPUs with bfloat16 units, else "float32"), and "float32" whenever
+    TensorFlow sees a GPU (older GPUs only emulate bfloat16; ask for it with `precision`)."""
+    if cpuinfo is None and tf.config.list_physical_devices("GPU"):
+        return "float32"
+    return cpu_default_precision(cpuinfo)
 
 
 def precision_of(generator: Generator) -> str:

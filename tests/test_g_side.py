@@ -52,11 +52,12 @@ def test_large_pairs_run_g_box_averaged_and_the_coarse_refiner_after():
     generator = fusion.resolve_generator(None)
     refined_r = fusion.resolve_refiner(None)
     coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
-    result = fusion.fuse_arrays([a, b], g_side=64)
+    result = fusion.fuse_arrays([a, b], g_side=64, precision="float32")
     quarter = fusion.predict_f_hat(generator, refined_r, a, b, mode="paper", scales=(0.25,))
     expected = inference.refine_arrays(coarse_r, a, b, quarter)
     np.testing.assert_allclose(result.f_hat, expected, atol=1e-5)
-    with_refined_r = fusion.fuse_arrays([a, b], g_side=64, coarse_refiner=refined_r)
+    with_refined_r = fusion.fuse_arrays([a, b], g_side=64, coarse_refiner=refined_r,
+                                        precision="float32")
     assert np.abs(with_refined_r.f_hat - result.f_hat).max() > 0.05
     yy, xx = np.mgrid[:200, :264]
     disc = (yy - 100) ** 2 + (xx - 264 / 2.4) ** 2 < (200 / 3) ** 2
@@ -80,10 +81,10 @@ def test_graph_chooses_the_factor_when_it_runs_and_agrees_with_fuse_arrays():
         a, b = _pair(height, width)
         out = serve(tf.constant(a[None] / 255.0, tf.float32),
                     tf.constant(b[None] / 255.0, tf.float32))
-        expected = fusion.fuse_arrays([a, b], g_side=64, min_size=44)
+        expected = fusion.fuse_arrays([a, b], g_side=64, min_size=44, precision="float32")
         agree = (out["focus_map"].numpy()[0, :, :, 0] == expected.f_final).mean()
         assert agree > 0.999, (height, width, agree)
-        full = fusion.fuse_arrays([a, b], g_side=0, min_size=44)
+        full = fusion.fuse_arrays([a, b], g_side=0, min_size=44, precision="float32")
         differs = np.abs(full.f_hat - expected.f_hat).max() > 0.05
         assert differs == (height > 64), (height, width)
     assert serve.experimental_get_tracing_count() == 1
@@ -146,9 +147,9 @@ def test_tflite_models_run_g_box_averaged_as_fuse_does(variant):
     for side in (200, 60) if variant == "dynamic" else (200,):
         a, b = _pair(side, side)
         out = model(a / np.float32(255), b / np.float32(255))
-        expected = fusion.fuse_arrays([a, b], g_side=64)
+        expected = fusion.fuse_arrays([a, b], g_side=64, precision="float32")
         agree = (out["focus_map"][0, :, :, 0] == expected.f_final).mean()
         assert agree >= 0.999, (variant, side, agree)
         np.testing.assert_allclose(out["focus_map_raw"][0, :, :, 0], expected.f_hat, atol=1e-3)
-        full = fusion.fuse_arrays([a, b], g_side=0)
+        full = fusion.fuse_arrays([a, b], g_side=0, precision="float32")
         assert (np.abs(full.f_hat - expected.f_hat).max() > 0.05) == (side > 64), side

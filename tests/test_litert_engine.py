@@ -41,7 +41,8 @@ def pair():
 def _tensorflow(frames, **kwargs):
     from mfif_tf import fusion
 
-    return fusion.fuse_stack(iter(frames), None, **kwargs)
+    # The graph computes in float32, whatever the CPU's default precision.
+    return fusion.fuse_stack(iter(frames), None, precision="float32", **kwargs)
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:

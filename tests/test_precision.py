@@ -12,7 +12,7 @@ import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
 from export import export_lib
-from mfif_tf import evaluate_lib, fuse_lib, fusion, inference, model_io, tiling
+from mfif_tf import common, evaluate_lib, fuse_lib, fusion, inference, model_io, tiling
 from mfif_tf import refiner as refiner_lib
 from mfif_tf.image_io import InputError
 from tests.conftest import decisive_generator
@@ -168,6 +168,13 @@ def test_fusion_precision_reaches_the_refiner(tmp_path, generator):
     maps = {p: fusion.fuse_arrays([a, b], generator, mode="refined", refiner=path,
                                   precision=p).f_hat for p in ("float32", "bfloat16")}
     np.testing.assert_allclose(maps["bfloat16"], maps["float32"], atol=BF16_ATOL * 3)
+    # A bfloat16 G given as such takes R (loaded from a path) with it; a given R stays as is.
+    twin = model_io.with_precision(generator, "bfloat16")
+    np.testing.assert_array_equal(
+        fusion.fuse_arrays([a, b], twin, mode="refined", refiner=path).f_hat, maps["bfloat16"])
+    np.testing.assert_array_equal(
+        fusion.fuse_arrays([a, b], generator, mode="refined", refiner=f32).f_hat,
+        maps["float32"])
     # `evaluate --precision` runs R in it as well: the same maps as `fuse_arrays`.
     model = str(tmp_path / "model")
     model_io.save_generator(generator, model)
@@ -232,9 +239,9 @@ ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd sve bf16 i8mm\n"
                                       (ARM, False), ("", False)])
 def test_bf16_units_are_read_from_cpuinfo_flags(text, has, monkeypatch):
     assert model_io.cpu_has_bf16(text) is has
-    monkeypatch.setattr(model_io, "BF16_DEFAULT_ON_BF16_CPUS", True)
+    monkeypatch.setattr(common, "BF16_DEFAULT_ON_BF16_CPUS", True)
     assert model_io.default_precision(text) == ("bfloat16" if has else "float32")
-    monkeypatch.setattr(model_io, "BF16_DEFAULT_ON_BF16_CPUS", False)
+    monkeypatch.setattr(common, "BF16_DEFAULT_ON_BF16_CPUS", False)
     assert model_io.default_precision(text) == "float32"
 
 
