@@ -5,7 +5,10 @@ and where their weights come from (no TensorFlow here: the suite process stays l
                     the tables: G's full-resolution pass (tiled where the image is large),
                     then the refinement head R redraws the map's outline in the band where
                     G's map is uncertain (`mfif_tf.inference`); packaged G and R unless
-                    --model / --refiner.
+                    --model / --refiner; in the machine's default precision (bfloat16 on
+                    CPUs with bfloat16 units, else float32).
+  refined_float32   refined in float32 whatever the CPU (the default before bfloat16 became
+                    the default on CPUs with bfloat16 units).
   coarse_to_fine    `mode="coarse_to_fine"`: G on the sources area-downscaled to a shorter
                     side of `working_side` pixels, then R redraws the map's outline octave by
                     octave up to full resolution; the default before refined.
@@ -27,27 +30,29 @@ import os
 from typing import Any
 
 from mfif_tf.common import (COARSE_REFINER_KEY, DEFAULT_G_SIDE, PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE,
-                            find_refiner_dir)
+                            cpu_default_precision, find_refiner_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGED_DIR = PACKAGED_MODEL_DIR
 GENERATOR_WEIGHTS = "generator.weights.h5"  # mfif_tf.model_io.WEIGHTS_FILE
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
-METHODS = ("refined", "coarse_to_fine", "paper", "paper_two_scales", "refined_six_branch",
-           "classical", "enfuse")
+METHODS = ("refined", "refined_float32", "coarse_to_fine", "paper", "paper_two_scales",
+           "refined_six_branch", "classical", "enfuse")
 REFERENCE = "refined"  # ratios are given to this row and to enfuse's
 # Modes in which the refinement head R runs (mfif_tf.inference.REFINED_MODES).
 REFINED_MODES = ("refined", "coarse_to_fine")
 # The keyword arguments of `fuse_arrays` beyond the sources and the models. None: not passed
-# (the function's default). refined and coarse_to_fine add the refiner; coarse_to_fine also
-# working_side (when set).
+# (the function's default); a precision of None is the machine's default
+# (`common.cpu_default_precision`, resolved when the suite plans a row). refined and
+# coarse_to_fine add the refiner; coarse_to_fine also working_side (when set).
 MODEL_METHODS: dict[str, dict[str, Any]] = {
-    "refined": {"mode": "refined", "scales": None},
-    "coarse_to_fine": {"mode": "coarse_to_fine", "scales": None},
-    "paper": {"mode": "paper", "scales": None},
-    "paper_two_scales": {"mode": "paper", "scales": [1.0, 0.5]},
-    "refined_six_branch": {"mode": "refined", "scales": None},
+    "refined": {"mode": "refined", "scales": None, "precision": None},
+    "refined_float32": {"mode": "refined", "scales": None, "precision": "float32"},
+    "coarse_to_fine": {"mode": "coarse_to_fine", "scales": None, "precision": None},
+    "paper": {"mode": "paper", "scales": None, "precision": None},
+    "paper_two_scales": {"mode": "paper", "scales": [1.0, 0.5], "precision": None},
+    "refined_six_branch": {"mode": "refined", "scales": None, "precision": None},
 }
 # Methods that run a packaged G of their own whatever --model says.
 SIX_BRANCH_DIR = os.path.join(PACKAGED_MODEL_DIR, "six_branch")
@@ -59,6 +64,7 @@ LABELS = {
     "paper_two_scales": "paper_two_scales (mode paper, scales 1 + 1/2: the default before "
                         "coarse_to_fine)",
     "refined_six_branch": "refined_six_branch (the previous default: six-branch G, same R)",
+    "refined_float32": "refined_float32 (refined in float32 whatever the CPU)",
     "classical": "classical (sum-modified-Laplacian + SRR + eq. 14)",
     "enfuse": "enfuse (focus-stacking options)",
 }
@@ -69,6 +75,13 @@ PROCESS_METHODS = ("refined", "refined_tensorflow", "enfuse")
 # Process-only methods: (the model method they run, the --engine they pass).
 PROCESS_VARIANTS = {"refined_tensorflow": ("refined", "tensorflow")}
 LABELS["refined_tensorflow"] = "refined, --engine=tensorflow (TensorFlow start-up included)"
+
+
+def method_precision(method: str) -> str | None:
+    """What G and R of a model method compute in on this machine (None: not a model)."""
+    if method not in MODEL_METHODS:
+        return None
+    return MODEL_METHODS[method]["precision"] or cpu_default_precision()
 
 
 def method_model(method: str, model: str) -> str:

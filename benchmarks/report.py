@@ -122,13 +122,15 @@ def _memory_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
 
 
 def _mode(row: dict[str, Any]) -> str:
-    """How a model row ran: mode, working side or scales."""
+    """How a model row ran: mode, working side or scales, and precision (rows measured
+    before the precision was recorded ran in float32)."""
     if not row.get("mode"):
         return ""
+    precision = row.get("precision") or "float32"
     if row["mode"] == "coarse_to_fine":
-        return f"coarse_to_fine, side {row.get('working_side')}"
+        return f"coarse_to_fine, side {row.get('working_side')}, {precision}"
     scales = row.get("scales") or [1.0]
-    return f"{row['mode']}, scales " + " + ".join(_f(v) for v in scales)
+    return f"{row['mode']}, scales " + " + ".join(_f(v) for v in scales) + f", {precision}"
 
 
 def _retired_note(results: dict[str, Any], section: str) -> str:

@@ -216,6 +216,7 @@ def _method_spec(method: str, config: SuiteConfig) -> dict[str, Any]:
     signature: dict[str, Any] = {"method": method}
     if methods_lib.uses_model(method):
         settings = dict(methods_lib.MODEL_METHODS[method])
+        settings["precision"] = methods_lib.method_precision(method)
         if settings["mode"] == "coarse_to_fine":
             settings["working_side"] = config.working_side or None
         if methods_lib.uses_refiner(method):

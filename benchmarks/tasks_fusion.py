@@ -91,13 +91,20 @@ def model_fuse(spec: dict[str, Any]):
     from mfif_tf.model_io import PACKAGED_MODEL_DIR
 
     model = spec.get("model") or None
-    generator = resolve_generator(model)
+    precision = spec.get("precision") or "float32"
+    generator = resolve_generator(model, precision)
     kwargs: dict[str, Any] = {"mode": spec["mode"]}
     info: dict[str, Any] = {"mode": spec["mode"], "preset": generator.config.preset,
-                            "weights": model_identity(model or PACKAGED_MODEL_DIR)}
+                            "weights": model_identity(model or PACKAGED_MODEL_DIR),
+                            "precision": precision}
     if spec["mode"] in inference.REFINED_MODES:
-        kwargs["refiner"] = resolve_refiner(spec.get("refiner") or None, model, spec["mode"])
+        kwargs["refiner"] = resolve_refiner(spec.get("refiner") or None, model, spec["mode"],
+                                            precision)
         info["refiner"] = refiner_identity(model or "", spec.get("refiner", ""), spec["mode"])
+    if spec["mode"] == "refined" and not spec.get("refiner"):
+        # R after G below full size, as `fuse_stack` chooses it (a given R serves both).
+        kwargs["coarse_refiner"] = resolve_refiner(None, model, inference.COARSE_REFINER_KEY,
+                                                   precision)
     if spec["mode"] == "coarse_to_fine":
         if spec.get("working_side"):
             kwargs["working_side"] = int(spec["working_side"])
@@ -423,7 +430,8 @@ def quality_task(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- whole process
 
-_FUSED_IN = re.compile(r"fused in ([0-9.]+) s \((?:network|LiteRT graph) ([0-9.]+) s")
+_FUSED_IN = re.compile(r"fused in ([0-9.]+) s \((?:network|LiteRT graph) ([0-9.]+) s"
+                       r"(?: in (\w+))?")
 
 
 def process_task(spec: dict[str, Any]) -> dict[str, Any]:
@@ -508,6 +516,8 @@ def process_task(spec: dict[str, Any]) -> dict[str, Any]:
             if found:
                 inside.append(float(found.group(1)))
                 network.append(float(found.group(2)))
+                if row.get("mode"):  # LiteRT's graph computes in float32
+                    row["precision"] = found.group(3) or "float32"
     row.update({"runs": len(wall), "wall_s": wall, "cpu_s": cpu,
                 "median_wall_s": statistics.median(wall), "median_cpu_s": statistics.median(cpu),
                 "peak_rss_mb": max(peaks)})

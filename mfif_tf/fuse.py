@@ -147,8 +147,8 @@ def main(argv: list[str]) -> None:
     if result.engine == "litert":
         parts = f"LiteRT graph {t['network']:.2f} s, fusion {t['fusion']:.2f} s"
     else:
-        parts = (f"network {t['network']:.2f} s, SRR {t['srr']:.2f} s, fusion "
-                 f"{t['fusion']:.2f} s")
+        parts = (f"network {t['network']:.2f} s in {result.precision}, SRR {t['srr']:.2f} s, "
+                 f"fusion {t['fusion']:.2f} s")
     print(f"{FLAGS.output}: {len(sources)} frames of {width}x{height} fused in {t['total']:.2f} s "
           f"({parts})")
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tifffile
 from PIL import Image
 
-from mfif_tf import fuse_lib, fusion, image_io
+from mfif_tf import common, fuse_lib, fusion, image_io
 from mfif_tf.config import model_config
 from mfif_tf.image_io import InputError
 from mfif_tf.model_io import save_generator
@@ -465,6 +465,8 @@ def test_cli_fuses_a_pair(tmp_path, model_dir):
                    "--mode=paper", "--scales=1,0.5,0.25", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "fused.png: 2 frames of 56x40 fused" in done.stdout
+    # The line says what G computed in: the CPU's default precision for a model path.
+    assert f"s in {common.cpu_default_precision()}, SRR" in done.stdout
     assert listing(tmp_path) == ["a.jpg", "b.jpg", "fused.png", "idx.png", "map.png"]
     assert set(np.unique(image_io.read_image(str(tmp_path / "map.png")).pixels)) <= {0, 255}
     assert image_io.read_image(str(tmp_path / "fused.png")).exif is not None
