@@ -62,10 +62,11 @@ flags.DEFINE_string("scales", None, "--mode=refined/paper: the network's full-re
                     "these scales (1/k for integer k, e.g. 1,0.5); default 1, the paper's "
                     "single pass.")
 flags.DEFINE_enum("precision", None, ["float32", "bfloat16"],
-                  "What the network computes in: float32 (default) or bfloat16 (float32 "
-                  "weights, bfloat16 arithmetic: faster on CPUs with AVX512_BF16 or AMX, slower "
-                  "on others; the maps differ on a few pixels). The refinement head, SRR and "
-                  "the fusion stay float32.")
+                  "What G and the refinement head compute in: float32 or bfloat16 (float32 "
+                  "weights, bfloat16 arithmetic: about 2x faster on CPUs with AVX512_BF16 or "
+                  "AMX, slower on others; the maps differ on a few pixels). Default: "
+                  "bfloat16 on CPUs with bfloat16 units (TensorFlow engine), else float32. "
+                  "SRR and the fusion stay float32; the LiteRT graph computes in float32.")
 flags.DEFINE_bool("align", False, "Register the frames to the first one (hand-held stacks).")
 flags.DEFINE_enum("align_model", "similarity", ["translation", "similarity", "affine",
                                                 "homography"], "Motion model of --align.")

@@ -95,10 +95,14 @@ def resolve_generator(generator: Generator | str | os.PathLike | None,
         base = (os.path.realpath(path), *stamps)
     if base is not None and (*base, precision) in _GENERATOR_CACHE:
         return _GENERATOR_CACHE[(*base, precision)]
-    loaded = _GENERATOR_CACHE.get((*base, "float32")) if base is not None else None
+    # A model in another precision already loaded is copied (`with_precision`); else G is
+    # built in `precision` and its weights read into it (one build: a start-up saving).
+    loaded = None
+    if base is not None:
+        loaded = next((m for k, m in _GENERATOR_CACHE.items() if k[:-1] == base), None)
     if loaded is None:
         try:
-            loaded = model_io.load_generator(path, "float32")
+            loaded = model_io.load_generator(path, precision)
         except model_io.ModelNotFoundError:
             raise
         except Exception as err:  # a damaged weights file, a foreign config
@@ -108,7 +112,7 @@ def resolve_generator(generator: Generator | str | os.PathLike | None,
     if base is not None:  # one model at a time, in each precision asked for
         for key in [k for k in _GENERATOR_CACHE if k[:-1] != base]:
             del _GENERATOR_CACHE[key]
-        _GENERATOR_CACHE[(*base, "float32")] = loaded
+        _GENERATOR_CACHE[(*base, model_io.precision_of(loaded))] = loaded
         _GENERATOR_CACHE[(*base, precision)] = twin
     return twin
 

@@ -420,7 +420,8 @@ def _strip_function(refiner: Refiner) -> Callable:
         _STRIP_FUNCTIONS[key] = tf.function(
             lambda a, b, c, top, bottom: refine(refiner, a, b, c, top, bottom),
             input_signature=[image, image, tf.TensorSpec([1, None, None, 1], tf.float32),
-                             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+                             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)],
+            autograph=False)
     return _STRIP_FUNCTIONS[key]
 
 

@@ -128,7 +128,8 @@ def _connect(
     input_signature=(
         tf.TensorSpec([None, None, None], tf.bool),
         tf.TensorSpec([], tf.int32),
-    )
+    ),
+    autograph=False,
 )
 def remove_small_regions_binary(
     binary: tf.Tensor, min_size: tf.Tensor

@@ -87,19 +87,19 @@ class CompiledPieces:
             return [tf.TensorSpec([None, None, None, depth], tensor_dtype)]
 
         self.forward = tf.function(lambda x: generator(x, training=False),
-                                   input_signature=spec(6, stem_dtype))
+                                   input_signature=spec(6, stem_dtype), autograph=False)
         self.stem = tf.function(lambda x: generator.stem(x, training=False),
-                                input_signature=spec(1, stem_dtype))
+                                input_signature=spec(1, stem_dtype), autograph=False)
         # Blocks with SE give their residual branch (the tiles' SE means are summed apart);
         # blocks without it the whole block.
         self.blocks = [
             tf.function((lambda x, blk=block: blk.residual(x, training=False))
                         if block.se is not None
                         else (lambda x, blk=block: blk(x, training=False)),
-                        input_signature=spec(channels, dtype))
+                        input_signature=spec(channels, dtype), autograph=False)
             for block in generator.blocks]
         self.decode = tf.function(lambda x: generator.decode(x, training=False),
-                                  input_signature=spec(2 * channels, dtype))
+                                  input_signature=spec(2 * channels, dtype), autograph=False)
 
 
 _COMPILED: dict[int, CompiledPieces] = {}

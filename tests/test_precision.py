@@ -197,6 +197,19 @@ def test_loaded_models_are_cached_per_precision(tmp_path, generator):
     assert model_io.precision_of(loaded) == "bfloat16"
     for mine, theirs in zip(loaded.weights, generator.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    # Asked first in bfloat16, a model is built in it directly (no float32 model), with the
+    # same maps as the copy of a float32 one; float32 asked later is a copy of it.
+    model_io.save_generator(generator, str(tmp_path / "other"))
+    other = str(tmp_path / "other")
+    direct = fusion.resolve_generator(other, "bfloat16")
+    assert model_io.precision_of(direct) == "bfloat16"
+    assert [k[-1] for k in fusion._GENERATOR_CACHE] == ["bfloat16"]
+    a, b = pair(seed=6)
+    np.testing.assert_array_equal(tiling.predict_focus_map(direct, a, b, 0),
+                                  tiling.predict_focus_map(bf16, a, b, 0))
+    again = fusion.resolve_generator(other, "float32")
+    assert model_io.precision_of(again) == "float32"
+    assert fusion.resolve_generator(other, "bfloat16") is direct
 
 
 def test_bad_precision_values_are_refused(generator, tmp_path):
