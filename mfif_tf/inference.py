@@ -230,36 +230,35 @@ def refine(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.
       (1, H - top - bottom, W, 1).
     """
     halo = refiner.halo
-    rows_in = tf.shape(coarse)[1]
+    rows_in, width = tf.shape(coarse)[1], tf.shape(coarse)[2]
     region = refiner_lib.band(coarse)[:, top:rows_in - bottom]
     c = coarse[:, top:rows_in - bottom]
-    x = refiner_lib.refiner_input(image_a, image_b, coarse)
-    # R needs `halo` rows around the strip: those carried, then replicated edge rows.
-    keep_top, keep_bottom = tf.minimum(top, halo), tf.minimum(bottom, halo)
-    x = x[:, top - keep_top:rows_in - bottom + keep_bottom]
-    x = replicate_pad(x, halo - keep_top, halo - keep_bottom, halo, halo)
-    shape = tf.shape(c)
-    height, width = shape[1], shape[2]
+    height = tf.shape(c)[1]
     tiles_y, tiles_x = (height + tile - 1) // tile, (width + tile - 1) // tile
     pad_h, pad_w = tiles_y * tile - height, tiles_x * tile - width
-    x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-    active = tf.nn.max_pool2d(
-        tf.pad(tf.cast(region, tf.float32), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]]),
-        tile, tile, "VALID")[0, :, :, 0] > 0.5
+    # Tiles that meet the band: any() over each tile's pixels.
+    grid_region = tf.pad(tf.reshape(tf.cast(region, tf.float32), [height, width]),
+                         [[0, pad_h], [0, pad_w]])
+    active = tf.reduce_max(tf.reshape(grid_region, [tiles_y, tile, tiles_x, tile]),
+                           axis=[1, 3]) > 0.5
     where = tf.cast(tf.where(active), tf.int32)  # (K, 2): tile row and column
     # One more tile, (0, 0) with weight 0, so that R never runs on an empty batch (which
     # the CPU convolution kernels reject) and the graph needs no branch.
     weight = tf.concat([tf.ones([tf.shape(where)[0]]), tf.zeros([1])], axis=0)
     where = tf.concat([where, tf.zeros([1, 2], tf.int32)], axis=0)
-    span = tf.range(tile + 2 * halo)
-    rows = where[:, 0:1] * tile + span[None, :]  # (K, T + 2h)
-    cols = where[:, 1:2] * tile + span[None, :]
-    # One gather of each tile's own pixels from the flattened input: memory K tiles, not K
-    # full-width row bands.
-    x_width = tf.shape(x)[2]
-    flat = tf.reshape(x[0], [-1, 7])  # (H' W', 7)
-    index = rows[:, :, None] * x_width + cols[:, None, :]  # (K, T + 2h, T + 2h)
-    patches = tf.gather(flat, index)  # (K, T + 2h, T + 2h, 7)
+    # Each tile's pixels with R's halo, gathered straight from the inputs: rows and columns
+    # beyond the level (or the strip's context) repeat its edge ones (clamped indices), so
+    # no padded copy of the level is made and memory is K tiles.
+    span = tf.range(tile + 2 * halo) - halo
+    rows = tf.clip_by_value(top + where[:, 0:1] * tile + span[None, :], 0, rows_in - 1)
+    cols = tf.clip_by_value(where[:, 1:2] * tile + span[None, :], 0, width - 1)
+    index = rows[:, :, None] * width + cols[:, None, :]  # (K, T + 2h, T + 2h)
+
+    def patches_of(x: tf.Tensor, depth: int) -> tf.Tensor:
+        return tf.gather(tf.reshape(x[0], [-1, depth]), index)
+
+    patches = refiner_lib.refiner_input(patches_of(image_a, 3), patches_of(image_b, 3),
+                                        patches_of(coarse, 1))  # (K, T + 2h, T + 2h, 7)
     patches = tf.reshape(patches, [-1, tile + 2 * halo, tile + 2 * halo, 7])
     refined = refiner(patches)[..., 0]  # (K, T, T)
     grid = tf.pad(tf.reshape(c, [height, width]), [[0, pad_h], [0, pad_w]])

@@ -112,8 +112,10 @@ def build_refiner(config: RefinerConfig | None = None) -> Refiner:
 def band(coarse: tf.Tensor, grow: int = BAND_GROW) -> tf.Tensor:
     """(N, H, W, 1) bool: c in (BAND_LOW, 1 - BAND_LOW), grown by `grow` pixels (a square)."""
     uncertain = tf.cast(tf.logical_and(coarse > BAND_LOW, coarse < 1.0 - BAND_LOW), tf.float32)
-    if grow:
-        uncertain = tf.nn.max_pool2d(uncertain, 2 * grow + 1, 1, "SAME")
+    if grow:  # the square's maximum as a row maximum of column maxima: 2k, not k^2, reads
+        side = 2 * grow + 1
+        uncertain = tf.nn.max_pool2d(uncertain, [1, side], 1, "SAME")
+        uncertain = tf.nn.max_pool2d(uncertain, [side, 1], 1, "SAME")
     return uncertain > 0.5
 
 
