@@ -162,14 +162,34 @@ def litert_blockers(options: FuseOptions, generator: Generator | str | None) -> 
     return reasons + ([missing] if missing else [])
 
 
+# What `choose_engine` weighs for a stack (measured on a 2-core Intel Xeon with AMX, idle;
+# docs/fusion.md, "Engines"): the seconds TensorFlow's start-up costs a process more than
+# LiteRT's (importing it, building G and R, first calls: 6.34 s against 1.08 s for a
+# 520 x 520 pair), and the seconds per megapixel of one pair, warm, on each engine (520 x 520
+# and 1000 x 1000 pairs: LiteRT's float32 graph 1.85-1.90; TensorFlow 0.53-0.58 in bfloat16,
+# 1.16-1.20 in float32).
+TENSORFLOW_EXTRA_START_S = 5.3
+PAIR_S_PER_MP = {"litert": 1.9, "bfloat16": 0.58, "float32": 1.2}
+
+
+def tensorflow_pays(frames: int, pixels: int, precision: str | None) -> bool:
+    """Whether a stack of `frames` frames of `pixels` pixels fuses sooner on TensorFlow (in
+    `precision`; None: the CPU's default) than on the LiteRT graph, start-up included."""
+    precision = precision or common.cpu_default_precision()
+    saved = (frames - 1) * pixels / 1e6 * (PAIR_S_PER_MP["litert"] - PAIR_S_PER_MP[precision])
+    return saved > TENSORFLOW_EXTRA_START_S
+
+
 def choose_engine(options: FuseOptions, generator: Generator | str | None,
-                  shape: tuple[int, ...] | None = None) -> str:
-    """"litert" or "tensorflow" for a job (`shape`: the first source's, when known).
+                  shape: tuple[int, ...] | None = None, frames: int = 2) -> str:
+    """"litert" or "tensorflow" for a job (`shape`: the first source's, when known;
+    `frames`: how many sources).
 
     `options.engine` "auto" picks LiteRT when the packaged graph computes what was asked
-    (`litert_engine.unsupported`) and the image is at most `litert_engine.MAX_PIXELS`,
-    else TensorFlow; "litert" refuses a job it cannot run, naming the flags; "tensorflow"
-    always runs TensorFlow.
+    (`litert_engine.unsupported`), the image is at most `litert_engine.MAX_PIXELS` and the
+    job is too small to repay TensorFlow's start-up (`tensorflow_pays`: a pair never is; a
+    stack of 1 MP frames from 6 frames on in bfloat16), else TensorFlow; "litert" refuses a
+    job it cannot run, naming the flags; "tensorflow" always runs TensorFlow.
     """
     if options.engine == "tensorflow":
         return "tensorflow"
@@ -180,7 +200,8 @@ def choose_engine(options: FuseOptions, generator: Generator | str | None,
                              + " (use --engine=auto or tensorflow)")
         return "litert"
     too_big = shape is not None and shape[0] * shape[1] > litert_engine.MAX_PIXELS
-    return "tensorflow" if blockers or too_big else "litert"
+    pays = shape is not None and tensorflow_pays(frames, shape[0] * shape[1], options.precision)
+    return "tensorflow" if blockers or too_big or pays else "litert"
 
 
 _TF_STARTED = False
@@ -222,7 +243,7 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
         image_io.check_can_store(output, first.pixels)
     frames = itertools.chain([first.pixels],
                              (image_io.read_image(p).pixels for p in sources[1:]))
-    if choose_engine(options, generator, first.pixels.shape) == "litert":
+    if choose_engine(options, generator, first.pixels.shape, len(sources)) == "litert":
         result = litert_engine.fuse_stack(
             frames, srr=options.srr, edge_pixels=options.edge_pixels, align=options.align,
             align_model=options.align_model, names=list(sources), progress=options.progress,

@@ -118,6 +118,37 @@ def test_choose_engine_takes_litert_only_for_what_the_graph_computes(tmp_path):
         fuse_lib.FuseOptions(engine="onnx").validate()
 
 
+def test_auto_engine_takes_tensorflow_for_stacks_that_repay_its_start_up():
+    # With the constants measured: 1 MP frames in float32 from 9 frames on, 520 x 520 from
+    # 30; in bfloat16 from 6 and 16. A pair never (it would need more than 4 MP).
+    f32 = fuse_lib.FuseOptions(precision="float32")
+    f32.validate()
+    assert fuse_lib.choose_engine(f32, None, (1000, 1000, 3), frames=8) == "litert"
+    assert fuse_lib.choose_engine(f32, None, (1000, 1000, 3), frames=9) == "tensorflow"
+    assert fuse_lib.choose_engine(f32, None, (520, 520, 3), frames=29) == "litert"
+    assert fuse_lib.choose_engine(f32, None, (520, 520, 3), frames=30) == "tensorflow"
+    assert not fuse_lib.tensorflow_pays(5, 1_000_000, "bfloat16")
+    assert fuse_lib.tensorflow_pays(6, 1_000_000, "bfloat16")
+    assert not fuse_lib.tensorflow_pays(2, litert_engine.MAX_PIXELS, "bfloat16")
+    # Forced engines are not second-guessed.
+    forced = fuse_lib.FuseOptions(engine="litert", precision="float32")
+    assert fuse_lib.choose_engine(forced, None, (1000, 1000, 3), frames=50) == "litert"
+
+
+def test_fuse_files_weighs_the_stack_depth(tmp_path, pair, monkeypatch):
+    image_a, image_b, _ = pair
+    paths = []
+    for k, image in enumerate([image_a, image_b, image_a]):
+        paths.append(str(tmp_path / f"{k}.png"))
+        image_io.write_image(paths[-1], image)
+    monkeypatch.setattr(fuse_lib, "TENSORFLOW_EXTRA_START_S", 1e9)
+    assert fuse_lib.fuse_files(paths, str(tmp_path / "lite.png"), None,
+                               fuse_lib.FuseOptions()).engine == "litert"
+    monkeypatch.setattr(fuse_lib, "TENSORFLOW_EXTRA_START_S", 0.0)
+    assert fuse_lib.fuse_files(paths, str(tmp_path / "tf.png"), None,
+                               fuse_lib.FuseOptions()).engine == "tensorflow"
+
+
 def test_images_above_the_limit_go_to_tensorflow_or_are_refused(tmp_path, pair, monkeypatch):
     image_a, image_b, _ = pair
     paths = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
@@ -160,7 +191,8 @@ def test_cli_litert_job_never_imports_tensorflow(tmp_path, pair):
     assert result == {"code": 0, "tensorflow": False}, proc.stderr
     assert "LiteRT graph" in proc.stdout and proc.stderr == ""
     reference = fuse_lib.fuse_files([str(tmp_path / "a.png"), str(tmp_path / "b.png")],
-                                    None, None, fuse_lib.FuseOptions(engine="tensorflow"),
+                                    None, None,
+                                    fuse_lib.FuseOptions(engine="tensorflow", precision="float32"),
                                     focus_map=str(tmp_path / "tf_map.png"))
     assert reference.engine == "tensorflow"
     lite_map = image_io.read_image(str(tmp_path / "m.png")).pixels
