@@ -84,9 +84,10 @@ flags.DEFINE_integer("threads", 0, "CPU threads of the engine (0: all).")
 flags.DEFINE_enum("engine", "auto", ["auto", "litert", "tensorflow"],
                   "What runs the networks. auto (default): the packaged LiteRT graph when it "
                   "computes what was asked (the packaged model in refined mode, float32, the "
-                  "paper's SRR N, images up to 1 megapixel; no TensorFlow start-up), else "
-                  "TensorFlow; litert: refuse what the graph cannot run; tensorflow: always "
-                  "TensorFlow. See docs/fusion.md, 'Engines'.")
+                  "paper's SRR N, images up to 1 megapixel; no TensorFlow start-up) and the "
+                  "job is no stack deep enough to repay TensorFlow's start-up (about 6 "
+                  "frames of 1 MP), else TensorFlow; litert: refuse what the graph cannot "
+                  "run; tensorflow: always TensorFlow. See docs/fusion.md, 'Engines'.")
 
 PROG = "mfif-fuse"
 EXIT_INPUT = 2
