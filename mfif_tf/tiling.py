@@ -282,11 +282,26 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
 
 
 def _downscaled(pixels: np.ndarray, k: int) -> np.ndarray:
-    """A source as float32 in [0, 1], downscaled by k as `scales.downscale` does."""
-    unit = pixels.astype(np.float32) * np.float32(unit_scale(pixels.dtype))
-    x = unit[None, :, :, None] if unit.ndim == 2 else unit[None]
-    small = scales_lib.downscale(tf.constant(x), k).numpy()[0]
-    return small[:, :, 0] if unit.ndim == 2 else small
+    """A source as float32 in [0, 1], downscaled by k as `scales.downscale` does (edge rows
+    and columns repeated up to `scales.padded_side`, then k x k means), in NumPy: a view
+    reshaped to the blocks, no gathered copy of the image. Integer sources are summed as
+    integers (exact) and scaled once, so no float32 copy of the full image is made."""
+    height, width = pixels.shape[:2]
+    rows, cols = scales_lib.padded_side(height, k), scales_lib.padded_side(width, k)
+    if (rows, cols) != (height, width):
+        pixels = np.pad(pixels, [(0, rows - height), (0, cols - width)]
+                        + [(0, 0)] * (pixels.ndim - 2), mode="edge")
+    integer = pixels.dtype.kind in "ui"
+    blocks = pixels.reshape(rows // k, k, cols // k, k, *pixels.shape[2:])
+    # k^2 strided adds: 4x faster than mean() over the block axes.
+    total = blocks[:, 0, :, 0].astype(np.uint32 if integer else np.float32)
+    for i in range(k):
+        for j in range(k):
+            if i or j:
+                total += blocks[:, i, :, j]
+    if integer:
+        return total.astype(np.float32) * np.float32(unit_scale(pixels.dtype) / (k * k))
+    return total * np.float32(unit_scale(pixels.dtype)) / np.float32(k * k)
 
 
 # Rows of the (H/m, W/m, C) buffers per step of `_excite`: a few hundred kB, so that the

@@ -42,6 +42,28 @@ def test_downscale_is_the_box_mean_of_the_edge_padded_image(height, width, k):
     np.testing.assert_allclose(fn(tf.constant(image)).numpy(), want, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("height,width,k,grey", [(7, 10, 2, False), (9, 9, 3, True),
+                                                  (2, 3, 2, False), (37, 50, 4, False)])
+def test_numpy_downscale_of_fuse_matches_the_graph(height, width, k, grey, dtype):
+    """`fuse`'s NumPy path (`tiling._downscaled`, integer sums for integer sources) gives the
+    graph's box means of the source scaled to [0, 1], to float32 rounding."""
+    rng = np.random.default_rng(k * height)
+    shape = (height, width) if grey else (height, width, 3)
+    if np.dtype(dtype).kind == "u":
+        high = np.iinfo(dtype).max
+        pixels = rng.integers(0, high + 1, shape).astype(dtype)
+        unit = pixels.astype(np.float32) / np.float32(high)
+    else:
+        pixels = rng.random(shape).astype(dtype)
+        unit = pixels.astype(np.float32)
+    x = unit[None, :, :, None] if grey else unit[None]
+    want = scales.downscale(tf.constant(x), k).numpy()[0]
+    got = tiling._downscaled(pixels, k)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want[:, :, 0] if grey else want, atol=3e-7)
+
+
 def bilinear_half_pixel(small: np.ndarray, k: int) -> np.ndarray:
     """(h, w) -> (k h, k w): output pixel o samples the small map at (o + 1/2) / k - 1/2."""
     def weights(n):
