@@ -236,20 +236,17 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
     def pair_maps(running, frame, bar, timings):
         if not loaded:  # after the first two frames passed their checks
             loaded["g"] = resolve_generator(generator, precision)
-            # R computes as G does, unless it is a given `Refiner` and no precision was asked.
-            r_precision = precision or model_io.precision_of(loaded["g"])
-            loaded["r"] = (resolve_refiner(
-                refiner, generator, mode,
-                None if precision is None and isinstance(refiner, Refiner) else r_precision)
-                if mode != "paper" else None)
+            # R computes as G does.
+            r_precision = model_io.precision_of(loaded["g"])
+            loaded["r"] = (resolve_refiner(refiner, generator, mode, r_precision)
+                           if mode != "paper" else None)
             loaded["rc"] = None
             if mode == "refined" and g_side:
                 # G below full size: `coarse_refiner`; else R when given (it then serves
                 # both), else the packaged one trained for it (`COARSE_REFINER_KEY`).
-                given = refiner if coarse_refiner is None else coarse_refiner
                 loaded["rc"] = resolve_refiner(
-                    given, generator, inference.COARSE_REFINER_KEY,
-                    None if precision is None and isinstance(given, Refiner) else r_precision)
+                    refiner if coarse_refiner is None else coarse_refiner, generator,
+                    inference.COARSE_REFINER_KEY, r_precision)
 
         def add_total(n):
             bar.total += n
@@ -328,9 +325,10 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         directory).
       precision: what G and R compute in: "float32" or "bfloat16" (Keras' mixed_bfloat16
         policy: float32 weights, bfloat16 arithmetic; their first convolutions read the
-        sources in float32); the maps, SRR and eq. 14 stay float32. None: a `Generator` (and
-        a `Refiner`) as it is, models loaded from a path in `model_io.default_precision()`
-        (bfloat16 on CPUs with bfloat16 units, else float32; docs/fusion.md, "Precision").
+        sources in float32); the maps, SRR and eq. 14 stay float32. None: a `Generator` as
+        it is, models loaded from a path in `model_io.default_precision()` (bfloat16 on CPUs
+        with bfloat16 units, else float32; docs/fusion.md, "Precision"). R always computes
+        as G does.
 
     Returns:
       `FusionResult`.

@@ -111,8 +111,13 @@ def with_precision(generator: Generator, precision: str) -> Generator:
     check_precision(precision)
     if precision_of(generator) == precision:
         return generator
-    twin = _build(generator.config, precision, type(generator), generator.name)
-    for mine, theirs in zip(twin.weights, generator.weights, strict=True):
+    return _with_weights_of(
+        _build(generator.config, precision, type(generator), generator.name), generator)
+
+
+def _with_weights_of(twin: keras.Model, model: keras.Model) -> keras.Model:
+    """`twin` holding a copy of `model`'s weights (float32 variables in both: exact)."""
+    for mine, theirs in zip(twin.weights, model.weights, strict=True):
         mine.assign(theirs.value)
     return twin
 
@@ -127,9 +132,7 @@ def refiner_with_precision(refiner: Refiner, precision: str) -> Refiner:
     with _global_policy(POLICIES[precision]):
         twin = type(refiner)(refiner.config, name=refiner.name)
     twin(tf.zeros([1, 2 * twin.halo + 1, 2 * twin.halo + 1, 7]))
-    for mine, theirs in zip(twin.weights, refiner.weights, strict=True):
-        mine.assign(theirs.value)
-    return twin
+    return _with_weights_of(twin, refiner)
 
 
 def load_generator(path: str | None = "default", precision: str | None = None) -> Generator:

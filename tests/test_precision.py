@@ -168,7 +168,7 @@ def test_fusion_precision_reaches_the_refiner(tmp_path, generator):
     maps = {p: fusion.fuse_arrays([a, b], generator, mode="refined", refiner=path,
                                   precision=p).f_hat for p in ("float32", "bfloat16")}
     np.testing.assert_allclose(maps["bfloat16"], maps["float32"], atol=BF16_ATOL * 3)
-    # A bfloat16 G given as such takes R (loaded from a path) with it; a given R stays as is.
+    # R computes as G does: a bfloat16 G given as such takes R (from a path) with it.
     twin = model_io.with_precision(generator, "bfloat16")
     np.testing.assert_array_equal(
         fusion.fuse_arrays([a, b], twin, mode="refined", refiner=path).f_hat, maps["bfloat16"])
