@@ -108,6 +108,26 @@ def check_working_side(side: Any) -> int:
     return int(side)
 
 
+# The focus-measure check of G's outline where G ran below full size
+# (`inference.measure_check`): the sum-modified-Laplacian (Nayar and Nakagawa 1994) of each
+# source's luminance over MEASURE_WINDOW x MEASURE_WINDOW pixels overrides F_hat where one
+# source's is more than MEASURE_RATIO times the other's (plus MEASURE_FLOOR), within
+# MEASURE_REACH of G's pixels of G's outline.
+MEASURE_RATIO = 3.0
+MEASURE_REACH = 16
+MEASURE_WINDOW = 15
+MEASURE_FLOOR = 1e-3
+
+
+def check_measure_ratio(ratio: Any) -> float:
+    """The focus-measure check's ratio: 0 (off) or a number of at least 1."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)) \
+            or not (ratio == 0 or 1 <= ratio < float("inf")):
+        raise ValueError(f"measure_ratio must be 0 (no check) or a number of at least 1, "
+                         f"got {ratio!r}")
+    return float(ratio)
+
+
 def check_g_side(side: Any) -> int:
     """G's largest shorter side in refined mode: 0 (always full size) or an int >=
     `MIN_WORKING_SIDE`."""

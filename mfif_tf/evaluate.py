@@ -50,6 +50,9 @@ flags.DEFINE_integer("working_side", 448, "With --model, coarse_to_fine: shorter
 flags.DEFINE_integer("g_side", 1024, "With --model, refined: the largest shorter side G runs "
                      "at; larger sources are box-averaged by a power of two first (0: G at "
                      "full size).")
+flags.DEFINE_float("measure_ratio", 3.0, "With --model, refined, above --g_side: the "
+                   "focus-measure check of the network's outline (0: off; mfif-fuse "
+                   "--measure_ratio).")
 flags.DEFINE_string("refiner", None, "With --model, refined/coarse_to_fine: folder of the "
                     "refinement "
                     "head (default: the one beside --model, else the packaged one).")
@@ -135,7 +138,8 @@ def main(argv: list[str]) -> int:
             fuse_fn = evaluate_lib.model_fuse_fn(
                 FLAGS.model, srr=FLAGS.srr, flips=FLAGS.flips, scales=FLAGS.scales,
                 mode=FLAGS.mode, working_side=FLAGS.working_side, refiner=FLAGS.refiner,
-                precision=FLAGS.precision, g_side=FLAGS.g_side)
+                precision=FLAGS.precision, g_side=FLAGS.g_side,
+                measure_ratio=FLAGS.measure_ratio)
             if FLAGS.mode == "paper":
                 scales = parse_scales(FLAGS.scales or "1")
                 detail = f"scales {','.join(f'{x:g}' for x in scales)}"

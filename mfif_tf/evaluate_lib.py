@@ -258,12 +258,14 @@ def fused_from_fn(
 def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
                   scales: Sequence[float] | str | None = None, mode: str = "paper",
                   working_side: int | None = None, refiner: str | None = None,
-                  precision: str = "float32", g_side: int | None = None) -> FuseFn:
+                  precision: str = "float32", g_side: int | None = None,
+                  measure_ratio: float | None = None) -> FuseFn:
     """``fuse_fn`` of our MFIF-GAN model (imports TensorFlow only when called), with the
     settings of `fusion.fuse_arrays`: ``mode`` ("coarse_to_fine" or "paper"),
     ``working_side``, ``refiner``, ``flips``, ``scales`` (paper mode), ``precision`` of G
     ("float32" or "bfloat16"; float32 by default, so that scores do not depend on the CPU),
-    ``g_side`` (refined mode; None for `inference.DEFAULT_G_SIDE`)."""
+    ``g_side`` (refined mode; None for `inference.DEFAULT_G_SIDE`), ``measure_ratio``
+    (refined mode, G below full size; None for `inference.MEASURE_RATIO`)."""
     try:
         from mfif_tf import fusion, inference  # pylint: disable=import-outside-toplevel
     except ImportError as err:
@@ -273,6 +275,8 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
     try:
         fusion.check_fusion_mode(mode, side, scales)
         inference.check_g_side(g_side)
+        measure_ratio = inference.check_measure_ratio(
+            inference.MEASURE_RATIO if measure_ratio is None else measure_ratio)
         precision = fusion.effective_precision(None, precision)
     except (fusion.InputError, ValueError) as err:
         raise EvaluationError(str(err)) from None
@@ -292,7 +296,8 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
     return lambda sources: fusion.fuse_arrays(sources, generator=generator, srr=srr,
                                               flips=flips, scales=scales, mode=mode,
                                               working_side=side, refiner=model_refiner,
-                                              g_side=g_side, coarse_refiner=coarse_refiner)
+                                              g_side=g_side, coarse_refiner=coarse_refiner,
+                                              measure_ratio=measure_ratio)
 
 
 def classical_fuse_fn(srr: bool = True) -> FuseFn:

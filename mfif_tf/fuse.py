@@ -54,6 +54,9 @@ flags.DEFINE_integer("g_side", 1024, "refined: the largest shorter side the netw
                      "larger sources are box-averaged by a power of two first and a "
                      "refinement head trained for it redraws the outline at full size "
                      "(0: the network at full size whatever the size).")
+flags.DEFINE_float("measure_ratio", 3.0, "refined, above --g_side: near the network's outline, "
+                   "take the source whose sum-modified-Laplacian focus measure is more than "
+                   "this many times the other's, whatever the map says (0: no check).")
 flags.DEFINE_string("refiner", None, "refined, coarse_to_fine: folder of the refinement head "
                     "(default: "
                     "the one beside --model, else the packaged one).")
@@ -111,7 +114,8 @@ def main(argv: list[str]) -> None:
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
         edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
         tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, mode=FLAGS.mode,
-        working_side=FLAGS.working_side, g_side=FLAGS.g_side, refiner=FLAGS.refiner,
+        working_side=FLAGS.working_side, g_side=FLAGS.g_side,
+        measure_ratio=FLAGS.measure_ratio, refiner=FLAGS.refiner,
         precision=FLAGS.precision, overwrite=FLAGS.overwrite,
         skip_existing=FLAGS.skip_existing, jpeg_quality=FLAGS.jpeg_quality,
         engine=FLAGS.engine, threads=FLAGS.threads)

@@ -60,6 +60,7 @@ class FuseOptions:
     mode: str = common.DEFAULT_MODE
     working_side: int = common.DEFAULT_WORKING_SIDE
     g_side: int = common.DEFAULT_G_SIDE
+    measure_ratio: float = common.MEASURE_RATIO
     refiner: str | None = None
     precision: str | None = None  # None: model_io.default_precision() for a model path
     overwrite: bool = False
@@ -93,6 +94,10 @@ class FuseOptions:
             common.check_g_side(self.g_side)
         except ValueError as err:
             raise InputError(f"--g_side: {err}") from None
+        try:
+            common.check_measure_ratio(self.measure_ratio)
+        except ValueError as err:
+            raise InputError(f"--measure_ratio: {err}") from None
         if self.refiner is not None and not os.path.isdir(self.refiner):
             raise InputError(f"--refiner {self.refiner}: no such folder")
         if self.precision is not None and self.precision not in common.PRECISIONS:
@@ -258,7 +263,8 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
             tile_size=options.tile_size, align=options.align, align_model=options.align_model,
             names=list(sources), progress=options.progress, flips=options.flips,
             scales=options.scales, mode=options.mode, working_side=options.working_side,
-            refiner=options.refiner, precision=options.precision, g_side=options.g_side)
+            refiner=options.refiner, precision=options.precision, g_side=options.g_side,
+            measure_ratio=options.measure_ratio)
     with image_io.OutputSet(options.overwrite) as out:
         if output:
             out.add(output, result.fused, first.exif, options.jpeg_quality)

@@ -165,11 +165,14 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
                   tile_size: int | None = None, flips: bool = False,
                   scales: Sequence[float] = (1.0,), progress=None,
                   progress_total=None, coarse_refiner: Refiner | None = None,
-                  g_side: int = inference.DEFAULT_G_SIDE) -> np.ndarray:
+                  g_side: int = inference.DEFAULT_G_SIDE,
+                  measure_ratio: float = inference.MEASURE_RATIO) -> np.ndarray:
     """F_hat (H, W) float32 for two checked, same-layout sources, in any mode of
     `mfif_tf.inference`; `flips` averages G's maps over mirrored sources. In refined mode
     with `coarse_refiner`, G runs on the sources box-averaged by `g_factor(H, W, g_side)`
-    and, when that is above 1, `coarse_refiner` redraws the outline (`inference.focus_map`)."""
+    and, when that is above 1, `coarse_refiner` redraws the outline and the focus measure
+    checks it (`inference.measure_check` with `measure_ratio`, 0 skips it;
+    `inference.focus_map`)."""
 
     def predict(a: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
         return tiling.predict_focus_map(generator, a, b, tile_size, progress=progress,
@@ -184,8 +187,12 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
         if coarse_refiner is not None:
             k = inference.g_factor(image_a.shape[0], image_a.shape[1], g_side)
         coarse = predict(image_a, image_b, scales=tuple(s / k for s in scales))
-        return inference.refine_arrays(refiner if k == 1 else coarse_refiner, image_a,
-                                       image_b, coarse, progress=progress)
+        f_hat = inference.refine_arrays(refiner if k == 1 else coarse_refiner, image_a,
+                                        image_b, coarse, progress=progress)
+        if k > 1 and measure_ratio:
+            f_hat = inference.measure_arrays(image_a, image_b, f_hat, coarse, k,
+                                             measure_ratio)
+        return f_hat
     return inference.coarse_to_fine_arrays(predict, refiner, image_a, image_b, working_side,
                                            progress=progress, progress_total=progress_total)
 
@@ -217,7 +224,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                refiner: Refiner | str | None = None,
                precision: str | None = None,
                g_side: int = inference.DEFAULT_G_SIDE,
-               coarse_refiner: Refiner | str | None = None) -> FusionResult:
+               coarse_refiner: Refiner | str | None = None,
+               measure_ratio: float = inference.MEASURE_RATIO) -> FusionResult:
     """Fuses a pair or a stack read one frame at a time (see `fuse_arrays` for the arguments;
     `frames` may be any iterable, e.g. lazily loaded files).
 
@@ -228,6 +236,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
     scales = check_fusion_mode(mode, working_side, scales)
     try:
         g_side = inference.check_g_side(g_side)
+        measure_ratio = inference.check_measure_ratio(measure_ratio)
     except ValueError as err:
         raise InputError(str(err)) from None
     precision = effective_precision(generator, precision)
@@ -256,7 +265,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
         f_hat = predict_f_hat(loaded["g"], loaded["r"], running, frame, mode=mode,
                               working_side=working_side, tile_size=tile_size, flips=flips,
                               scales=scales, progress=bar.update, progress_total=add_total,
-                              coarse_refiner=loaded["rc"], g_side=g_side)
+                              coarse_refiner=loaded["rc"], g_side=g_side,
+                              measure_ratio=measure_ratio)
         timings["network"] += time.perf_counter() - start
         f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction, edge_pixels,
                                     timings)
@@ -280,7 +290,8 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                 refiner: Refiner | str | None = None,
                 precision: str | None = None,
                 g_side: int = inference.DEFAULT_G_SIDE,
-                coarse_refiner: Refiner | str | None = None) -> FusionResult:
+                coarse_refiner: Refiner | str | None = None,
+                measure_ratio: float = inference.MEASURE_RATIO) -> FusionResult:
     """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
 
     Args:
@@ -319,6 +330,11 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         of two that brings them to it, and the packaged R trained for that step (or `refiner`
         when given) redraws the outline on the full-resolution pixels. 0: G at full size
         whatever the size (the refined mode before this option).
+      measure_ratio: refined mode, G below full size: inside a zone around G's outline
+        (`inference.MEASURE_REACH` of G's pixels), the source whose sum-modified-Laplacian
+        focus measure is more than this many times the other's is taken, whatever the map
+        says (`inference.measure_check`; default `inference.MEASURE_RATIO`, 3); 0 turns
+        the check off. Images whose G runs at full size are not affected.
       coarse_refiner: refined mode, G below full size: the R that redraws the outline (a
         `Refiner` or a directory); None for `refiner` when that is given, else the packaged
         R for G below full size (`common.COARSE_REFINER_KEY`; or the one beside the model
@@ -342,4 +358,5 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                       tile_size=tile_size, align=align, align_model=align_model, names=names,
                       progress=progress, flips=flips, scales=scales, mode=mode,
                       working_side=working_side, refiner=refiner, precision=precision,
-                      g_side=g_side, coarse_refiner=coarse_refiner)
+                      g_side=g_side, coarse_refiner=coarse_refiner,
+                      measure_ratio=measure_ratio)

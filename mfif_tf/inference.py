@@ -52,7 +52,8 @@ from mfif_tf import refiner as refiner_lib
 # re-exported here.
 from mfif_tf.common import (  # noqa: F401
     BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE,
-    MIN_WORKING_SIDE, MODES, PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_mode,
+    MEASURE_FLOOR, MEASURE_RATIO, MEASURE_REACH, MEASURE_WINDOW, MIN_WORKING_SIDE, MODES,
+    PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_measure_ratio, check_mode,
     check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
 from mfif_tf import scales as scales_lib
 
@@ -274,6 +275,75 @@ def refine(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.
                     tf.reshape(c, shape))
 
 
+def _max_square(x: tf.Tensor, side: int) -> tf.Tensor:
+    """Maximum over a side x side square (SAME: beyond the edges nothing counts)."""
+    x = tf.nn.max_pool2d(x, [1, side], 1, "SAME")
+    return tf.nn.max_pool2d(x, [side, 1], 1, "SAME")
+
+
+def outline_zone(coarse: tf.Tensor, k: Any, reach: int = MEASURE_REACH) -> tf.Tensor:
+    """(N, H, W, 1) bool: the pixels within `reach` of G's pixels (k x k each, k an int or
+    a scalar int32 tensor) of the outline of G's map `coarse` > 0.5 ((N, H, W, 1) at full
+    resolution, as `scales_lib.multiscale` returns it). The outline is taken on G's grid
+    (every k-th pixel), where G drew it, so the cost is that of G's map."""
+    shape = tf.shape(coarse)
+    grid = tf.cast(coarse[:, ::k, ::k] > 0.5, tf.float32)
+    # Outline: grid pixels whose 3 x 3 neighbourhood holds both sides.
+    edge = _max_square(grid, 3) + _max_square(-grid, 3)
+    zone = _max_square(edge, 2 * reach + 1)
+    zone = tf.repeat(tf.repeat(zone, k, axis=1), k, axis=2)[:, :shape[1], :shape[2]]
+    return zone > 0.5
+
+
+def sum_modified_laplacian(rgb: tf.Tensor, window: int = MEASURE_WINDOW) -> tf.Tensor:
+    """SML of (N, H, W, 3) sources in [0, 1]: the modified Laplacian |2I - I_left - I_right|
+    + |2I - I_up - I_down| of the BT.601 luminance (edges replicated), summed over a
+    `window` x `window` box (mirrored at the edges; `mfif_tf.classical`'s measure).
+    (N, H, W, 1) float32; the image needs at least `window` // 2 rows and columns."""
+    grey = tf.reduce_sum(rgb * tf.constant(BT601, rgb.dtype), axis=-1, keepdims=True)
+    p = replicate_pad(grey, 1, 1, 1, 1)
+    twice = 2.0 * p[:, 1:-1, 1:-1]
+    ml = (tf.abs(twice - p[:, 1:-1, :-2] - p[:, 1:-1, 2:])
+          + tf.abs(twice - p[:, :-2, 1:-1] - p[:, 2:, 1:-1]))
+    h = window // 2
+    ml = tf.pad(ml, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
+    mean = tf.nn.avg_pool2d(tf.nn.avg_pool2d(ml, [window, 1], 1, "VALID"), [1, window], 1,
+                            "VALID")
+    return mean * float(window * window)
+
+
+def measure_context_rows(window: int = MEASURE_WINDOW) -> int:
+    """Rows of context a strip of `measure_check` needs on either side."""
+    return window // 2 + 1
+
+
+def measure_check(image_a: tf.Tensor, image_b: tf.Tensor, f_hat: tf.Tensor, zone: tf.Tensor,
+                  ratio: float = MEASURE_RATIO, top: Any = 0, bottom: Any = 0) -> tf.Tensor:
+    """F_hat checked against the full-resolution focus measure where G ran below full size:
+    1 where I_A's SML is more than `ratio` times I_B's (plus `MEASURE_FLOOR`), 0 where I_B's
+    is more than `ratio` times I_A's, both only inside `zone` (`outline_zone`); F_hat
+    elsewhere.
+
+    G, deciding on sources averaged over k x k boxes, places its outline to within a few of
+    its own pixels, i.e. several full-resolution pixels, and R moves an outline only within
+    a few pixels; at the sources' own resolution the in-focus side of an outline is plain
+    where one source is much sharper than the other. Where neither is (flat regions, noise,
+    the defocus spread of a blurred foreground) G's answer stands.
+
+    Args:
+      image_a, image_b: (N, H, W, 3) in [0, 1], with `top` and `bottom` rows of context of
+        a strip (at least `measure_context_rows` where the image has them; 0, 0 for a whole
+        image).
+      f_hat, zone: (N, H - top - bottom, W, 1) for the strip's own rows.
+    """
+    rows = tf.shape(image_a)[1]
+    sml_a = sum_modified_laplacian(image_a)[:, top:rows - bottom]
+    sml_b = sum_modified_laplacian(image_b)[:, top:rows - bottom]
+    a_sharp = tf.logical_and(zone, sml_a > ratio * sml_b + MEASURE_FLOOR)
+    b_sharp = tf.logical_and(zone, sml_b > ratio * sml_a + MEASURE_FLOOR)
+    return tf.where(a_sharp, tf.ones_like(f_hat), tf.where(b_sharp, tf.zeros_like(f_hat), f_hat))
+
+
 def context_rows(refiner: Refiner) -> int:
     """Rows of context a strip needs on each side: R's halo and the band's growth."""
     return max(refiner.halo, refiner_lib.BAND_GROW)
@@ -351,7 +421,7 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
               image_b: tf.Tensor, mode: str = DEFAULT_MODE, *,
               refiner: Refiner | None = None, working_side: int = DEFAULT_WORKING_SIDE,
               scales: Sequence[float] = (1.0,), coarse_refiner: Refiner | None = None,
-              g_side: int = DEFAULT_G_SIDE) -> tf.Tensor:
+              g_side: int = DEFAULT_G_SIDE, measure_ratio: float = MEASURE_RATIO) -> tf.Tensor:
     """F_hat (N, H, W, 1) for sources (N, H, W, 1 or 3) in [0, 1], in any of `MODES`.
 
     `predict(a, b)` is G on RGB sources in [0, 1] (see `generator_predict`); `scales` apply
@@ -359,7 +429,8 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
     runs on the sources box-averaged by `g_factor(H, W, g_side)` and, when that factor is
     above 1, `coarse_refiner` (`COARSE_REFINER_KEY`'s R) redraws the outline instead of
     `refiner`; the factor is fixed when the graph is built if the size is static, else
-    chosen when it runs. Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
+    chosen when it runs; then the focus measure checks G's outline (`measure_check`, with
+    `measure_ratio`; 0 skips it). Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
     batch of one with a static size (fixed-size TFLite models) unrolls the levels; other
     batches run pair by pair, as R does in mode refined.
     """
@@ -372,17 +443,25 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
         if coarse_refiner is None or not check_g_side(g_side):
             coarse = scales_lib.multiscale(predict, image_a, image_b, scales)
             return _refine_pairs(refiner, image_a, image_b, coarse)
+
+        def below_full_size(coarse, k):
+            f_hat = _refine_pairs(coarse_refiner, image_a, image_b, coarse)
+            if not measure_ratio:
+                return f_hat
+            return measure_check(image_a, image_b, f_hat, outline_zone(coarse, k),
+                                 measure_ratio)
+
         if None not in image_a.shape[1:3]:
             k = g_factor(image_a.shape[1], image_a.shape[2], g_side)
             coarse = scales_lib.multiscale(predict, image_a, image_b,
                                            [s / k for s in scales])
-            return _refine_pairs(refiner if k == 1 else coarse_refiner, image_a, image_b,
-                                 coarse)
+            if k == 1:
+                return _refine_pairs(refiner, image_a, image_b, coarse)
+            return below_full_size(coarse, k)
         shape = tf.shape(image_a)
         k = g_factor_tensor(shape[1], shape[2], g_side)
         coarse = scales_lib.multiscale_by(predict, image_a, image_b, scales, k)
-        return tf.cond(k > 1,
-                       lambda: _refine_pairs(coarse_refiner, image_a, image_b, coarse),
+        return tf.cond(k > 1, lambda: below_full_size(coarse, k),
                        lambda: _refine_pairs(refiner, image_a, image_b, coarse))
     if image_a.shape[0] == 1:
         sizes = tuple(image_a.shape[1:3]) if None not in image_a.shape[1:3] else None
@@ -422,6 +501,47 @@ def _strip_function(refiner: Refiner) -> Callable:
                              tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)],
             autograph=False)
     return _STRIP_FUNCTIONS[key]
+
+
+_MEASURE_FUNCTIONS: dict[str, Callable] = {}
+
+
+def _measure_functions() -> tuple[Callable, Callable]:
+    """`outline_zone` and `measure_check` traced once for inputs of any size."""
+    if not _MEASURE_FUNCTIONS:
+        image = tf.TensorSpec([1, None, None, 3], tf.float32)
+        column = tf.TensorSpec([1, None, None, 1], tf.float32)
+        scalar = tf.TensorSpec([], tf.int32)
+        _MEASURE_FUNCTIONS["zone"] = tf.function(
+            outline_zone, input_signature=[column, scalar], autograph=False)
+        _MEASURE_FUNCTIONS["check"] = tf.function(
+            measure_check, autograph=False, input_signature=[
+                image, image, column, tf.TensorSpec([1, None, None, 1], tf.bool),
+                tf.TensorSpec([], tf.float32), scalar, scalar])
+    return _MEASURE_FUNCTIONS["zone"], _MEASURE_FUNCTIONS["check"]
+
+
+def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
+                   coarse: np.ndarray, k: int, ratio: float = MEASURE_RATIO,
+                   strip_rows: int = STRIP_ROWS) -> np.ndarray:
+    """`measure_check` of F_hat (H, W) with the zone of G's map `coarse` (H, W) at factor
+    k, in horizontal strips (the same values as one whole-image call); sources as for
+    `refine_arrays`. (H, W) float32."""
+    zone_fn, check = _measure_functions()
+    zone = zone_fn(tf.constant(np.asarray(coarse, np.float32)[None, :, :, None]),
+                   tf.constant(k, tf.int32)).numpy()
+    height = f_hat.shape[0]
+    context = measure_context_rows()
+    out = np.empty(f_hat.shape, np.float32)
+    for r0 in range(0, height, strip_rows):
+        r1 = min(height, r0 + strip_rows)
+        lo, hi = max(0, r0 - context), min(height, r1 + context)
+        a, b = to_unit_rgb(image_a[lo:hi]), to_unit_rgb(image_b[lo:hi])
+        out[r0:r1] = check(tf.constant(a[None]), tf.constant(b[None]),
+                           tf.constant(np.asarray(f_hat[r0:r1], np.float32)[None, :, :, None]),
+                           tf.constant(zone[:, r0:r1]), tf.constant(ratio, tf.float32),
+                           tf.constant(r0 - lo), tf.constant(hi - r1)).numpy()[0, :, :, 0]
+    return out
 
 
 def box_down_array(pixels: np.ndarray, k: int, rows_per_chunk: int = 128) -> np.ndarray:

@@ -54,11 +54,15 @@ def test_large_pairs_run_g_box_averaged_and_the_coarse_refiner_after():
     coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
     result = fusion.fuse_arrays([a, b], g_side=64, precision="float32")
     quarter = fusion.predict_f_hat(generator, refined_r, a, b, mode="paper", scales=(0.25,))
-    expected = inference.refine_arrays(coarse_r, a, b, quarter)
+    redrawn = inference.refine_arrays(coarse_r, a, b, quarter)
+    unchecked = fusion.fuse_arrays([a, b], g_side=64, precision="float32", measure_ratio=0)
+    np.testing.assert_allclose(unchecked.f_hat, redrawn, atol=1e-5)
+    # By default the focus measure then checks the outline (`inference.measure_check`).
+    expected = inference.measure_arrays(a, b, redrawn, quarter, 4)
     np.testing.assert_allclose(result.f_hat, expected, atol=1e-5)
     with_refined_r = fusion.fuse_arrays([a, b], g_side=64, coarse_refiner=refined_r,
-                                        precision="float32")
-    assert np.abs(with_refined_r.f_hat - result.f_hat).max() > 0.05
+                                        precision="float32", measure_ratio=0)
+    assert np.abs(with_refined_r.f_hat - unchecked.f_hat).max() > 0.05
     yy, xx = np.mgrid[:200, :264]
     disc = (yy - 100) ** 2 + (xx - 264 / 2.4) ** 2 < (200 / 3) ** 2
     assert ((result.f_final > 0.5) == disc).mean() > 0.97

@@ -1,0 +1,106 @@
+"""The focus-measure check of G's outline where G runs below full size
+(`inference.measure_check`, refined mode above `g_side`)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import ndimage
+
+from mfif_tf import classical, common, fusion, fuse_lib, inference
+from mfif_tf.image_io import InputError
+
+from tests.test_g_side import _pair
+
+
+def _unit(x):
+    return tf.constant(inference.to_unit_rgb(x)[None])
+
+
+def test_sml_is_the_classical_baseline_measure():
+    rng = np.random.default_rng(0)
+    image = (rng.uniform(0, 255, (37, 53, 3))).astype(np.uint8)
+    expected = classical.sum_modified_laplacian(classical.luminance(image))
+    got = inference.sum_modified_laplacian(_unit(image)).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_zone_follows_g_outline_within_its_reach_in_g_pixels():
+    """A vertical outline at column 80 of a map G drew at factor 2: the zone is every row's
+    columns within `reach` G pixels (2 * reach full-size ones) of it, nothing further."""
+    coarse = np.zeros((1, 60, 200, 1), np.float32)
+    coarse[:, :, :80] = 1.0
+    zone = inference.outline_zone(tf.constant(coarse), 2, reach=5).numpy()[0, :, :, 0]
+    columns = np.flatnonzero(zone.all(axis=0))
+    assert zone.any(axis=0).sum() == len(columns)  # the same columns on every row
+    assert columns.min() >= 80 - 2 * 5 - 2 and columns.max() <= 80 + 2 * 5 + 2
+    assert 80 - 2 * 5 <= columns.min() + 2 and columns.max() >= 80 + 2 * 5 - 2
+    flat = inference.outline_zone(tf.constant(np.ones_like(coarse)), 2, reach=5)
+    assert not flat.numpy().any()
+
+
+def test_check_takes_the_sharp_source_in_the_zone_and_nothing_else():
+    """I_A sharp left of column 100, I_B right of it; G's map puts the outline at 112. In
+    the zone the check moves it to the truth; outside the zone, and where both sources are
+    flat, F_hat stays."""
+    rng = np.random.default_rng(1)
+    image = ndimage.gaussian_filter(rng.uniform(0, 1, (96, 220, 3)), (1, 1, 0))
+    blurred = ndimage.gaussian_filter(image, (6, 6, 0))
+    left = np.zeros((96, 220, 1), bool)
+    left[:, :100] = True
+    a = (np.where(left, image, blurred) * 255).round().astype(np.uint8)
+    b = (np.where(left, blurred, image) * 255).round().astype(np.uint8)
+    a[:, 180:] = b[:, 180:] = 128  # flat in both: no source is sharper there
+    f_hat = np.zeros((1, 96, 220, 1), np.float32)
+    f_hat[:, :, :112] = 0.9
+    f_hat[:, :, 180:] = 0.7  # a wrong answer in the flat part
+    zone = inference.outline_zone(tf.constant(f_hat), 2, reach=8)
+    out = inference.measure_check(_unit(a), _unit(b), tf.constant(f_hat), zone).numpy()
+    binary = out[0, :, :, 0] > 0.5
+    truth = left[:, :, 0]
+    band = slice(100 + 8, 112)  # wrongly given to I_A by F_hat, well inside the blur
+    assert (binary[:, band] == truth[:, band]).mean() > 0.95
+    assert ((out[0, :, :, 0] > 0.5) == truth)[:, :170].mean() > ((f_hat[0, :, :, 0] > 0.5) ==
+                                                                 truth)[:, :170].mean()
+    outside = ~zone.numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(out[0][outside], f_hat[0][outside])
+    np.testing.assert_array_equal(out[0, :, 190:], f_hat[0, :, 190:])
+
+
+def test_strips_give_the_whole_image_values():
+    a, b = _pair(150, 130, sigma=5.0)
+    rng = np.random.default_rng(2)
+    coarse = ndimage.gaussian_filter(rng.uniform(0, 1, (150, 130)), 8).astype(np.float32)
+    coarse = (coarse > np.median(coarse)).astype(np.float32) * 0.8 + 0.1
+    f_hat = np.clip(coarse + rng.normal(0, 0.05, coarse.shape), 0, 1).astype(np.float32)
+    strips = inference.measure_arrays(a, b, f_hat, coarse, 2, strip_rows=32)
+    zone = inference.outline_zone(tf.constant(coarse[None, :, :, None]), 2)
+    whole = inference.measure_check(_unit(a), _unit(b), tf.constant(f_hat[None, :, :, None]),
+                                    zone).numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(strips, whole)
+    assert (strips != f_hat).any()
+
+
+def test_fuse_checks_the_outline_only_when_g_runs_below_full_size():
+    """A 200 x 264 pair: with g_side 64 (G at 1/4) the check brings F_final closer to the
+    true disc (97.6 % to 98.5 % of the pixels right); with G at full size the default call is
+    unchanged by it."""
+    a, b = _pair()
+    yy, xx = np.mgrid[:200, :264]
+    disc = (yy - 100) ** 2 + (xx - 264 / 2.4) ** 2 < (200 / 3) ** 2
+    checked = fusion.fuse_arrays([a, b], g_side=64, precision="float32")
+    unchecked = fusion.fuse_arrays([a, b], g_side=64, precision="float32", measure_ratio=0)
+    right = ((checked.f_final > 0.5) == disc).mean()
+    assert right > ((unchecked.f_final > 0.5) == disc).mean() + 0.005
+    full = fusion.fuse_arrays([a, b], precision="float32")
+    full_unchecked = fusion.fuse_arrays([a, b], precision="float32", measure_ratio=0)
+    np.testing.assert_array_equal(full.f_hat, full_unchecked.f_hat)
+
+
+@pytest.mark.parametrize("bad", [-1, 0.5, float("nan"), float("inf"), "3", True])
+def test_bad_measure_ratio_is_refused_with_its_name(bad):
+    a, b = _pair(40, 40)
+    with pytest.raises(InputError, match="measure_ratio"):
+        fusion.fuse_arrays([a, b], measure_ratio=bad)
+    with pytest.raises(InputError, match="--measure_ratio"):
+        fuse_lib.FuseOptions(measure_ratio=bad).validate()
+    assert common.check_measure_ratio(0) == 0.0 and common.check_measure_ratio(3) == 3.0
