@@ -49,6 +49,8 @@ REFINED_MODES = ("refined", "coarse_to_fine")
 MODEL_METHODS: dict[str, dict[str, Any]] = {
     "refined": {"mode": "refined", "scales": None, "precision": None},
     "refined_float32": {"mode": "refined", "scales": None, "precision": "float32"},
+    "refined_unchecked": {"mode": "refined", "scales": None, "precision": None,
+                          "measure_ratio": 0.0},
     "coarse_to_fine": {"mode": "coarse_to_fine", "scales": None, "precision": None},
     "paper": {"mode": "paper", "scales": None, "precision": None},
     "paper_two_scales": {"mode": "paper", "scales": [1.0, 0.5], "precision": None},
@@ -65,6 +67,8 @@ LABELS = {
                         "coarse_to_fine)",
     "refined_six_branch": "refined_six_branch (the previous default: six-branch G, same R)",
     "refined_float32": "refined_float32 (refined in float32 whatever the CPU)",
+    "refined_unchecked": "refined_unchecked (refined without the focus-measure check above "
+                         "g_side: the previous default)",
     "classical": "classical (sum-modified-Laplacian + SRR + eq. 14)",
     "enfuse": "enfuse (focus-stacking options)",
 }

@@ -105,6 +105,9 @@ def model_fuse(spec: dict[str, Any]):
         # R after G below full size, as `fuse_stack` chooses it (a given R serves both).
         kwargs["coarse_refiner"] = resolve_refiner(None, model, inference.COARSE_REFINER_KEY,
                                                    precision)
+    if spec.get("measure_ratio") is not None:
+        kwargs["measure_ratio"] = float(spec["measure_ratio"])
+        info["measure_ratio"] = kwargs["measure_ratio"]
     if spec["mode"] == "coarse_to_fine":
         if spec.get("working_side"):
             kwargs["working_side"] = int(spec["working_side"])

@@ -110,13 +110,14 @@ def check_working_side(side: Any) -> int:
 
 # The focus-measure check of G's outline where G ran below full size
 # (`inference.measure_check`): the sum-modified-Laplacian (Nayar and Nakagawa 1994) of each
-# source's luminance over MEASURE_WINDOW x MEASURE_WINDOW pixels overrides F_hat where one
-# source's is more than MEASURE_RATIO times the other's (plus MEASURE_FLOOR), within
-# MEASURE_REACH of G's pixels of G's outline.
+# source's luminance over w x w pixels, for each w of MEASURE_WINDOWS (the first has the
+# last word), overrides F_hat where one source's is more than MEASURE_RATIO times the
+# other's plus MEASURE_FLOOR w^2 (a modified Laplacian per pixel, luminance in [0, 1]),
+# within MEASURE_REACH of G's pixels of G's outline.
 MEASURE_RATIO = 3.0
 MEASURE_REACH = 16
-MEASURE_WINDOW = 15
-MEASURE_FLOOR = 1e-3
+MEASURE_WINDOWS = (15, 5)
+MEASURE_FLOOR = 1e-3 / 225
 
 
 def check_measure_ratio(ratio: Any) -> float:

@@ -52,7 +52,7 @@ from mfif_tf import refiner as refiner_lib
 # re-exported here.
 from mfif_tf.common import (  # noqa: F401
     BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE,
-    MEASURE_FLOOR, MEASURE_RATIO, MEASURE_REACH, MEASURE_WINDOW, MIN_WORKING_SIDE, MODES,
+    MEASURE_FLOOR, MEASURE_RATIO, MEASURE_REACH, MEASURE_WINDOWS, MIN_WORKING_SIDE, MODES,
     PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_measure_ratio, check_mode,
     check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
 from mfif_tf import scales as scales_lib
@@ -295,34 +295,42 @@ def outline_zone(coarse: tf.Tensor, k: Any, reach: int = MEASURE_REACH) -> tf.Te
     return zone > 0.5
 
 
-def sum_modified_laplacian(rgb: tf.Tensor, window: int = MEASURE_WINDOW) -> tf.Tensor:
+def sum_modified_laplacian(rgb: tf.Tensor,
+                           windows: Sequence[int] = MEASURE_WINDOWS) -> list[tf.Tensor]:
     """SML of (N, H, W, 3) sources in [0, 1]: the modified Laplacian |2I - I_left - I_right|
-    + |2I - I_up - I_down| of the BT.601 luminance (edges replicated), summed over a
-    `window` x `window` box (mirrored at the edges; `mfif_tf.classical`'s measure).
-    (N, H, W, 1) float32; the image needs at least `window` // 2 rows and columns."""
+    + |2I - I_up - I_down| of the BT.601 luminance (edges replicated), summed over a w x w
+    box (mirrored at the edges; `mfif_tf.classical`'s measure) for each w of `windows`.
+    (N, H, W, 1) float32 each; the image needs at least max(windows) // 2 rows and
+    columns."""
     grey = tf.reduce_sum(rgb * tf.constant(BT601, rgb.dtype), axis=-1, keepdims=True)
     p = replicate_pad(grey, 1, 1, 1, 1)
     twice = 2.0 * p[:, 1:-1, 1:-1]
     ml = (tf.abs(twice - p[:, 1:-1, :-2] - p[:, 1:-1, 2:])
           + tf.abs(twice - p[:, :-2, 1:-1] - p[:, 2:, 1:-1]))
-    h = window // 2
-    ml = tf.pad(ml, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
-    mean = tf.nn.avg_pool2d(tf.nn.avg_pool2d(ml, [window, 1], 1, "VALID"), [1, window], 1,
-                            "VALID")
-    return mean * float(window * window)
+    sums = []
+    for window in windows:
+        h = window // 2
+        padded = tf.pad(ml, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
+        mean = tf.nn.avg_pool2d(tf.nn.avg_pool2d(padded, [window, 1], 1, "VALID"),
+                                [1, window], 1, "VALID")
+        sums.append(mean * float(window * window))
+    return sums
 
 
-def measure_context_rows(window: int = MEASURE_WINDOW) -> int:
+def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS) -> int:
     """Rows of context a strip of `measure_check` needs on either side."""
-    return window // 2 + 1
+    return max(windows) // 2 + 1
 
 
 def measure_check(image_a: tf.Tensor, image_b: tf.Tensor, f_hat: tf.Tensor, zone: tf.Tensor,
-                  ratio: float = MEASURE_RATIO, top: Any = 0, bottom: Any = 0) -> tf.Tensor:
+                  ratio: float = MEASURE_RATIO, top: Any = 0, bottom: Any = 0,
+                  windows: Sequence[int] = MEASURE_WINDOWS) -> tf.Tensor:
     """F_hat checked against the full-resolution focus measure where G ran below full size:
-    1 where I_A's SML is more than `ratio` times I_B's (plus `MEASURE_FLOOR`), 0 where I_B's
-    is more than `ratio` times I_A's, both only inside `zone` (`outline_zone`); F_hat
-    elsewhere.
+    1 where I_A's SML is more than `ratio` times I_B's plus `MEASURE_FLOOR` w^2, 0 where
+    I_B's is more than `ratio` times I_A's plus that, both only inside `zone`
+    (`outline_zone`); F_hat elsewhere. Each window w of `windows` decides where it is
+    decisive, the first last, so that it has the last word; a smaller one reaches closer
+    to an outline (a window that straddles it sees the sharp side of both sources).
 
     G, deciding on sources averaged over k x k boxes, places its outline to within a few of
     its own pixels, i.e. several full-resolution pixels, and R moves an outline only within
@@ -337,11 +345,15 @@ def measure_check(image_a: tf.Tensor, image_b: tf.Tensor, f_hat: tf.Tensor, zone
       f_hat, zone: (N, H - top - bottom, W, 1) for the strip's own rows.
     """
     rows = tf.shape(image_a)[1]
-    sml_a = sum_modified_laplacian(image_a)[:, top:rows - bottom]
-    sml_b = sum_modified_laplacian(image_b)[:, top:rows - bottom]
-    a_sharp = tf.logical_and(zone, sml_a > ratio * sml_b + MEASURE_FLOOR)
-    b_sharp = tf.logical_and(zone, sml_b > ratio * sml_a + MEASURE_FLOOR)
-    return tf.where(a_sharp, tf.ones_like(f_hat), tf.where(b_sharp, tf.zeros_like(f_hat), f_hat))
+    ones, zeros = tf.ones_like(f_hat), tf.zeros_like(f_hat)
+    pairs = zip(sum_modified_laplacian(image_a, windows), sum_modified_laplacian(image_b, windows))
+    for window, (sml_a, sml_b) in reversed(list(zip(windows, pairs))):
+        sml_a, sml_b = sml_a[:, top:rows - bottom], sml_b[:, top:rows - bottom]
+        floor = MEASURE_FLOOR * window * window
+        a_sharp = tf.logical_and(zone, sml_a > ratio * sml_b + floor)
+        b_sharp = tf.logical_and(zone, sml_b > ratio * sml_a + floor)
+        f_hat = tf.where(a_sharp, ones, tf.where(b_sharp, zeros, f_hat))
+    return f_hat
 
 
 def context_rows(refiner: Refiner) -> int:
@@ -535,6 +547,9 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
     out = np.empty(f_hat.shape, np.float32)
     for r0 in range(0, height, strip_rows):
         r1 = min(height, r0 + strip_rows)
+        if not zone[:, r0:r1].any():  # nothing to check in these rows
+            out[r0:r1] = f_hat[r0:r1]
+            continue
         lo, hi = max(0, r0 - context), min(height, r1 + context)
         a, b = to_unit_rgb(image_a[lo:hi]), to_unit_rgb(image_b[lo:hi])
         out[r0:r1] = check(tf.constant(a[None]), tf.constant(b[None]),
