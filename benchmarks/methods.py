@@ -9,6 +9,8 @@ and where their weights come from (no TensorFlow here: the suite process stays l
                     CPUs with bfloat16 units, else float32).
   refined_float32   refined in float32 whatever the CPU (the default before bfloat16 became
                     the default on CPUs with bfloat16 units).
+  refined_unchecked refined without the focus-measure check of G's outline above g_side
+                    (`measure_ratio=0`, the default before the check).
   coarse_to_fine    `mode="coarse_to_fine"`: G on the sources area-downscaled to a shorter
                     side of `working_side` pixels, then R redraws the map's outline octave by
                     octave up to full resolution; the default before refined.
@@ -37,8 +39,8 @@ PACKAGED_DIR = PACKAGED_MODEL_DIR
 GENERATOR_WEIGHTS = "generator.weights.h5"  # mfif_tf.model_io.WEIGHTS_FILE
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
-METHODS = ("refined", "refined_float32", "coarse_to_fine", "paper", "paper_two_scales",
-           "refined_six_branch", "classical", "enfuse")
+METHODS = ("refined", "refined_float32", "refined_unchecked", "coarse_to_fine", "paper",
+           "paper_two_scales", "refined_six_branch", "classical", "enfuse")
 REFERENCE = "refined"  # ratios are given to this row and to enfuse's
 # Modes in which the refinement head R runs (mfif_tf.inference.REFINED_MODES).
 REFINED_MODES = ("refined", "coarse_to_fine")

@@ -295,15 +295,24 @@ def outline_zone(coarse: tf.Tensor, k: Any, reach: int = MEASURE_REACH) -> tf.Te
     return zone > 0.5
 
 
-def sum_modified_laplacian(rgb: tf.Tensor,
+def luminance(pixels: tf.Tensor, scale: float = 1.0) -> tf.Tensor:
+    """(N, H, W, 1) float32 BT.601 luminance of (N, H, W, 3) sources (or the channel of grey
+    ones), any numeric dtype, times `scale` (1/255 for uint8 values, `common.unit_scale`)."""
+    x = tf.cast(pixels, tf.float32)
+    if x.shape[-1] == 1:
+        return x * scale
+    weights = tf.constant([[[[w * scale] for w in BT601]]], tf.float32)  # (1, 1, 3, 1)
+    return tf.nn.conv2d(x, weights, 1, "VALID")
+
+
+def sum_modified_laplacian(grey: tf.Tensor,
                            windows: Sequence[int] = MEASURE_WINDOWS) -> list[tf.Tensor]:
-    """SML of (N, H, W, 3) sources in [0, 1]: the modified Laplacian |2I - I_left - I_right|
-    + |2I - I_up - I_down| of the BT.601 luminance (edges replicated), summed over a w x w
-    box (mirrored at the edges; `mfif_tf.classical`'s measure) for each w of `windows`.
+    """SML of (N, H, W, 1) luminance in [0, 1]: the modified Laplacian |2I - I_left -
+    I_right| + |2I - I_up - I_down| (edges replicated), summed over a w x w box (mirrored at
+    the edges; `mfif_tf.classical`'s measure) for each w of `windows`, as separable sums.
     (N, H, W, 1) float32 each; the image needs at least max(windows) // 2 rows and
     columns."""
-    grey = tf.reduce_sum(rgb * tf.constant(BT601, rgb.dtype), axis=-1, keepdims=True)
-    p = replicate_pad(grey, 1, 1, 1, 1)
+    p = tf.pad(grey, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge repeated
     twice = 2.0 * p[:, 1:-1, 1:-1]
     ml = (tf.abs(twice - p[:, 1:-1, :-2] - p[:, 1:-1, 2:])
           + tf.abs(twice - p[:, :-2, 1:-1] - p[:, 2:, 1:-1]))
@@ -311,9 +320,8 @@ def sum_modified_laplacian(rgb: tf.Tensor,
     for window in windows:
         h = window // 2
         padded = tf.pad(ml, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
-        mean = tf.nn.avg_pool2d(tf.nn.avg_pool2d(padded, [window, 1], 1, "VALID"),
-                                [1, window], 1, "VALID")
-        sums.append(mean * float(window * window))
+        rows = tf.nn.conv2d(padded, tf.ones([window, 1, 1, 1]), 1, "VALID")
+        sums.append(tf.nn.conv2d(rows, tf.ones([1, window, 1, 1]), 1, "VALID"))
     return sums
 
 
@@ -322,7 +330,7 @@ def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS) -> int:
     return max(windows) // 2 + 1
 
 
-def measure_check(image_a: tf.Tensor, image_b: tf.Tensor, f_hat: tf.Tensor, zone: tf.Tensor,
+def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor, zone: tf.Tensor,
                   ratio: float = MEASURE_RATIO, top: Any = 0, bottom: Any = 0,
                   windows: Sequence[int] = MEASURE_WINDOWS) -> tf.Tensor:
     """F_hat checked against the full-resolution focus measure where G ran below full size:
@@ -339,14 +347,14 @@ def measure_check(image_a: tf.Tensor, image_b: tf.Tensor, f_hat: tf.Tensor, zone
     the defocus spread of a blurred foreground) G's answer stands.
 
     Args:
-      image_a, image_b: (N, H, W, 3) in [0, 1], with `top` and `bottom` rows of context of
-        a strip (at least `measure_context_rows` where the image has them; 0, 0 for a whole
-        image).
+      grey_a, grey_b: the sources' luminance in [0, 1] (`luminance`), (N, H, W, 1), with
+        `top` and `bottom` rows of context of a strip (at least `measure_context_rows` where
+        the image has them; 0, 0 for a whole image).
       f_hat, zone: (N, H - top - bottom, W, 1) for the strip's own rows.
     """
-    rows = tf.shape(image_a)[1]
+    rows = tf.shape(grey_a)[1]
     ones, zeros = tf.ones_like(f_hat), tf.zeros_like(f_hat)
-    pairs = zip(sum_modified_laplacian(image_a, windows), sum_modified_laplacian(image_b, windows))
+    pairs = zip(sum_modified_laplacian(grey_a, windows), sum_modified_laplacian(grey_b, windows))
     for window, (sml_a, sml_b) in reversed(list(zip(windows, pairs))):
         sml_a, sml_b = sml_a[:, top:rows - bottom], sml_b[:, top:rows - bottom]
         floor = MEASURE_FLOOR * window * window
@@ -460,8 +468,8 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
             f_hat = _refine_pairs(coarse_refiner, image_a, image_b, coarse)
             if not measure_ratio:
                 return f_hat
-            return measure_check(image_a, image_b, f_hat, outline_zone(coarse, k),
-                                 measure_ratio)
+            return measure_check(luminance(image_a), luminance(image_b), f_hat,
+                                 outline_zone(coarse, k), measure_ratio)
 
         if None not in image_a.shape[1:3]:
             k = g_factor(image_a.shape[1], image_a.shape[2], g_side)
@@ -515,45 +523,65 @@ def _strip_function(refiner: Refiner) -> Callable:
     return _STRIP_FUNCTIONS[key]
 
 
-_MEASURE_FUNCTIONS: dict[str, Callable] = {}
+_MEASURE_FUNCTIONS: dict[Any, Callable] = {}
 
 
-def _measure_functions() -> tuple[Callable, Callable]:
-    """`outline_zone` and `measure_check` traced once for inputs of any size."""
-    if not _MEASURE_FUNCTIONS:
-        image = tf.TensorSpec([1, None, None, 3], tf.float32)
+def _measure_function(key: Any) -> Callable:
+    """`outline_zone` ("zone"), or `measure_check` on raw source strips of a dtype and
+    channel count (a (dtype, channels) key: luminance taken in the graph, no float RGB
+    copy), traced once for inputs of any size."""
+    if key not in _MEASURE_FUNCTIONS:
         column = tf.TensorSpec([1, None, None, 1], tf.float32)
         scalar = tf.TensorSpec([], tf.int32)
-        _MEASURE_FUNCTIONS["zone"] = tf.function(
-            outline_zone, input_signature=[column, scalar], autograph=False)
-        _MEASURE_FUNCTIONS["check"] = tf.function(
-            measure_check, autograph=False, input_signature=[
-                image, image, column, tf.TensorSpec([1, None, None, 1], tf.bool),
-                tf.TensorSpec([], tf.float32), scalar, scalar])
-    return _MEASURE_FUNCTIONS["zone"], _MEASURE_FUNCTIONS["check"]
+        if key == "zone":
+            _MEASURE_FUNCTIONS[key] = tf.function(
+                outline_zone, input_signature=[column, scalar], autograph=False)
+        else:
+            dtype, channels = key
+            scale = unit_scale(np.dtype(dtype))
+            source = tf.TensorSpec([1, None, None, channels], tf.as_dtype(dtype))
+
+            def check(a, b, f_hat, zone, ratio, top, bottom):
+                return measure_check(luminance(a, scale), luminance(b, scale), f_hat, zone,
+                                     ratio, top, bottom)
+
+            _MEASURE_FUNCTIONS[key] = tf.function(
+                check, autograph=False, input_signature=[
+                    source, source, column, tf.TensorSpec([1, None, None, 1], tf.bool),
+                    tf.TensorSpec([], tf.float32), scalar, scalar])
+    return _MEASURE_FUNCTIONS[key]
+
+
+def _as_source_strip(pixels: np.ndarray) -> np.ndarray:
+    """(1, h, w, C) of a source's rows as they are (uint8, uint16 or float32)."""
+    if pixels.dtype not in (np.uint8, np.uint16):
+        pixels = pixels.astype(np.float32, copy=False)
+    return (pixels[:, :, None] if pixels.ndim == 2 else pixels)[None]
 
 
 def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
                    coarse: np.ndarray, k: int, ratio: float = MEASURE_RATIO,
                    strip_rows: int = STRIP_ROWS) -> np.ndarray:
     """`measure_check` of F_hat (H, W) with the zone of G's map `coarse` (H, W) at factor
-    k, in horizontal strips (the same values as one whole-image call); sources as for
-    `refine_arrays`. (H, W) float32."""
-    zone_fn, check = _measure_functions()
-    zone = zone_fn(tf.constant(np.asarray(coarse, np.float32)[None, :, :, None]),
-                   tf.constant(k, tf.int32)).numpy()
+    k, in horizontal strips (the values of one whole-image call, to float rounding), only
+    the strips that meet the zone; sources as for `refine_arrays` (grey ones with RGB ones
+    are compared on their luminance, so mixing is fine). (H, W) float32."""
+    zone = _measure_function("zone")(
+        tf.constant(np.asarray(coarse, np.float32)[None, :, :, None]),
+        tf.constant(k, tf.int32)).numpy()
     height = f_hat.shape[0]
     context = measure_context_rows()
-    out = np.empty(f_hat.shape, np.float32)
+    out = np.array(f_hat, np.float32)
     for r0 in range(0, height, strip_rows):
         r1 = min(height, r0 + strip_rows)
         if not zone[:, r0:r1].any():  # nothing to check in these rows
-            out[r0:r1] = f_hat[r0:r1]
             continue
         lo, hi = max(0, r0 - context), min(height, r1 + context)
-        a, b = to_unit_rgb(image_a[lo:hi]), to_unit_rgb(image_b[lo:hi])
-        out[r0:r1] = check(tf.constant(a[None]), tf.constant(b[None]),
-                           tf.constant(np.asarray(f_hat[r0:r1], np.float32)[None, :, :, None]),
+        a, b = _as_source_strip(image_a[lo:hi]), _as_source_strip(image_b[lo:hi])
+        if a.dtype != b.dtype or a.shape[-1] != b.shape[-1]:  # mixed layouts: both as RGB
+            a, b = to_unit_rgb(image_a[lo:hi])[None], to_unit_rgb(image_b[lo:hi])[None]
+        check = _measure_function((a.dtype.name, a.shape[-1]))
+        out[r0:r1] = check(tf.constant(a), tf.constant(b), tf.constant(out[None, r0:r1, :, None]),
                            tf.constant(zone[:, r0:r1]), tf.constant(ratio, tf.float32),
                            tf.constant(r0 - lo), tf.constant(hi - r1)).numpy()[0, :, :, 0]
     return out
