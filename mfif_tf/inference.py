@@ -287,12 +287,18 @@ def outline_zone(coarse: tf.Tensor, k: Any, reach: int = MEASURE_REACH) -> tf.Te
     resolution, as `scales_lib.multiscale` returns it). The outline is taken on G's grid
     (every k-th pixel), where G drew it, so the cost is that of G's map."""
     shape = tf.shape(coarse)
+    zone = tf.cast(outline_zone_grid(coarse, k, reach), tf.float32)
+    zone = tf.repeat(tf.repeat(zone, k, axis=1), k, axis=2)[:, :shape[1], :shape[2]]
+    return zone > 0.5
+
+
+def outline_zone_grid(coarse: tf.Tensor, k: Any, reach: int = MEASURE_REACH) -> tf.Tensor:
+    """`outline_zone` on G's grid: (N, ceil(H / k), ceil(W / k), 1) bool, pixel (i, j)
+    standing for the full-resolution pixels [ik, ik + k) x [jk, jk + k)."""
     grid = tf.cast(coarse[:, ::k, ::k] > 0.5, tf.float32)
     # Outline: grid pixels whose 3 x 3 neighbourhood holds both sides.
     edge = _max_square(grid, 3) + _max_square(-grid, 3)
-    zone = _max_square(edge, 2 * reach + 1)
-    zone = tf.repeat(tf.repeat(zone, k, axis=1), k, axis=2)[:, :shape[1], :shape[2]]
-    return zone > 0.5
+    return _max_square(edge, 2 * reach + 1) > 0.5
 
 
 def luminance(pixels: tf.Tensor, scale: float = 1.0) -> tf.Tensor:
@@ -535,7 +541,7 @@ def _measure_function(key: Any) -> Callable:
         scalar = tf.TensorSpec([], tf.int32)
         if key == "zone":
             _MEASURE_FUNCTIONS[key] = tf.function(
-                outline_zone, input_signature=[column, scalar], autograph=False)
+                outline_zone_grid, input_signature=[column, scalar], autograph=False)
         else:
             dtype, channels = key
             scale = unit_scale(np.dtype(dtype))
@@ -566,24 +572,33 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
     k, in horizontal strips (the values of one whole-image call, to float rounding), only
     the strips that meet the zone; sources as for `refine_arrays` (grey ones with RGB ones
     are compared on their luminance, so mixing is fine). (H, W) float32."""
-    zone = _measure_function("zone")(
+    grid = _measure_function("zone")(
         tf.constant(np.asarray(coarse, np.float32)[None, :, :, None]),
-        tf.constant(k, tf.int32)).numpy()
-    height = f_hat.shape[0]
+        tf.constant(k, tf.int32)).numpy()[0, :, :, 0]
+    height, width = f_hat.shape
     context = measure_context_rows()
     out = np.array(f_hat, np.float32)
     for r0 in range(0, height, strip_rows):
         r1 = min(height, r0 + strip_rows)
-        if not zone[:, r0:r1].any():  # nothing to check in these rows
+        g0 = r0 // k
+        zone = np.repeat(np.repeat(grid[g0:-(-r1 // k)], k, axis=0), k, axis=1)
+        zone = zone[r0 - g0 * k:r1 - g0 * k, :width]
+        columns = np.flatnonzero(zone.any(axis=0))
+        if not len(columns):  # nothing to check in these rows
             continue
+        # Only the columns that meet the zone, with the measure's reach on either side.
+        c0, c1 = max(0, columns[0] - context), min(width, columns[-1] + 1 + context)
         lo, hi = max(0, r0 - context), min(height, r1 + context)
-        a, b = _as_source_strip(image_a[lo:hi]), _as_source_strip(image_b[lo:hi])
+        a = _as_source_strip(image_a[lo:hi, c0:c1])
+        b = _as_source_strip(image_b[lo:hi, c0:c1])
         if a.dtype != b.dtype or a.shape[-1] != b.shape[-1]:  # mixed layouts: both as RGB
-            a, b = to_unit_rgb(image_a[lo:hi])[None], to_unit_rgb(image_b[lo:hi])[None]
+            a = to_unit_rgb(image_a[lo:hi, c0:c1])[None]
+            b = to_unit_rgb(image_b[lo:hi, c0:c1])[None]
         check = _measure_function((a.dtype.name, a.shape[-1]))
-        out[r0:r1] = check(tf.constant(a), tf.constant(b), tf.constant(out[None, r0:r1, :, None]),
-                           tf.constant(zone[:, r0:r1]), tf.constant(ratio, tf.float32),
-                           tf.constant(r0 - lo), tf.constant(hi - r1)).numpy()[0, :, :, 0]
+        out[r0:r1, c0:c1] = check(
+            tf.constant(a), tf.constant(b), tf.constant(out[None, r0:r1, c0:c1, None]),
+            tf.constant(zone[None, :, c0:c1, None]), tf.constant(ratio, tf.float32),
+            tf.constant(r0 - lo), tf.constant(hi - r1)).numpy()[0, :, :, 0]
     return out
 
 
