@@ -2,7 +2,7 @@ r"""Fuses multi-focus photos with MFIF-GAN (console script `mfif-fuse`).
 
   python -m mfif_tf.fuse A.jpg B.jpg [C.jpg ...] -o fused.png [--focus_map map.png]
       [--index_map idx.png] [--model PATH] [--mode refined|paper|coarse_to_fine]
-      [--g_side 1024] [--working_side S] [--refiner DIR] [--scales 1,0.5]
+      [--g_side 1024] [--measure_ratio 3] [--working_side S] [--refiner DIR] [--scales 1,0.5]
       [--precision float32|bfloat16]
       [--flips] [--no_srr] [--min_size N]
       [--edge_pixels K] [--align] [--align_model M] [--tile_size T] [--overwrite]

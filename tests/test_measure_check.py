@@ -115,3 +115,15 @@ def test_bad_measure_ratio_is_refused_with_its_name(bad):
     with pytest.raises(InputError, match="--measure_ratio"):
         fuse_lib.FuseOptions(measure_ratio=bad).validate()
     assert common.check_measure_ratio(0) == 0.0 and common.check_measure_ratio(3) == 3.0
+
+
+def test_cli_refuses_a_bad_measure_ratio_with_its_name(tmp_path):
+    from tests.test_fuse_cli import run_cli
+
+    a, b = _pair(40, 40)
+    for name, x in (("a.png", a), ("b.png", b)):
+        Image.fromarray(x).save(tmp_path / name)
+    done = run_cli("a.png", "b.png", "-o", "out.png", "--measure_ratio=-2", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "--measure_ratio" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out.png").exists()
