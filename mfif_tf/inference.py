@@ -533,36 +533,35 @@ _MEASURE_FUNCTIONS: dict[Any, Callable] = {}
 
 
 def _measure_function(key: Any) -> Callable:
-    """`outline_zone` ("zone"), or `measure_check` on raw source strips of a dtype and
-    channel count (a (dtype, channels) key: luminance taken in the graph, no float RGB
-    copy), traced once for inputs of any size."""
+    """Traced once for inputs of any size: `outline_zone_grid` ("zone"), `measure_check` on
+    two luminance strips ("check"), or `luminance` of a source strip of a (dtype, channels)
+    key, read as it is (no float RGB copy)."""
     if key not in _MEASURE_FUNCTIONS:
         column = tf.TensorSpec([1, None, None, 1], tf.float32)
         scalar = tf.TensorSpec([], tf.int32)
         if key == "zone":
-            _MEASURE_FUNCTIONS[key] = tf.function(
-                outline_zone_grid, input_signature=[column, scalar], autograph=False)
+            function, signature = outline_zone_grid, [column, scalar]
+        elif key == "check":
+            function = measure_check
+            signature = [column, column, column, tf.TensorSpec([1, None, None, 1], tf.bool),
+                         tf.TensorSpec([], tf.float32), scalar, scalar]
         else:
             dtype, channels = key
             scale = unit_scale(np.dtype(dtype))
-            source = tf.TensorSpec([1, None, None, channels], tf.as_dtype(dtype))
-
-            def check(a, b, f_hat, zone, ratio, top, bottom):
-                return measure_check(luminance(a, scale), luminance(b, scale), f_hat, zone,
-                                     ratio, top, bottom)
-
-            _MEASURE_FUNCTIONS[key] = tf.function(
-                check, autograph=False, input_signature=[
-                    source, source, column, tf.TensorSpec([1, None, None, 1], tf.bool),
-                    tf.TensorSpec([], tf.float32), scalar, scalar])
+            function = lambda pixels: luminance(pixels, scale)  # noqa: E731
+            signature = [tf.TensorSpec([1, None, None, channels], tf.as_dtype(dtype))]
+        _MEASURE_FUNCTIONS[key] = tf.function(function, input_signature=signature,
+                                              autograph=False)
     return _MEASURE_FUNCTIONS[key]
 
 
-def _as_source_strip(pixels: np.ndarray) -> np.ndarray:
-    """(1, h, w, C) of a source's rows as they are (uint8, uint16 or float32)."""
+def _luminance_strip(pixels: np.ndarray) -> tf.Tensor:
+    """(1, h, w, 1) luminance in [0, 1] of a source's rows (uint8, uint16 or float; grey or
+    RGB), computed from the values as they are."""
     if pixels.dtype not in (np.uint8, np.uint16):
         pixels = pixels.astype(np.float32, copy=False)
-    return (pixels[:, :, None] if pixels.ndim == 2 else pixels)[None]
+    pixels = (pixels[:, :, None] if pixels.ndim == 2 else pixels)[None]
+    return _measure_function((pixels.dtype.name, pixels.shape[-1]))(tf.constant(pixels))
 
 
 def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
@@ -570,13 +569,14 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
                    strip_rows: int = STRIP_ROWS) -> np.ndarray:
     """`measure_check` of F_hat (H, W) with the zone of G's map `coarse` (H, W) at factor
     k, in horizontal strips (the values of one whole-image call, to float rounding), only
-    the strips that meet the zone; sources as for `refine_arrays` (grey ones with RGB ones
-    are compared on their luminance, so mixing is fine). (H, W) float32."""
+    over the rows and columns that meet the zone; sources as for `refine_arrays` (each read
+    as its luminance, so grey and RGB sources mix). (H, W) float32."""
     grid = _measure_function("zone")(
         tf.constant(np.asarray(coarse, np.float32)[None, :, :, None]),
         tf.constant(k, tf.int32)).numpy()[0, :, :, 0]
     height, width = f_hat.shape
     context = measure_context_rows()
+    check = _measure_function("check")
     out = np.array(f_hat, np.float32)
     for r0 in range(0, height, strip_rows):
         r1 = min(height, r0 + strip_rows)
@@ -589,16 +589,11 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
         # Only the columns that meet the zone, with the measure's reach on either side.
         c0, c1 = max(0, columns[0] - context), min(width, columns[-1] + 1 + context)
         lo, hi = max(0, r0 - context), min(height, r1 + context)
-        a = _as_source_strip(image_a[lo:hi, c0:c1])
-        b = _as_source_strip(image_b[lo:hi, c0:c1])
-        if a.dtype != b.dtype or a.shape[-1] != b.shape[-1]:  # mixed layouts: both as RGB
-            a = to_unit_rgb(image_a[lo:hi, c0:c1])[None]
-            b = to_unit_rgb(image_b[lo:hi, c0:c1])[None]
-        check = _measure_function((a.dtype.name, a.shape[-1]))
         out[r0:r1, c0:c1] = check(
-            tf.constant(a), tf.constant(b), tf.constant(out[None, r0:r1, c0:c1, None]),
-            tf.constant(zone[None, :, c0:c1, None]), tf.constant(ratio, tf.float32),
-            tf.constant(r0 - lo), tf.constant(hi - r1)).numpy()[0, :, :, 0]
+            _luminance_strip(image_a[lo:hi, c0:c1]), _luminance_strip(image_b[lo:hi, c0:c1]),
+            tf.constant(out[None, r0:r1, c0:c1, None]), tf.constant(zone[None, :, c0:c1, None]),
+            tf.constant(ratio, tf.float32), tf.constant(r0 - lo),
+            tf.constant(hi - r1)).numpy()[0, :, :, 0]
     return out
 
 
