@@ -113,11 +113,16 @@ def check_working_side(side: Any) -> int:
 # source's luminance over w x w pixels, for each w of MEASURE_WINDOWS (the first has the
 # last word), overrides F_hat where one source's is more than MEASURE_RATIO times the
 # other's plus MEASURE_FLOOR w^2 (a modified Laplacian per pixel, luminance in [0, 1]),
-# within MEASURE_REACH of G's pixels of G's outline.
+# within MEASURE_REACH of G's pixels of G's outline. Then, within MEASURE_BAND pixels of the
+# outline so drawn (and inside that zone), the modified Laplacian of the single pixel
+# decides where one source's is more than MEASURE_PIXEL_RATIO times the other's plus
+# MEASURE_FLOOR, which places the outline to the pixel.
 MEASURE_RATIO = 3.0
 MEASURE_REACH = 16
 MEASURE_WINDOWS = (15, 5)
 MEASURE_FLOOR = 1e-3 / 225
+MEASURE_BAND = 4
+MEASURE_PIXEL_RATIO = 5.0
 
 
 def check_measure_ratio(ratio: Any) -> float:

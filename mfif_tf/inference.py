@@ -52,7 +52,8 @@ from mfif_tf import refiner as refiner_lib
 # re-exported here.
 from mfif_tf.common import (  # noqa: F401
     BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE,
-    MEASURE_FLOOR, MEASURE_RATIO, MEASURE_REACH, MEASURE_WINDOWS, MIN_WORKING_SIDE, MODES,
+    MEASURE_BAND, MEASURE_FLOOR, MEASURE_PIXEL_RATIO, MEASURE_RATIO, MEASURE_REACH,
+    MEASURE_WINDOWS, MIN_WORKING_SIDE, MODES,
     PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_measure_ratio, check_mode,
     check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
 from mfif_tf import scales as scales_lib
@@ -324,6 +325,9 @@ def sum_modified_laplacian(grey: tf.Tensor,
           + tf.abs(twice - p[:, :-2, 1:-1] - p[:, 2:, 1:-1]))
     sums = []
     for window in windows:
+        if window == 1:  # the modified Laplacian of the pixel itself
+            sums.append(ml)
+            continue
         h = window // 2
         padded = tf.pad(ml, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
         rows = tf.nn.conv2d(padded, tf.ones([window, 1, 1, 1]), 1, "VALID")
@@ -331,20 +335,38 @@ def sum_modified_laplacian(grey: tf.Tensor,
     return sums
 
 
-def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS) -> int:
-    """Rows of context a strip of `measure_check` needs on either side."""
-    return max(windows) // 2 + 1
+def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS,
+                         band: int = MEASURE_BAND) -> int:
+    """Rows of context a strip of `measure_check` needs on either side: the measure's reach
+    plus the band."""
+    return max(windows) // 2 + 1 + band
+
+
+def _decide(f_hat, sml_a, sml_b, where, ratio, floor):
+    """1 where `where` and I_A's measure beats `ratio` times I_B's plus `floor`, 0 where
+    I_B's beats I_A's so, F_hat elsewhere."""
+    a_sharp = tf.logical_and(where, sml_a > ratio * sml_b + floor)
+    b_sharp = tf.logical_and(where, sml_b > ratio * sml_a + floor)
+    return tf.where(a_sharp, tf.ones_like(f_hat), tf.where(b_sharp, tf.zeros_like(f_hat), f_hat))
 
 
 def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor, zone: tf.Tensor,
                   ratio: float = MEASURE_RATIO, top: Any = 0, bottom: Any = 0,
-                  windows: Sequence[int] = MEASURE_WINDOWS) -> tf.Tensor:
-    """F_hat checked against the full-resolution focus measure where G ran below full size:
-    1 where I_A's SML is more than `ratio` times I_B's plus `MEASURE_FLOOR` w^2, 0 where
-    I_B's is more than `ratio` times I_A's plus that, both only inside `zone`
-    (`outline_zone`); F_hat elsewhere. Each window w of `windows` decides where it is
-    decisive, the first last, so that it has the last word; a smaller one reaches closer
-    to an outline (a window that straddles it sees the sharp side of both sources).
+                  windows: Sequence[int] = MEASURE_WINDOWS, band: int = MEASURE_BAND,
+                  pixel_ratio: float = MEASURE_PIXEL_RATIO) -> tf.Tensor:
+    """F_hat checked against the full-resolution focus measure where G ran below full size.
+
+    1. Window by window: 1 where I_A's SML is more than `ratio` times I_B's plus
+       `MEASURE_FLOOR` w^2, 0 where I_B's is more than `ratio` times I_A's plus that, both
+       only inside `zone` (`outline_zone`); F_hat elsewhere. Each window w of `windows`
+       decides where it is decisive, the first last, so that it has the last word; a
+       smaller one reaches closer to an outline (a window that straddles it sees the sharp
+       side of both sources).
+    2. Within `band` pixels (a (2 band + 1)^2 square) of the outline so drawn, inside
+       `zone`, the same test on the modified Laplacian of the pixel alone with
+       `pixel_ratio` (0 skips it): a window of w pixels straddling the outline misplaces it
+       by up to w / 2, the pixel's own measure does not, and the stricter ratio leaves the
+       pixels where the defocus spread of a blurred foreground makes both look alike.
 
     G, deciding on sources averaged over k x k boxes, places its outline to within a few of
     its own pixels, i.e. several full-resolution pixels, and R moves an outline only within
@@ -356,18 +378,24 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor, zone: 
       grey_a, grey_b: the sources' luminance in [0, 1] (`luminance`), (N, H, W, 1), with
         `top` and `bottom` rows of context of a strip (at least `measure_context_rows` where
         the image has them; 0, 0 for a whole image).
-      f_hat, zone: (N, H - top - bottom, W, 1) for the strip's own rows.
+      f_hat, zone: (N, H, W, 1), the same rows.
+    Returns:
+      (N, H - top - bottom, W, 1): the strip's own rows.
     """
     rows = tf.shape(grey_a)[1]
-    ones, zeros = tf.ones_like(f_hat), tf.zeros_like(f_hat)
-    pairs = zip(sum_modified_laplacian(grey_a, windows), sum_modified_laplacian(grey_b, windows))
-    for window, (sml_a, sml_b) in reversed(list(zip(windows, pairs))):
-        sml_a, sml_b = sml_a[:, top:rows - bottom], sml_b[:, top:rows - bottom]
-        floor = MEASURE_FLOOR * window * window
-        a_sharp = tf.logical_and(zone, sml_a > ratio * sml_b + floor)
-        b_sharp = tf.logical_and(zone, sml_b > ratio * sml_a + floor)
-        f_hat = tf.where(a_sharp, ones, tf.where(b_sharp, zeros, f_hat))
-    return f_hat
+    pixel = bool(pixel_ratio) and band > 0
+    measured = tuple(windows) + ((1,) if pixel else ())
+    sums = list(zip(sum_modified_laplacian(grey_a, measured),
+                    sum_modified_laplacian(grey_b, measured)))
+    for window, (sml_a, sml_b) in reversed(list(zip(windows, sums))):
+        f_hat = _decide(f_hat, sml_a, sml_b, zone, ratio, MEASURE_FLOOR * window * window)
+    if pixel:
+        side = tf.cast(f_hat > 0.5, tf.float32)
+        # Both sides within the square: the outline's band.
+        near = _max_square(side, 2 * band + 1) + _max_square(-side, 2 * band + 1) > 0.5
+        f_hat = _decide(f_hat, *sums[-1], tf.logical_and(zone, near), pixel_ratio,
+                        MEASURE_FLOOR)
+    return f_hat[:, top:rows - bottom]
 
 
 def context_rows(refiner: Refiner) -> int:
@@ -577,13 +605,17 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
     height, width = f_hat.shape
     context = measure_context_rows()
     check = _measure_function("check")
-    out = np.array(f_hat, np.float32)
-    for r0 in range(0, height, strip_rows):
-        r1 = min(height, r0 + strip_rows)
+    f_hat = np.asarray(f_hat, np.float32)
+    out = f_hat.copy()
+
+    def zone_rows(r0, r1):  # the zone's full-resolution rows [r0, r1)
         g0 = r0 // k
         zone = np.repeat(np.repeat(grid[g0:-(-r1 // k)], k, axis=0), k, axis=1)
-        zone = zone[r0 - g0 * k:r1 - g0 * k, :width]
-        columns = np.flatnonzero(zone.any(axis=0))
+        return zone[r0 - g0 * k:r1 - g0 * k, :width]
+
+    for r0 in range(0, height, strip_rows):
+        r1 = min(height, r0 + strip_rows)
+        columns = np.flatnonzero(zone_rows(r0, r1).any(axis=0))
         if not len(columns):  # nothing to check in these rows
             continue
         # Only the columns that meet the zone, with the measure's reach on either side.
@@ -591,7 +623,8 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
         lo, hi = max(0, r0 - context), min(height, r1 + context)
         out[r0:r1, c0:c1] = check(
             _luminance_strip(image_a[lo:hi, c0:c1]), _luminance_strip(image_b[lo:hi, c0:c1]),
-            tf.constant(out[None, r0:r1, c0:c1, None]), tf.constant(zone[None, :, c0:c1, None]),
+            tf.constant(f_hat[None, lo:hi, c0:c1, None]),
+            tf.constant(zone_rows(lo, hi)[None, :, c0:c1, None]),
             tf.constant(ratio, tf.float32), tf.constant(r0 - lo),
             tf.constant(hi - r1)).numpy()[0, :, :, 0]
     return out

@@ -24,8 +24,8 @@ def _grey(x):
 def test_sml_is_the_classical_baseline_measure():
     rng = np.random.default_rng(0)
     image = (rng.uniform(0, 255, (37, 53, 3))).astype(np.uint8)
-    got = inference.sum_modified_laplacian(inference.luminance(_unit(image)), (15, 5))
-    for window, sml in zip((15, 5), got):
+    got = inference.sum_modified_laplacian(inference.luminance(_unit(image)), (15, 5, 1))
+    for window, sml in zip((15, 5, 1), got):
         expected = classical.sum_modified_laplacian(classical.luminance(image), window)
         np.testing.assert_allclose(sml.numpy()[0, :, :, 0], expected, rtol=1e-4, atol=1e-4)
 
@@ -70,6 +70,31 @@ def test_check_takes_the_sharp_source_in_the_zone_and_nothing_else():
     outside = ~zone.numpy()[0, :, :, 0]
     np.testing.assert_array_equal(out[0][outside], f_hat[0][outside])
     np.testing.assert_array_equal(out[0, :, 190:], f_hat[0, :, 190:])
+
+
+def test_the_pixel_pass_brings_the_outline_to_the_pixel():
+    """Sources of the conventional model (eqs. 12-13) with the true outline at column 100
+    and F_hat's at 106: the windows leave about two wrong columns on every row (a window
+    straddling the outline sees I_A's sharp side); the pixel's own measure, within `band`
+    of the outline, halves that, and changes nothing further from the outline."""
+    rng = np.random.default_rng(1)
+    image = ndimage.gaussian_filter(rng.uniform(0, 1, (96, 220, 3)), (1, 1, 0))
+    blurred = ndimage.gaussian_filter(image, (6, 6, 0))
+    left = np.zeros((96, 220, 1), bool)
+    left[:, :100] = True
+    a = (np.where(left, image, blurred) * 255).round().astype(np.uint8)
+    b = (np.where(left, blurred, image) * 255).round().astype(np.uint8)
+    f_hat = np.zeros((1, 96, 220, 1), np.float32)
+    f_hat[:, :, :106] = 0.9
+    zone = inference.outline_zone(tf.constant(f_hat), 2, reach=8)
+    maps = {ratio: inference.measure_check(_grey(a), _grey(b), tf.constant(f_hat), zone,
+                                           pixel_ratio=ratio).numpy()[0, :, :, 0]
+            for ratio in (0, common.MEASURE_PIXEL_RATIO)}
+    wrong = {ratio: ((m > 0.5) != left[:, :, 0]).sum() for ratio, m in maps.items()}
+    assert wrong[0] >= 1.5 * 96 and wrong[common.MEASURE_PIXEL_RATIO] < 0.6 * wrong[0]
+    moved = np.flatnonzero((maps[0] != maps[common.MEASURE_PIXEL_RATIO]).any(axis=0))
+    assert len(moved) and moved.min() >= 100 - common.MEASURE_BAND \
+        and moved.max() <= 101 + common.MEASURE_BAND
 
 
 def test_strips_give_the_whole_image_values():
