@@ -328,11 +328,16 @@ def sum_modified_laplacian(grey: tf.Tensor,
         if window == 1:  # the modified Laplacian of the pixel itself
             sums.append(ml)
             continue
-        h = window // 2
-        padded = tf.pad(ml, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
-        rows = tf.nn.conv2d(padded, tf.ones([window, 1, 1, 1]), 1, "VALID")
-        sums.append(tf.nn.conv2d(rows, tf.ones([1, window, 1, 1]), 1, "VALID"))
+        sums.append(_box_sum(ml, window))
     return sums
+
+
+def _box_sum(x: tf.Tensor, window: int) -> tf.Tensor:
+    """Sums of (N, H, W, 1) over window x window boxes, mirrored at the edges (separable)."""
+    h = window // 2
+    padded = tf.pad(x, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
+    rows = tf.nn.conv2d(padded, tf.ones([window, 1, 1, 1]), 1, "VALID")
+    return tf.nn.conv2d(rows, tf.ones([1, window, 1, 1]), 1, "VALID")
 
 
 def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS,
@@ -390,9 +395,13 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor, zone: 
     for window, (sml_a, sml_b) in reversed(list(zip(windows, sums))):
         f_hat = _decide(f_hat, sml_a, sml_b, zone, ratio, MEASURE_FLOOR * window * window)
     if pixel:
-        side = tf.cast(f_hat > 0.5, tf.float32)
-        # Both sides within the square: the outline's band.
-        near = _max_square(side, 2 * band + 1) + _max_square(-side, 2 * band + 1) > 0.5
+        # Both sides within the square (mirrored at the edges, which adds no side the
+        # square does not hold): the outline's band.
+        side = 2 * band + 1
+        # Shaped as the measure: a static channel for converters that need one.
+        side_map = tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(sums[-1][0]))
+        count = _box_sum(side_map, side)
+        near = tf.logical_and(count > 0.5, count < side * side - 0.5)
         f_hat = _decide(f_hat, *sums[-1], tf.logical_and(zone, near), pixel_ratio,
                         MEASURE_FLOOR)
     return f_hat[:, top:rows - bottom]
