@@ -9,7 +9,7 @@ and where their weights come from (no TensorFlow here: the suite process stays l
                     CPUs with bfloat16 units, else float32).
   refined_float32   refined in float32 whatever the CPU (the default before bfloat16 became
                     the default on CPUs with bfloat16 units).
-  refined_unchecked refined without the focus-measure check of G's outline above g_side
+  refined_unchecked refined without the focus-measure check of G's outline
                     (`measure_ratio=0`, the default before the check).
   coarse_to_fine    `mode="coarse_to_fine"`: G on the sources area-downscaled to a shorter
                     side of `working_side` pixels, then R redraws the map's outline octave by
@@ -69,8 +69,8 @@ LABELS = {
                         "coarse_to_fine)",
     "refined_six_branch": "refined_six_branch (the previous default: six-branch G, same R)",
     "refined_float32": "refined_float32 (refined in float32 whatever the CPU)",
-    "refined_unchecked": "refined_unchecked (refined without the focus-measure check above "
-                         "g_side: the previous default)",
+    "refined_unchecked": "refined_unchecked (refined without the focus-measure check of "
+                         "G's outline)",
     "classical": "classical (sum-modified-Laplacian + SRR + eq. 14)",
     "enfuse": "enfuse (focus-stacking options)",
 }

@@ -50,9 +50,9 @@ flags.DEFINE_integer("working_side", 448, "With --model, coarse_to_fine: shorter
 flags.DEFINE_integer("g_side", 1024, "With --model, refined: the largest shorter side G runs "
                      "at; larger sources are box-averaged by a power of two first (0: G at "
                      "full size).")
-flags.DEFINE_float("measure_ratio", 3.0, "With --model, refined, above --g_side: the "
-                   "focus-measure check of the network's outline (0: off; mfif-fuse "
-                   "--measure_ratio).")
+flags.DEFINE_float("measure_ratio", 3.0, "With --model, refined: the focus-measure check "
+                   "of the network's outline, over windows above --g_side and pixels at any "
+                   "size (0: off; mfif-fuse --measure_ratio).")
 flags.DEFINE_string("refiner", None, "With --model, refined/coarse_to_fine: folder of the "
                     "refinement "
                     "head (default: the one beside --model, else the packaged one).")

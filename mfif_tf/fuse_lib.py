@@ -162,7 +162,7 @@ def litert_blockers(options: FuseOptions, generator: Generator | str | None) -> 
         model=model, mode=options.mode, refiner=options.refiner, scales=options.scales,
         flips=options.flips, precision=options.precision, tile_size=options.tile_size,
         min_size=options.min_size, min_size_fraction=options.min_size_fraction,
-        g_side=options.g_side)
+        g_side=options.g_side, measure_ratio=options.measure_ratio)
     missing = litert_engine.missing()
     return reasons + ([missing] if missing else [])
 

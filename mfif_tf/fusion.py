@@ -170,9 +170,9 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
     """F_hat (H, W) float32 for two checked, same-layout sources, in any mode of
     `mfif_tf.inference`; `flips` averages G's maps over mirrored sources. In refined mode
     with `coarse_refiner`, G runs on the sources box-averaged by `g_factor(H, W, g_side)`
-    and, when that is above 1, `coarse_refiner` redraws the outline and the focus measure
-    checks it (`inference.measure_check` with `measure_ratio`, 0 skips it;
-    `inference.focus_map`)."""
+    and, when that is above 1, `coarse_refiner` redraws the outline; the focus measure then
+    checks the outline (`inference.measure_check` with `measure_ratio`, 0 skips it; over
+    windows and pixels below full size, pixels at full size; `inference.focus_map`)."""
 
     def predict(a: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
         return tiling.predict_focus_map(generator, a, b, tile_size, progress=progress,
@@ -189,9 +189,9 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
         coarse = predict(image_a, image_b, scales=tuple(s / k for s in scales))
         f_hat = inference.refine_arrays(refiner if k == 1 else coarse_refiner, image_a,
                                         image_b, coarse, progress=progress)
-        if k > 1 and measure_ratio:
-            f_hat = inference.measure_arrays(image_a, image_b, f_hat, coarse, k,
-                                             measure_ratio)
+        if measure_ratio:  # both steps below full size, step 2 alone at full size
+            f_hat = inference.measure_arrays(image_a, image_b, f_hat,
+                                             coarse if k > 1 else None, k, measure_ratio)
         return f_hat
     return inference.coarse_to_fine_arrays(predict, refiner, image_a, image_b, working_side,
                                            progress=progress, progress_total=progress_total)

@@ -344,7 +344,7 @@ def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS,
                          band: int = MEASURE_BAND) -> int:
     """Rows of context a strip of `measure_check` needs on either side: the measure's reach
     plus the band."""
-    return max(windows) // 2 + 1 + band
+    return max(windows, default=1) // 2 + 1 + band
 
 
 def _decide(f_hat, sml_a, sml_b, where, ratio, floor):
@@ -355,11 +355,14 @@ def _decide(f_hat, sml_a, sml_b, where, ratio, floor):
     return tf.where(a_sharp, tf.ones_like(f_hat), tf.where(b_sharp, tf.zeros_like(f_hat), f_hat))
 
 
-def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor, zone: tf.Tensor,
+def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
+                  zone: tf.Tensor | None,
                   ratio: float = MEASURE_RATIO, top: Any = 0, bottom: Any = 0,
                   windows: Sequence[int] = MEASURE_WINDOWS, band: int = MEASURE_BAND,
                   pixel_ratio: float = MEASURE_PIXEL_RATIO) -> tf.Tensor:
-    """F_hat checked against the full-resolution focus measure where G ran below full size.
+    """F_hat checked against the sources' focus measure at full resolution: both steps where
+    G ran below full size, step 2 alone (`windows` empty, `zone` None: everywhere) where it
+    ran at full size.
 
     1. Window by window: 1 where I_A's SML is more than `ratio` times I_B's plus
        `MEASURE_FLOOR` w^2, 0 where I_B's is more than `ratio` times I_A's plus that, both
@@ -383,7 +386,7 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor, zone: 
       grey_a, grey_b: the sources' luminance in [0, 1] (`luminance`), (N, H, W, 1), with
         `top` and `bottom` rows of context of a strip (at least `measure_context_rows` where
         the image has them; 0, 0 for a whole image).
-      f_hat, zone: (N, H, W, 1), the same rows.
+      f_hat, zone: (N, H, W, 1), the same rows; `zone` None only with `windows` empty.
     Returns:
       (N, H - top - bottom, W, 1): the strip's own rows.
     """
@@ -402,8 +405,8 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor, zone: 
         side_map = tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(sums[-1][0]))
         count = _box_sum(side_map, side)
         near = tf.logical_and(count > 0.5, count < side * side - 0.5)
-        f_hat = _decide(f_hat, *sums[-1], tf.logical_and(zone, near), pixel_ratio,
-                        MEASURE_FLOOR)
+        f_hat = _decide(f_hat, *sums[-1], near if zone is None else tf.logical_and(zone, near),
+                        pixel_ratio, MEASURE_FLOOR)
     return f_hat[:, top:rows - bottom]
 
 
@@ -493,7 +496,8 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
     above 1, `coarse_refiner` (`COARSE_REFINER_KEY`'s R) redraws the outline instead of
     `refiner`; the factor is fixed when the graph is built if the size is static, else
     chosen when it runs; then the focus measure checks G's outline (`measure_check`, with
-    `measure_ratio`; 0 skips it). Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
+    `measure_ratio`; 0 skips it): both steps below full size, the pixel step at full size.
+    Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
     batch of one with a static size (fixed-size TFLite models) unrolls the levels; other
     batches run pair by pair, as R does in mode refined.
     """
@@ -503,9 +507,15 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
     if refiner is None:
         raise ValueError(f"{mode} mode needs the refinement head R")
     if mode == "refined":
+        def full_size(coarse):
+            f_hat = _refine_pairs(refiner, image_a, image_b, coarse)
+            if not measure_ratio:
+                return f_hat
+            return measure_check(luminance(image_a), luminance(image_b), f_hat, None,
+                                 windows=())
+
         if coarse_refiner is None or not check_g_side(g_side):
-            coarse = scales_lib.multiscale(predict, image_a, image_b, scales)
-            return _refine_pairs(refiner, image_a, image_b, coarse)
+            return full_size(scales_lib.multiscale(predict, image_a, image_b, scales))
 
         def below_full_size(coarse, k):
             f_hat = _refine_pairs(coarse_refiner, image_a, image_b, coarse)
@@ -518,14 +528,11 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
             k = g_factor(image_a.shape[1], image_a.shape[2], g_side)
             coarse = scales_lib.multiscale(predict, image_a, image_b,
                                            [s / k for s in scales])
-            if k == 1:
-                return _refine_pairs(refiner, image_a, image_b, coarse)
-            return below_full_size(coarse, k)
+            return full_size(coarse) if k == 1 else below_full_size(coarse, k)
         shape = tf.shape(image_a)
         k = g_factor_tensor(shape[1], shape[2], g_side)
         coarse = scales_lib.multiscale_by(predict, image_a, image_b, scales, k)
-        return tf.cond(k > 1, lambda: below_full_size(coarse, k),
-                       lambda: _refine_pairs(refiner, image_a, image_b, coarse))
+        return tf.cond(k > 1, lambda: below_full_size(coarse, k), lambda: full_size(coarse))
     if image_a.shape[0] == 1:
         sizes = tuple(image_a.shape[1:3]) if None not in image_a.shape[1:3] else None
         return coarse_to_fine(predict, refiner, image_a, image_b, working_side, sizes)
@@ -571,8 +578,8 @@ _MEASURE_FUNCTIONS: dict[Any, Callable] = {}
 
 def _measure_function(key: Any) -> Callable:
     """Traced once for inputs of any size: `outline_zone_grid` ("zone"), `measure_check` on
-    two luminance strips ("check"), or `luminance` of a source strip of a (dtype, channels)
-    key, read as it is (no float RGB copy)."""
+    two luminance strips ("check"; "pixel": its step 2 alone, everywhere), or `luminance` of
+    a source strip of a (dtype, channels) key, read as it is (no float RGB copy)."""
     if key not in _MEASURE_FUNCTIONS:
         column = tf.TensorSpec([1, None, None, 1], tf.float32)
         scalar = tf.TensorSpec([], tf.int32)
@@ -582,6 +589,10 @@ def _measure_function(key: Any) -> Callable:
             function = measure_check
             signature = [column, column, column, tf.TensorSpec([1, None, None, 1], tf.bool),
                          tf.TensorSpec([], tf.float32), scalar, scalar]
+        elif key == "pixel":
+            function = lambda grey_a, grey_b, f_hat, top, bottom: measure_check(  # noqa: E731
+                grey_a, grey_b, f_hat, None, top=top, bottom=bottom, windows=())
+            signature = [column, column, column, scalar, scalar]
         else:
             dtype, channels = key
             scale = unit_scale(np.dtype(dtype))
@@ -602,20 +613,31 @@ def _luminance_strip(pixels: np.ndarray) -> tf.Tensor:
 
 
 def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
-                   coarse: np.ndarray, k: int, ratio: float = MEASURE_RATIO,
+                   coarse: np.ndarray | None, k: int = 1, ratio: float = MEASURE_RATIO,
                    strip_rows: int = STRIP_ROWS) -> np.ndarray:
     """`measure_check` of F_hat (H, W) with the zone of G's map `coarse` (H, W) at factor
     k, in horizontal strips (the values of one whole-image call, to float rounding), only
-    over the rows and columns that meet the zone; sources as for `refine_arrays` (each read
-    as its luminance, so grey and RGB sources mix). (H, W) float32."""
+    over the rows and columns that meet the zone; `coarse` None (G at full size): step 2
+    alone, everywhere. Sources as for `refine_arrays` (each read as its luminance, so grey
+    and RGB sources mix). (H, W) float32."""
+    height, width = f_hat.shape
+    f_hat = np.asarray(f_hat, np.float32)
+    out = f_hat.copy()
+    if coarse is None:
+        pixel, context = _measure_function("pixel"), measure_context_rows(())
+        for r0 in range(0, height, strip_rows):
+            r1 = min(height, r0 + strip_rows)
+            lo, hi = max(0, r0 - context), min(height, r1 + context)
+            out[r0:r1] = pixel(
+                _luminance_strip(image_a[lo:hi]), _luminance_strip(image_b[lo:hi]),
+                tf.constant(f_hat[None, lo:hi, :, None]), tf.constant(r0 - lo),
+                tf.constant(hi - r1)).numpy()[0, :, :, 0]
+        return out
     grid = _measure_function("zone")(
         tf.constant(np.asarray(coarse, np.float32)[None, :, :, None]),
         tf.constant(k, tf.int32)).numpy()[0, :, :, 0]
-    height, width = f_hat.shape
     context = measure_context_rows()
     check = _measure_function("check")
-    f_hat = np.asarray(f_hat, np.float32)
-    out = f_hat.copy()
 
     def zone_rows(r0, r1):  # the zone's full-resolution rows [r0, r1)
         g0 = r0 // k

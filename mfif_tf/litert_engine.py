@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from mfif_tf.cli import quiet_native_stderr
-from mfif_tf.common import (DEFAULT_G_SIDE, DEFAULT_MODE, PACKAGED_MODEL_DIR, PAPER_MIN_SIZE_FRACTION,
+from mfif_tf.common import (DEFAULT_G_SIDE, DEFAULT_MODE, MEASURE_RATIO, PACKAGED_MODEL_DIR,
+                            PAPER_MIN_SIZE_FRACTION,
                             ModelNotFoundError, to_unit_rgb, usable_cpus)
 from mfif_tf.image_io import InputError
 from mfif_tf.stacking import FusionResult, check_edge_and_size, diffuse_map, fuse_frames
@@ -58,7 +59,7 @@ def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = N
                 scales: Any = None, flips: bool = False, precision: str | None = None,
                 tile_size: int | None = None, min_size: int | None = None,
                 min_size_fraction: float = PAPER_MIN_SIZE_FRACTION,
-                g_side: int = DEFAULT_G_SIDE) -> list[str]:
+                g_side: int = DEFAULT_G_SIDE, measure_ratio: float = MEASURE_RATIO) -> list[str]:
     """The settings of a job that the packaged graph does not compute (empty: it can run),
     each named as its `mfif-fuse` flag."""
     reasons = []
@@ -80,6 +81,9 @@ def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = N
         reasons.append(f"--precision={precision} (the graph computes in float32)")
     if tile_size is not None:
         reasons.append("--tile_size (the graph runs the whole image)")
+    # At full size only the check's pixel step runs, whatever its ratio: only 0 differs.
+    if not measure_ratio:
+        reasons.append("--measure_ratio=0 (the graph checks the outline)")
     if min_size is not None or min_size_fraction != PAPER_MIN_SIZE_FRACTION:
         reasons.append("--min_size/--min_size_fraction (the graph's SRR has N = 0.001 W H)")
     return reasons

@@ -114,12 +114,18 @@ def test_strips_give_the_whole_image_values():
     grey = inference.measure_arrays(grey_a, grey_b, f_hat, coarse, 2, strip_rows=32)
     assert (grey != f_hat).any() and ((grey > 0.5) == (strips > 0.5)).mean() > 0.98
     assert (strips != f_hat).any()
+    # G at full size: the pixel step alone, everywhere.
+    strips = inference.measure_arrays(a, b, f_hat, None, strip_rows=32)
+    whole = inference.measure_check(_grey(a), _grey(b), tf.constant(f_hat[None, :, :, None]),
+                                    None, windows=()).numpy()[0, :, :, 0]
+    assert (strips == whole).mean() > 0.9995 and (strips != f_hat).any()
 
 
-def test_fuse_checks_the_outline_only_when_g_runs_below_full_size():
+def test_fuse_checks_the_outline_over_windows_below_full_size_and_pixels_at_full_size():
     """A 200 x 264 pair: with g_side 64 (G at 1/4) the check brings F_final closer to the
-    true disc (97.6 % to 98.5 % of the pixels right); with G at full size the default call is
-    unchanged by it."""
+    true disc (97.6 % to 98.5 % of the pixels right); with G at full size only its pixel
+    step runs, so F_hat changes only within `MEASURE_BAND` pixels of its outline, and the
+    strips of `fuse_arrays` give the graph's map."""
     a, b = _pair()
     yy, xx = np.mgrid[:200, :264]
     disc = (yy - 100) ** 2 + (xx - 264 / 2.4) ** 2 < (200 / 3) ** 2
@@ -129,7 +135,17 @@ def test_fuse_checks_the_outline_only_when_g_runs_below_full_size():
     assert right > ((unchecked.f_final > 0.5) == disc).mean() + 0.005
     full = fusion.fuse_arrays([a, b], precision="float32")
     full_unchecked = fusion.fuse_arrays([a, b], precision="float32", measure_ratio=0)
-    np.testing.assert_array_equal(full.f_hat, full_unchecked.f_hat)
+    side = full_unchecked.f_hat > 0.5
+    square = 2 * common.MEASURE_BAND + 1
+    band = ndimage.maximum_filter(side, square) & ~ndimage.minimum_filter(side, square)
+    changed = full.f_hat != full_unchecked.f_hat
+    assert changed.any() and not (changed & ~band).any()
+    assert ((full.f_final > 0.5) == disc).mean() >= ((full_unchecked.f_final > 0.5)
+                                                      == disc).mean()
+    graph = inference.measure_check(_grey(a), _grey(b),
+                                    tf.constant(full_unchecked.f_hat[None, :, :, None]), None,
+                                    windows=()).numpy()[0, :, :, 0]
+    assert (graph == full.f_hat).mean() > 0.9995
 
 
 @pytest.mark.parametrize("bad", [-1, 0.5, float("nan"), float("inf"), "3", True])
