@@ -628,9 +628,19 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
         for r0 in range(0, height, strip_rows):
             r1 = min(height, r0 + strip_rows)
             lo, hi = max(0, r0 - context), min(height, r1 + context)
-            out[r0:r1] = pixel(
-                _luminance_strip(image_a[lo:hi]), _luminance_strip(image_b[lo:hi]),
-                tf.constant(f_hat[None, lo:hi, :, None]), tf.constant(r0 - lo),
+            # Only the columns where the map's side changes, with the band and the
+            # measure's reach on either side; none: no outline near these rows.
+            side = f_hat[lo:hi] > 0.5
+            columns = np.flatnonzero((side[1:] != side[:-1]).any(axis=0))
+            across = np.flatnonzero((side[:, 1:] != side[:, :-1]).any(axis=0))
+            if len(across):
+                columns = np.concatenate([columns, across, across + 1])
+            if not len(columns):
+                continue
+            c0, c1 = max(0, columns.min() - context), min(width, columns.max() + 1 + context)
+            out[r0:r1, c0:c1] = pixel(
+                _luminance_strip(image_a[lo:hi, c0:c1]), _luminance_strip(image_b[lo:hi, c0:c1]),
+                tf.constant(f_hat[None, lo:hi, c0:c1, None]), tf.constant(r0 - lo),
                 tf.constant(hi - r1)).numpy()[0, :, :, 0]
         return out
     grid = _measure_function("zone")(
