@@ -224,8 +224,12 @@ def test_mode_settings_are_checked(generator, refiner):
 def test_refined_mode_redraws_only_the_band_of_the_paper_map(generator, refiner):
     a, b = _pair(150, 130, seed=5)
     paper = fusion.fuse_arrays([a, b], generator, mode="paper").f_hat
-    refined = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=refiner).f_hat
+    refined = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=refiner,
+                                 measure_ratio=0).f_hat
     np.testing.assert_array_equal(refined, inference.refine_arrays(refiner, a, b, paper))
+    # By default the focus measure then checks the outline pixel by pixel.
+    checked = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=refiner).f_hat
+    np.testing.assert_array_equal(checked, inference.measure_arrays(a, b, refined, None))
     assert np.abs(refined - paper).max() > 1e-3
     # R moves an outline only: a map that is certain away from its outline keeps those pixels.
     columns = np.arange(130, dtype=np.float32)
@@ -237,7 +241,8 @@ def test_refined_mode_redraws_only_the_band_of_the_paper_map(generator, refiner)
     assert np.abs(redrawn[band] - step[band]).max() > 1e-3
     # With R's delta head at zero (as it is initialised), the refined map is the paper map.
     zero = refiner_lib.build_refiner(refiner_lib.RefinerConfig(channels=4, layers=2))
-    unchanged = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=zero).f_hat
+    unchanged = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=zero,
+                                   measure_ratio=0).f_hat
     np.testing.assert_allclose(unchanged, paper, atol=1e-5)
 
 
@@ -245,7 +250,9 @@ def test_refined_mode_redraws_only_the_band_of_the_paper_map(generator, refiner)
 def test_refined_strips_equal_the_graph_and_scales_apply(generator, refiner, rows):
     a, b = _pair(96, 110, seed=6)
     f_paper = tiling.predict_focus_map(generator, a, b, scales=(1.0, 0.5))
-    arrays = inference.refine_arrays(refiner, a, b, f_paper, strip_rows=rows)
+    arrays = inference.measure_arrays(
+        a, b, inference.refine_arrays(refiner, a, b, f_paper, strip_rows=rows), None,
+        strip_rows=rows)
     via_fuse = fusion.fuse_arrays([a, b], generator, mode="refined", refiner=refiner,
                                   scales="1,0.5").f_hat
     predict = inference.generator_predict(lambda x: generator(x, training=False))
