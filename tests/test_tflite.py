@@ -267,9 +267,12 @@ def test_full_integer_agrees_with_float32(full_integer):
         assert 0.05 < ref["focus_map"].mean() < 0.95
         assert agree >= FULL_INTEGER_MIN_AGREEMENT and raw <= FULL_INTEGER_MAX_RAW
         # F_hat is not rounded to 8 bits (the quantiser's round trip after the sigmoid is
-        # removed): most values are off the grid k / 256.
+        # removed): most values are off the grid k / 256, except the 0s and 1s the
+        # focus-measure check writes near the outline.
         f_hat = out["focus_map_raw"]
-        assert np.mean(np.abs(f_hat * 256 - np.round(f_hat * 256)) < 1e-4) < 0.5
+        soft = f_hat[(f_hat > 0) & (f_hat < 1)]
+        assert soft.size > f_hat.size / 10
+        assert np.mean(np.abs(soft * 256 - np.round(soft * 256)) < 1e-4) < 0.5
         # SRR ran in float on the model's own F_hat: exact regions, no clipped run counts.
         own = srr.small_region_removal(tf.constant(f_hat)).numpy()
         np.testing.assert_array_equal(out["focus_map"], own)
