@@ -30,8 +30,8 @@ import numpy as np
 
 from mfif_tf.cli import quiet_native_stderr
 from mfif_tf.common import (DEFAULT_G_SIDE, DEFAULT_MODE, MEASURE_RATIO, PACKAGED_MODEL_DIR,
-                            PAPER_MIN_SIZE_FRACTION,
-                            ModelNotFoundError, to_unit_rgb, usable_cpus)
+                            PAPER_MIN_SIZE_FRACTION, ModelNotFoundError, to_unit_rgb,
+                            usable_cpus)
 from mfif_tf.image_io import InputError
 from mfif_tf.stacking import FusionResult, check_edge_and_size, diffuse_map, fuse_frames
 

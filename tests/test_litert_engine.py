@@ -102,7 +102,8 @@ def test_choose_engine_takes_litert_only_for_what_the_graph_computes(tmp_path):
                          (dict(scales="1,0.5"), "--scales"), (dict(tile_size=256), "--tile_size"),
                          (dict(precision="bfloat16"), "--precision=bfloat16"),
                          (dict(min_size=10), "--min_size"),
-                         (dict(min_size_fraction=0.01), "--min_size_fraction")):
+                         (dict(min_size_fraction=0.01), "--min_size_fraction"),
+                         (dict(measure_ratio=0), "--measure_ratio=0")):
         auto = fuse_lib.FuseOptions(**change)
         auto.validate()
         assert fuse_lib.choose_engine(auto, None, (64, 64)) == "tensorflow", change
@@ -111,6 +112,9 @@ def test_choose_engine_takes_litert_only_for_what_the_graph_computes(tmp_path):
         with pytest.raises(InputError, match="--engine=litert cannot run this job: .*"
                                              + flag.replace("-", r"\-")):
             fuse_lib.choose_engine(forced, None, (64, 64))
+    # Any other ratio gives the graph's maps: at full size only the check's pixel step runs.
+    assert fuse_lib.choose_engine(fuse_lib.FuseOptions(measure_ratio=5), None, (64, 64)) \
+        == "litert"
     assert fuse_lib.choose_engine(options, str(tmp_path), (64, 64)) == "tensorflow"
     assert fuse_lib.choose_engine(
         fuse_lib.FuseOptions(engine="tensorflow"), None, (64, 64)) == "tensorflow"

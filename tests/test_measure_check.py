@@ -21,6 +21,19 @@ def _grey(x):
     return inference.luminance(_unit(x))
 
 
+def _edge_pair():
+    """A 96 x 220 pair of the conventional model (eqs. 12-13): I_A sharp left of column 100,
+    I_B right of it (blur sigma 6); with the (96, 220, 1) mask of I_A's side."""
+    rng = np.random.default_rng(1)
+    image = ndimage.gaussian_filter(rng.uniform(0, 1, (96, 220, 3)), (1, 1, 0))
+    blurred = ndimage.gaussian_filter(image, (6, 6, 0))
+    left = np.zeros((96, 220, 1), bool)
+    left[:, :100] = True
+    a = (np.where(left, image, blurred) * 255).round().astype(np.uint8)
+    b = (np.where(left, blurred, image) * 255).round().astype(np.uint8)
+    return a, b, left
+
+
 def test_sml_is_the_classical_baseline_measure():
     rng = np.random.default_rng(0)
     image = (rng.uniform(0, 255, (37, 53, 3))).astype(np.uint8)
@@ -48,13 +61,7 @@ def test_check_takes_the_sharp_source_in_the_zone_and_nothing_else():
     """I_A sharp left of column 100, I_B right of it; G's map puts the outline at 112. In
     the zone the check moves it to the truth; outside the zone, and where both sources are
     flat, F_hat stays."""
-    rng = np.random.default_rng(1)
-    image = ndimage.gaussian_filter(rng.uniform(0, 1, (96, 220, 3)), (1, 1, 0))
-    blurred = ndimage.gaussian_filter(image, (6, 6, 0))
-    left = np.zeros((96, 220, 1), bool)
-    left[:, :100] = True
-    a = (np.where(left, image, blurred) * 255).round().astype(np.uint8)
-    b = (np.where(left, blurred, image) * 255).round().astype(np.uint8)
+    a, b, left = _edge_pair()
     a[:, 180:] = b[:, 180:] = 128  # flat in both: no source is sharper there
     f_hat = np.zeros((1, 96, 220, 1), np.float32)
     f_hat[:, :, :112] = 0.9
@@ -77,13 +84,7 @@ def test_the_pixel_pass_brings_the_outline_to_the_pixel():
     and F_hat's at 106: the windows leave about two wrong columns on every row (a window
     straddling the outline sees I_A's sharp side); the pixel's own measure, within `band`
     of the outline, halves that, and changes nothing further from the outline."""
-    rng = np.random.default_rng(1)
-    image = ndimage.gaussian_filter(rng.uniform(0, 1, (96, 220, 3)), (1, 1, 0))
-    blurred = ndimage.gaussian_filter(image, (6, 6, 0))
-    left = np.zeros((96, 220, 1), bool)
-    left[:, :100] = True
-    a = (np.where(left, image, blurred) * 255).round().astype(np.uint8)
-    b = (np.where(left, blurred, image) * 255).round().astype(np.uint8)
+    a, b, left = _edge_pair()
     f_hat = np.zeros((1, 96, 220, 1), np.float32)
     f_hat[:, :, :106] = 0.9
     zone = inference.outline_zone(tf.constant(f_hat), 2, reach=8)
