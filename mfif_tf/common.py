@@ -116,13 +116,16 @@ def check_working_side(side: Any) -> int:
 # within MEASURE_REACH of G's pixels of G's outline. Then, within MEASURE_BAND pixels of the
 # outline so drawn (and inside that zone), the modified Laplacian of the single pixel
 # decides where one source's is more than MEASURE_PIXEL_RATIO times the other's plus
-# MEASURE_FLOOR, which places the outline to the pixel.
+# MEASURE_FLOOR, which places the outline to the pixel. Last, a pixel on the outline that
+# neither its own measure nor R decides (F_hat within MEASURE_UNSURE of 0.5) takes the side
+# most of its decided 3 x 3 neighbours take.
 MEASURE_RATIO = 3.0
 MEASURE_REACH = 16
 MEASURE_WINDOWS = (15, 5)
 MEASURE_FLOOR = 1e-3 / 225
 MEASURE_BAND = 4
 MEASURE_PIXEL_RATIO = 5.0
+MEASURE_UNSURE = 0.35
 
 
 def check_measure_ratio(ratio: Any) -> float:

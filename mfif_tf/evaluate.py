@@ -51,8 +51,8 @@ flags.DEFINE_integer("g_side", 1024, "With --model, refined: the largest shorter
                      "at; larger sources are box-averaged by a power of two first (0: G at "
                      "full size).")
 flags.DEFINE_float("measure_ratio", 3.0, "With --model, refined: the focus-measure check "
-                   "of the network's outline, over windows above --g_side and pixels at any "
-                   "size (0: off; mfif-fuse --measure_ratio).")
+                   "of the network's outline, over windows above --g_side, pixels and the "
+                   "outline's unsure pixels at any size (0: off; mfif-fuse --measure_ratio).")
 flags.DEFINE_string("refiner", None, "With --model, refined/coarse_to_fine: folder of the "
                     "refinement "
                     "head (default: the one beside --model, else the packaged one).")

@@ -58,7 +58,8 @@ flags.DEFINE_float("measure_ratio", 3.0, "refined, above --g_side: near the netw
                    "take the source whose sum-modified-Laplacian focus measure is more than "
                    "this many times the other's, whatever the map says; then, at any size, "
                    "within 4 px of the outline the source whose pixel's own measure is more "
-                   "than 5 times the other's (0: no check).")
+                   "than 5 times the other's, and on the outline, where neither that nor the "
+                   "map is sure, the side most decided neighbours take (0: no check).")
 flags.DEFINE_string("refiner", None, "refined, coarse_to_fine: folder of the refinement head "
                     "(default: "
                     "the one beside --model, else the packaged one).")

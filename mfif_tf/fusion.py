@@ -172,7 +172,8 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
     with `coarse_refiner`, G runs on the sources box-averaged by `g_factor(H, W, g_side)`
     and, when that is above 1, `coarse_refiner` redraws the outline; the focus measure then
     checks the outline (`inference.measure_check` with `measure_ratio`, 0 skips it; over
-    windows and pixels below full size, pixels at full size; `inference.focus_map`)."""
+    windows, pixels and the outline's unsure pixels below full size, the last two at full
+    size; `inference.focus_map`)."""
 
     def predict(a: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
         return tiling.predict_focus_map(generator, a, b, tile_size, progress=progress,
@@ -189,7 +190,7 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
         coarse = predict(image_a, image_b, scales=tuple(s / k for s in scales))
         f_hat = inference.refine_arrays(refiner if k == 1 else coarse_refiner, image_a,
                                         image_b, coarse, progress=progress)
-        if measure_ratio:  # both steps below full size, step 2 alone at full size
+        if measure_ratio:  # all steps below full size, steps 2-3 at full size
             f_hat = inference.measure_arrays(image_a, image_b, f_hat,
                                              coarse if k > 1 else None, k, measure_ratio)
         return f_hat
@@ -333,8 +334,9 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
       measure_ratio: refined mode, G below full size: inside a zone around G's outline
         (`inference.MEASURE_REACH` of G's pixels), the source whose sum-modified-Laplacian
         focus measure is more than this many times the other's is taken, whatever the map
-        says (`inference.measure_check`; default `inference.MEASURE_RATIO`, 3); 0 turns
-        the check off. Images whose G runs at full size are not affected.
+        says (`inference.measure_check`; default `inference.MEASURE_RATIO`, 3). At any
+        size the pixel step and the outline step of that check follow. 0 turns the check
+        off.
       coarse_refiner: refined mode, G below full size: the R that redraws the outline (a
         `Refiner` or a directory); None for `refiner` when that is given, else the packaged
         R for G below full size (`common.COARSE_REFINER_KEY`; or the one beside the model

@@ -53,7 +53,7 @@ from mfif_tf import refiner as refiner_lib
 from mfif_tf.common import (  # noqa: F401
     BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE,
     MEASURE_BAND, MEASURE_FLOOR, MEASURE_PIXEL_RATIO, MEASURE_RATIO, MEASURE_REACH,
-    MEASURE_WINDOWS, MIN_WORKING_SIDE, MODES,
+    MEASURE_UNSURE, MEASURE_WINDOWS, MIN_WORKING_SIDE, MODES,
     PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_measure_ratio, check_mode,
     check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
 from mfif_tf import scales as scales_lib
@@ -342,9 +342,9 @@ def _box_sum(x: tf.Tensor, window: int) -> tf.Tensor:
 
 def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS,
                          band: int = MEASURE_BAND) -> int:
-    """Rows of context a strip of `measure_check` needs on either side: the measure's reach
-    plus the band."""
-    return max(windows, default=1) // 2 + 1 + band
+    """Rows of context a strip of `measure_check` needs on either side: the measure's reach,
+    the band and the outline's neighbours (step 3)."""
+    return max(windows, default=1) // 2 + 2 + band
 
 
 def _decide(f_hat, sml_a, sml_b, where, ratio, floor):
@@ -359,10 +359,11 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
                   zone: tf.Tensor | None,
                   ratio: float = MEASURE_RATIO, top: Any = 0, bottom: Any = 0,
                   windows: Sequence[int] = MEASURE_WINDOWS, band: int = MEASURE_BAND,
-                  pixel_ratio: float = MEASURE_PIXEL_RATIO) -> tf.Tensor:
-    """F_hat checked against the sources' focus measure at full resolution: both steps where
-    G ran below full size, step 2 alone (`windows` empty, `zone` None: everywhere) where it
-    ran at full size.
+                  pixel_ratio: float = MEASURE_PIXEL_RATIO,
+                  unsure: float = MEASURE_UNSURE) -> tf.Tensor:
+    """F_hat checked against the sources' focus measure at full resolution: all three steps
+    where G ran below full size, steps 2 and 3 alone (`windows` empty, `zone` None:
+    everywhere) where it ran at full size.
 
     1. Window by window: 1 where I_A's SML is more than `ratio` times I_B's plus
        `MEASURE_FLOOR` w^2, 0 where I_B's is more than `ratio` times I_A's plus that, both
@@ -375,6 +376,13 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
        `pixel_ratio` (0 skips it): a window of w pixels straddling the outline misplaces it
        by up to w / 2, the pixel's own measure does not, and the stricter ratio leaves the
        pixels where the defocus spread of a blurred foreground makes both look alike.
+    3. With step 2 (`unsure` > 0): a pixel on the outline so drawn (both sides in its
+       3 x 3 square) that its own measure leaves undecided and where F_hat lies within
+       `unsure` of 0.5 takes the side that more of its 3 x 3 neighbours' own measures
+       decide (their count for I_A against I_B; a tie leaves F_hat). On an outline of the
+       conventional model a pixel's stencil spans both sides, so step 2 leaves it, and R
+       places it within a pixel; where R is sure (the sharp outline of an in-focus
+       foreground, the veil of a blurred one) its answer stands.
 
     G, deciding on sources averaged over k x k boxes, places its outline to within a few of
     its own pixels, i.e. several full-resolution pixels, and R moves an outline only within
@@ -407,6 +415,21 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
         near = tf.logical_and(count > 0.5, count < side * side - 0.5)
         f_hat = _decide(f_hat, *sums[-1], near if zone is None else tf.logical_and(zone, near),
                         pixel_ratio, MEASURE_FLOOR)
+        if unsure > 0:
+            ml_a, ml_b = sums[-1]
+            a_sharp = ml_a > pixel_ratio * ml_b + MEASURE_FLOOR
+            b_sharp = ml_b > pixel_ratio * ml_a + MEASURE_FLOOR
+            votes_a = _box_sum(tf.cast(a_sharp, tf.float32), 3)
+            votes_b = _box_sum(tf.cast(b_sharp, tf.float32), 3)
+            count = _box_sum(tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(ml_a)), 3)
+            settle = tf.logical_and(tf.logical_and(count > 0.5, count < 8.5),
+                                    tf.abs(f_hat - 0.5) < unsure)
+            settle = tf.logical_and(settle, tf.logical_not(tf.logical_or(a_sharp, b_sharp)))
+            if zone is not None:
+                settle = tf.logical_and(settle, zone)
+            f_hat = tf.where(tf.logical_and(settle, votes_a > votes_b), tf.ones_like(f_hat),
+                             tf.where(tf.logical_and(settle, votes_b > votes_a),
+                                      tf.zeros_like(f_hat), f_hat))
     return f_hat[:, top:rows - bottom]
 
 
@@ -496,7 +519,8 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
     above 1, `coarse_refiner` (`COARSE_REFINER_KEY`'s R) redraws the outline instead of
     `refiner`; the factor is fixed when the graph is built if the size is static, else
     chosen when it runs; then the focus measure checks G's outline (`measure_check`, with
-    `measure_ratio`; 0 skips it): both steps below full size, the pixel step at full size.
+    `measure_ratio`; 0 skips it): all steps below full size, the pixel and outline steps at
+    full size.
     Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
     batch of one with a static size (fixed-size TFLite models) unrolls the levels; other
     batches run pair by pair, as R does in mode refined.
@@ -578,7 +602,7 @@ _MEASURE_FUNCTIONS: dict[Any, Callable] = {}
 
 def _measure_function(key: Any) -> Callable:
     """Traced once for inputs of any size: `outline_zone_grid` ("zone"), `measure_check` on
-    two luminance strips ("check"; "pixel": its step 2 alone, everywhere), or `luminance` of
+    two luminance strips ("check"; "pixel": its steps 2-3 alone, everywhere), or `luminance` of
     a source strip of a (dtype, channels) key, read as it is (no float RGB copy)."""
     if key not in _MEASURE_FUNCTIONS:
         column = tf.TensorSpec([1, None, None, 1], tf.float32)
@@ -617,7 +641,7 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
                    strip_rows: int = STRIP_ROWS) -> np.ndarray:
     """`measure_check` of F_hat (H, W) with the zone of G's map `coarse` (H, W) at factor
     k, in horizontal strips (the values of one whole-image call, to float rounding), only
-    over the rows and columns that meet the zone; `coarse` None (G at full size): step 2
+    over the rows and columns that meet the zone; `coarse` None (G at full size): steps 2-3
     alone, everywhere. Sources as for `refine_arrays` (each read as its luminance, so grey
     and RGB sources mix). (H, W) float32."""
     height, width = f_hat.shape

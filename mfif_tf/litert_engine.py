@@ -81,7 +81,8 @@ def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = N
         reasons.append(f"--precision={precision} (the graph computes in float32)")
     if tile_size is not None:
         reasons.append("--tile_size (the graph runs the whole image)")
-    # At full size only the check's pixel step runs, whatever its ratio: only 0 differs.
+    # At full size only the check's pixel and outline steps run, whatever its ratio: only
+    # 0 differs.
     if not measure_ratio:
         reasons.append("--measure_ratio=0 (the graph checks the outline)")
     if min_size is not None or min_size_fraction != PAPER_MIN_SIZE_FRACTION:

@@ -98,6 +98,29 @@ def test_the_pixel_pass_brings_the_outline_to_the_pixel():
         and moved.max() <= 101 + common.MEASURE_BAND
 
 
+def test_unsure_outline_pixels_take_the_side_of_their_decided_neighbours():
+    """The outline of the conventional model (column 100), F_hat's at 106: steps 1-2 leave
+    the pixels whose stencil spans both sides (columns 100-101). Step 3 gives them the side
+    of their decided 3 x 3 neighbours where F_hat is unsure (0.6), and leaves F_hat where
+    it is sure (0.9): there R's answer stands."""
+    a, b, left = _edge_pair()
+    maps = {}
+    for value in (0.6, 0.9):
+        f_hat = np.zeros((1, 96, 220, 1), np.float32)
+        f_hat[:, :, :106] = value
+        zone = inference.outline_zone(tf.constant(f_hat), 2, reach=8)
+        for unsure in (0, common.MEASURE_UNSURE):
+            maps[value, unsure] = inference.measure_check(
+                _grey(a), _grey(b), tf.constant(f_hat), zone, unsure=unsure).numpy()[0, :, :, 0]
+    wrong = {key: (m > 0.5) != left[:, :, 0] for key, m in maps.items()}
+    assert wrong[0.6, 0].sum() >= 48 and set(np.flatnonzero(wrong[0.6, 0].any(axis=0))) <= {
+        100, 101}
+    assert wrong[0.6, common.MEASURE_UNSURE].sum() < 0.2 * wrong[0.6, 0].sum()
+    moved = maps[0.6, 0] != maps[0.6, common.MEASURE_UNSURE]
+    assert set(np.flatnonzero(moved.any(axis=0))) <= {99, 100, 101, 102}
+    np.testing.assert_array_equal(maps[0.9, 0], maps[0.9, common.MEASURE_UNSURE])
+
+
 def test_strips_give_the_whole_image_values():
     a, b = _pair(150, 130, sigma=5.0)
     rng = np.random.default_rng(2)
