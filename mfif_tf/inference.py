@@ -419,16 +419,17 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
             ml_a, ml_b = sums[-1]
             a_sharp = ml_a > pixel_ratio * ml_b + MEASURE_FLOOR
             b_sharp = ml_b > pixel_ratio * ml_a + MEASURE_FLOOR
-            votes_a = _box_sum(tf.cast(a_sharp, tf.float32), 3)
-            votes_b = _box_sum(tf.cast(b_sharp, tf.float32), 3)
+            # The neighbours decided for I_A less those decided for I_B (one box sum: no
+            # pixel is both).
+            votes = _box_sum(tf.cast(a_sharp, tf.float32) - tf.cast(b_sharp, tf.float32), 3)
             count = _box_sum(tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(ml_a)), 3)
             settle = tf.logical_and(tf.logical_and(count > 0.5, count < 8.5),
                                     tf.abs(f_hat - 0.5) < unsure)
             settle = tf.logical_and(settle, tf.logical_not(tf.logical_or(a_sharp, b_sharp)))
             if zone is not None:
                 settle = tf.logical_and(settle, zone)
-            f_hat = tf.where(tf.logical_and(settle, votes_a > votes_b), tf.ones_like(f_hat),
-                             tf.where(tf.logical_and(settle, votes_b > votes_a),
+            f_hat = tf.where(tf.logical_and(settle, votes > 0.5), tf.ones_like(f_hat),
+                             tf.where(tf.logical_and(settle, votes < -0.5),
                                       tf.zeros_like(f_hat), f_hat))
     return f_hat[:, top:rows - bottom]
 
