@@ -168,7 +168,9 @@ def test_example_script(exported, tmp_path):
 # Least F_final agreement (%) of int8_full with the float32 model of the same export on a
 # 64x64 pair: G's int8 activations move the outline of the disc (about 130 pixels long) by
 # about a pixel at most, i.e. up to ~3 % of the 4096 pixels, the same bound as for the int8
-# (dynamic-range) model above; F_hat may differ by up to `FULL_INTEGER_MAX_RAW` at a pixel.
+# (dynamic-range) model above; F_hat may differ by up to `FULL_INTEGER_MAX_RAW` at a pixel
+# that neither model's focus-measure check set to 0 or 1 (where F_hat's side or its
+# certainty decides the check's outline step, a small difference can flip a pixel).
 FULL_INTEGER_MIN_AGREEMENT = 97.0
 FULL_INTEGER_MAX_RAW = 0.5
 
@@ -261,7 +263,9 @@ def test_full_integer_agrees_with_float32(full_integer):
         out = TFLiteFuser(full_integer[f"mfif_{variant}_int8_full.tflite"])(a, b)
         ref, out = ({k: v[0] for k, v in x.items()} for x in (ref, out))
         agree = compare.agreement(out["focus_map"], ref["focus_map"])
-        raw = np.abs(out["focus_map_raw"] - ref["focus_map_raw"]).max()
+        free = ~np.isin(out["focus_map_raw"], (0.0, 1.0)) & ~np.isin(ref["focus_map_raw"],
+                                                                     (0.0, 1.0))
+        raw = np.abs(out["focus_map_raw"] - ref["focus_map_raw"])[free].max()
         print(f"int8_full {variant} {h}x{w}: F_final agreement {agree:.3f} %, "
               f"max |F_hat diff| {raw:.2e}")
         assert 0.05 < ref["focus_map"].mean() < 0.95
