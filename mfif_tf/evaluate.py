@@ -107,6 +107,12 @@ def main(argv: list[str]) -> int:
              "--classical")
     try:
         config = _config()
+        unused = evaluate_lib.unused_source_folders(config.dataset_dir)
+        if unused:
+            print(f"note: {config.dataset_dir} also holds {', '.join(unused)}: each stem is "
+                  f"scored as the pair A/ + B/ (the metrics are defined for two sources), so "
+                  f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used; "
+                  f"mfif-fuse fuses the whole stack", file=sys.stderr)
         if FLAGS.focus_map_dir:
             pairs = evaluate_lib.find_pairs(config.dataset_dir)
             ks = range(-FLAGS.max_diffusion, FLAGS.max_diffusion + 1)

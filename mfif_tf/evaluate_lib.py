@@ -2,8 +2,10 @@
 
 A dataset folder holds ``A/`` and ``B/`` (the sources I_A, I_B) and optionally ``GT/`` (an
 all-in-focus ground truth) and ``MAP/`` (the true focus map, white where I_A is in focus),
-paired by file stem. Fused images come from a *fused source*: a callable
-``(pair, image_a, image_b) -> FusedOutput``. Two are provided: ``fused_from_dir`` (a folder of
+paired by file stem. Further source folders of a stack (``C/``, ...) are not used: the
+metrics are defined for two sources (`unused_source_folders`; the entry point says so).
+Fused images come from a *fused source*: a callable ``(pair, image_a, image_b) ->
+FusedOutput``. Two are provided: ``fused_from_dir`` (a folder of
 fused images, and optionally one of focus maps, matched by stem) and ``fused_from_fn`` (any
 ``fuse_fn(list_of_arrays)`` such as the model's or the classical baseline's fusion function,
 timed per pair; a `FusionResult` brings its F_final along).
@@ -110,6 +112,21 @@ def _index_images(folder: pathlib.Path) -> dict[str, pathlib.Path]:
                 raise EvaluationError(f"{folder}: two images share the stem {path.stem!r}")
             index[path.stem] = path
     return index
+
+
+def unused_source_folders(dataset_dir: str | pathlib.Path) -> list[str]:
+    """Further source folders after A/ and B/ (C/, D/, ... in order, while they exist and
+    hold images), as a focus stack folder such as Lytro's triple series has: `find_pairs`
+    scores each stem as the pair A/ + B/, since the twelve metrics are defined for two
+    sources, so these folders are not used."""
+    root = pathlib.Path(dataset_dir)
+    found = []
+    for letter in "CDEFGHIJKLMNOPQRSTUVWXYZ":
+        folder = root / letter
+        if not folder.is_dir() or not _index_images(folder):
+            break
+        found.append(f"{letter}/")
+    return found
 
 
 def find_pairs(dataset_dir: str | pathlib.Path) -> list[Pair]:

@@ -262,6 +262,30 @@ def test_cli_fuses_with_the_shipped_model_and_records_its_settings(map_dataset, 
     assert 0.0 <= saved["mean"]["MAP_ACC"] <= 1.0
 
 
+def test_stack_folders_are_named_as_unused(dataset, tmp_path):
+    """A stack folder (A/, B/, C/, D/): scored as A/ + B/, and the CLI says C/ and D/ are
+    not used; an empty E/ and a folder after a gap are not sources."""
+    root = tmp_path / "stack"
+    for sub in ("A", "B", "GT", "C", "D", "E", "G"):
+        (root / sub).mkdir(parents=True)
+    for sub in ("A", "B", "GT", "C", "D", "G"):
+        source = {"C": "A", "D": "B", "G": "A"}.get(sub, sub)
+        for stem in STEMS:
+            data = (dataset / source / f"{stem}.png").read_bytes()
+            (root / sub / f"{stem}.png").write_bytes(data)
+    assert evaluate_lib.unused_source_folders(root) == ["C/", "D/"]
+    assert evaluate_lib.unused_source_folders(dataset) == []
+    assert [p.stem for p in evaluate_lib.find_pairs(root)] == list(STEMS)
+    out = _run_cli(f"--dataset_dir={root}", f"--fused_dir={dataset / 'perfect'}",
+                   "--metrics=MI")
+    assert out.returncode == 0, out.stderr
+    assert "also holds C/, D/: each stem is scored as the pair A/ + B/" in out.stderr
+    assert "C/, D/ are not used" in out.stderr
+    plain = _run_cli(f"--dataset_dir={dataset}", f"--fused_dir={dataset / 'perfect'}",
+                     "--metrics=MI")
+    assert plain.returncode == 0 and "not used" not in plain.stderr
+
+
 def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):
     out = _run_cli(f"--dataset_dir={tmp_path}", f"--fused_dir={dataset / 'perfect'}")
     assert out.returncode == 2
