@@ -347,12 +347,16 @@ def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS,
     return max(windows, default=1) // 2 + 2 + band
 
 
-def _decide(f_hat, sml_a, sml_b, where, ratio, floor):
-    """1 where `where` and I_A's measure beats `ratio` times I_B's plus `floor`, 0 where
-    I_B's beats I_A's so, F_hat elsewhere."""
-    a_sharp = tf.logical_and(where, sml_a > ratio * sml_b + floor)
-    b_sharp = tf.logical_and(where, sml_b > ratio * sml_a + floor)
-    return tf.where(a_sharp, tf.ones_like(f_hat), tf.where(b_sharp, tf.zeros_like(f_hat), f_hat))
+def _sharper(sml_a, sml_b, ratio, floor):
+    """Where I_A's measure beats `ratio` times I_B's plus `floor`, and where I_B's beats
+    I_A's so (never both)."""
+    return sml_a > ratio * sml_b + floor, sml_b > ratio * sml_a + floor
+
+
+def _take(f_hat, to_a, to_b, where):
+    """1 where `where` and `to_a`, 0 where `where` and `to_b`, F_hat elsewhere."""
+    return tf.where(tf.logical_and(where, to_a), tf.ones_like(f_hat),
+                    tf.where(tf.logical_and(where, to_b), tf.zeros_like(f_hat), f_hat))
 
 
 def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
@@ -404,7 +408,8 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
     sums = list(zip(sum_modified_laplacian(grey_a, measured),
                     sum_modified_laplacian(grey_b, measured)))
     for window, (sml_a, sml_b) in reversed(list(zip(windows, sums))):
-        f_hat = _decide(f_hat, sml_a, sml_b, zone, ratio, MEASURE_FLOOR * window * window)
+        f_hat = _take(f_hat, *_sharper(sml_a, sml_b, ratio, MEASURE_FLOOR * window * window),
+                      zone)
     if pixel:
         # Both sides within the square (mirrored at the edges, which adds no side the
         # square does not hold): the outline's band.
@@ -413,24 +418,20 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
         side_map = tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(sums[-1][0]))
         count = _box_sum(side_map, side)
         near = tf.logical_and(count > 0.5, count < side * side - 0.5)
-        f_hat = _decide(f_hat, *sums[-1], near if zone is None else tf.logical_and(zone, near),
-                        pixel_ratio, MEASURE_FLOOR)
+        a_sharp, b_sharp = _sharper(*sums[-1], pixel_ratio, MEASURE_FLOOR)
+        f_hat = _take(f_hat, a_sharp, b_sharp,
+                      near if zone is None else tf.logical_and(zone, near))
         if unsure > 0:
-            ml_a, ml_b = sums[-1]
-            a_sharp = ml_a > pixel_ratio * ml_b + MEASURE_FLOOR
-            b_sharp = ml_b > pixel_ratio * ml_a + MEASURE_FLOOR
             # The neighbours decided for I_A less those decided for I_B (one box sum: no
             # pixel is both).
             votes = _box_sum(tf.cast(a_sharp, tf.float32) - tf.cast(b_sharp, tf.float32), 3)
-            count = _box_sum(tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(ml_a)), 3)
+            count = _box_sum(tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(votes)), 3)
             settle = tf.logical_and(tf.logical_and(count > 0.5, count < 8.5),
                                     tf.abs(f_hat - 0.5) < unsure)
             settle = tf.logical_and(settle, tf.logical_not(tf.logical_or(a_sharp, b_sharp)))
             if zone is not None:
                 settle = tf.logical_and(settle, zone)
-            f_hat = tf.where(tf.logical_and(settle, votes > 0.5), tf.ones_like(f_hat),
-                             tf.where(tf.logical_and(settle, votes < -0.5),
-                                      tf.zeros_like(f_hat), f_hat))
+            f_hat = _take(f_hat, votes > 0.5, votes < -0.5, settle)
     return f_hat[:, top:rows - bottom]
 
 
