@@ -2,7 +2,8 @@
 
   python -m data_pipeline.ground_truth --data_dir=DIR --split=val --output_dir=OUT \
       [--sizes=0.3,2,12] [--models=alpha_matte,conventional] [--pairs=40,12,4] [--seed=0] \
-      [--sigma_ranges=1:5,2:12,5:25] [--mask_smoothing=0] [--sensor_noise=0] [--overwrite]
+      [--sigma_ranges=1:5,2:12,5:25] [--mask_smoothing=0] [--sensor_noise=0] [--frames=2] \
+      [--overwrite]
 
 Real test pairs (Lytro, MFFW) have no ground truth, so a fusion can only be scored by the
 no-reference metrics of Table 1. This module makes pairs whose all-in-focus image I and true
@@ -18,6 +19,13 @@ never trained on. For every synthesis model and target size there is one folder
 - `GT/<stem>.png`   I, the all-in-focus image;
 - `A/<stem>.png`, `B/<stem>.png`   the sources, 8-bit;
 - `MAP/<stem>.png`  the true focus map: 255 where A is the in-focus source, else 0;
+
+With `--frames=N` (N > 2) every item is a focus stack of N frames instead of a pair, in the
+folders `A/`, `B/`, `C/`, ... in focus order: the frames sweep the focus from the plane of the
+first (A/) to that of the last, linearly in the defocus (see `synthesize_stack`), so the frames
+between them are sharp nowhere and their blur is spread over both layers, as in a focus
+bracket that steps through empty depth. `MAP/` is then 255 where the first frame is the
+in-focus one (else the last is). `evaluate` fuses such a folder's stacks whole.
 
 plus `OUT/manifest.json` (settings, and per pair: source image id, size, sigma, model, whether
 A and B were swapped, the film grain and its seed) and `OUT/README.md`.
@@ -81,6 +89,7 @@ __all__ = [
     "make_ground_truth",
     "set_name",
     "synthesize",
+    "synthesize_stack",
     "target_size",
 ]
 
@@ -93,14 +102,18 @@ DEFAULT_SIGMA_RANGES: dict[float, tuple[float, float]] = {
 DEFAULT_SIZES = (0.3, 2.0, 12.0)
 DEFAULT_MODELS = ("alpha_matte", "conventional")
 DEFAULT_PAIRS = (40, 12, 4)
+STACK_MODELS = ("alpha_matte", "conventional")  # the models with a focus-stack form
 GRAIN_STD_8BIT = 2.0  # film grain: std 2/255 per channel
 MIN_MEGAPIXELS, MAX_MEGAPIXELS = 0.001, 100.0
-SUBFOLDERS = ("A", "B", "GT", "MAP")
+SUBFOLDERS = ("A", "B", "GT", "MAP")  # of a pair set; a stack of N frames has N letters
+FRAME_FOLDERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MAX_FRAMES = len(FRAME_FOLDERS)
 MANIFEST, README = "manifest.json", "README.md"
 _FORMAT_VERSION = 1
 _GRAIN_STREAM = 1  # the grain's seed is (seed, size key, pair index, 1); sigma's (seed, key, i)
 _SWAP_STREAM = 2  # the swapped pairs of a set: (seed, size key, 2)
-# Sensor noise of the written A and B: (seed, size key, pair index, 3) and (..., 4).
+# Sensor noise of the written A and B: (seed, size key, pair index, 3) and (..., 4); the
+# frames between them in a stack take 5, 6, ...
 _NOISE_STREAMS = (3, 4)
 _TMP_SUFFIX = ".tmp"
 
@@ -127,6 +140,7 @@ class GroundTruthConfig:
         independently for A and B (0: none).
       mask_smoothing: sigma (source pixels) of a Gaussian on the mask before its resize; 0 =
         none (the mask's pixel steps are upscaled with it).
+      frames: 2 for pairs; N > 2 for focus stacks of N frames (`synthesize_stack`).
       overwrite: replace existing outputs (all of them are rebuilt).
       progress: tqdm progress bar on stderr.
     """
@@ -142,6 +156,7 @@ class GroundTruthConfig:
     grain_std: float = GRAIN_STD_8BIT
     sensor_noise: float = 0.0
     mask_smoothing: float = 0.0
+    frames: int = 2
     overwrite: bool = False
     progress: bool = True
 
@@ -197,6 +212,21 @@ class GroundTruthConfig:
             raise GroundTruthError(f"--sensor_noise must be >= 0, got {self.sensor_noise:g}")
         if not (math.isfinite(self.mask_smoothing) and self.mask_smoothing >= 0):
             raise GroundTruthError(f"--mask_smoothing must be >= 0, got {self.mask_smoothing:g}")
+        if not 2 <= self.frames <= MAX_FRAMES:
+            raise GroundTruthError(f"--frames must be in [2, {MAX_FRAMES}], got {self.frames}")
+        if self.frames > 2 and set(self.models) - set(STACK_MODELS):
+            bad = sorted(set(self.models) - set(STACK_MODELS))[0]
+            raise GroundTruthError(f"--frames above 2: model {bad!r} has no stack form; use "
+                                   f"{', '.join(STACK_MODELS)}")
+
+    def folders(self) -> tuple[str, ...]:
+        """The sub-folders of every set: the frames' letters, GT and MAP."""
+        return frame_folders(self.frames) + SUBFOLDERS[2:]
+
+
+def frame_folders(frames: int) -> tuple[str, ...]:
+    """("A", "B") for pairs, ("A", "B", "C", ...) for a stack of `frames` frames."""
+    return tuple(FRAME_FOLDERS[:frames])
 
 
 def set_name(model: str, megapixels: float) -> str:
@@ -250,6 +280,18 @@ def make_ground_truth(
     return image, focus
 
 
+def _to_uint8(frames: Sequence[Any], noise: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """Frames in [0, 1] plus their sensor noise (or None), clipped and rounded to uint8."""
+    out = []
+    for t, n in zip(frames, noise):
+        arr = np.asarray(t)
+        if n is not None:
+            arr = arr + n
+        out.append(np.rint(np.clip(arr, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8))
+        del arr
+    return out
+
+
 def synthesize(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
                noise: Sequence[np.ndarray | None] = (None, None)) -> tuple[np.ndarray, np.ndarray]:
     """I_A (foreground in focus) and I_B (background in focus), uint8 (H, W, 3), rounded.
@@ -268,14 +310,58 @@ def synthesize(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
     # eqs. 10-11 (alpha_matte), eqs. 12-13 (conventional): I_A = F*I + (1-F)*(G (x) I),
     # I_B = F*(G (x) I) + (1-F)*I.
     image_a, image_b = synthesis.synthesize_pair(x, f, float(sigma), model)
-    out = []
-    for t, n in zip((image_a, image_b), noise):
-        arr = np.asarray(t)
-        if n is not None:
-            arr = arr + n
-        out.append(np.rint(np.clip(arr, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8))
-        del arr
+    out = _to_uint8((image_a, image_b), noise)
     return out[0], out[1]
+
+
+def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
+                     frames: int, noise: Sequence[np.ndarray | None] | None = None
+                     ) -> list[np.ndarray]:
+    """A focus sweep of `frames` frames from the foreground's focus to the background's,
+    uint8 (H, W, 3), rounded; the first and last are `synthesize`'s I_A and I_B.
+
+    Frame j of N sits at t = j / (N - 1) of the sweep: the foreground is blurred with
+    sigma_F = t * sigma and the background with sigma_B = (1 - t) * sigma, linear in the
+    focus setting as the defocus of a thin lens is (in dioptres). For "conventional" the
+    frame is eqs. 12-13 with one Gaussian per layer,
+
+        I_t = F * (G_F (x) I) + (1 - F) * (G_B (x) I),
+
+    and for "alpha_matte" eqs. 10-11's layers, the blurred foreground over the blurred
+    background (eqs. 7-9):
+
+        I_t = G_F (x) (F * I) + (1 - G_F (x) F) * [G_B (x) ((1 - F) * I)],
+
+    which is eq. 10 at t = 0 and eq. 11 at t = 1. `noise`: one float32 (H, W, 3) array or
+    None per frame, added before the rounding (sensor noise).
+    """
+    from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
+
+    if model not in STACK_MODELS:
+        raise GroundTruthError(f"model {model!r} has no stack form; use {', '.join(STACK_MODELS)}")
+    if frames < 2:
+        raise GroundTruthError(f"a stack needs at least 2 frames, got {frames}")
+    noise = list(noise) if noise is not None else [None] * frames
+    first, last = synthesize(image, focus, sigma, model, (noise[0], noise[-1]))
+    x = image.astype(np.float32) / np.float32(255.0)
+    f = focus.astype(np.float32)[:, :, None]
+
+    def blur(pixels: np.ndarray, s: float) -> np.ndarray:
+        return np.asarray(synthesis.gaussian_filter(pixels, s)) if s > 0 else pixels
+
+    middle = []
+    for j in range(1, frames - 1):
+        t = j / (frames - 1)
+        s_f, s_b = t * float(sigma), (1.0 - t) * float(sigma)
+        if model == "conventional":  # eqs. 12-13, each layer with its own blur
+            frame = f * blur(x, s_f) + (1.0 - f) * blur(x, s_b)
+        else:  # eqs. 7-11: G_F (x) FG^C over (1 - G_F (x) F) * G_B (x) BG^C
+            layers = blur(np.concatenate([f * x, f], axis=-1), s_f)
+            frame = layers[..., :3] + (1.0 - layers[..., 3:]) * blur((1.0 - f) * x, s_b)
+            del layers
+        middle.extend(_to_uint8([frame], [noise[j]]))
+        del frame
+    return [first, *middle, last]
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -312,6 +398,8 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
         for model in config.models:
             sets.append({"folder": set_name(model, size), "model": model, "megapixels": size,
                          "sigma_range": [lo, hi], "pairs": n})
+            if config.frames > 2:
+                sets[-1]["frames"] = config.frames
         for i in range(n):
             example = examples[int(order[i])]
             with Image.open(example.image_path) as im:
@@ -332,10 +420,15 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
                     "swapped": i in swapped,
                     "grain": {"std": grain, "seed": [config.seed, key, i, _GRAIN_STREAM]},
                 })
-                if config.sensor_noise > 0:  # absent at 0: manifests of older builds still match
+                if config.frames > 2:  # absent for pairs: manifests of older builds still match
+                    pairs[-1]["frames"] = config.frames
+                if config.sensor_noise > 0:  # absent at 0, likewise
+                    # In the order of the written frames: A 3, the last 4, between them 5, ...
+                    streams = (_NOISE_STREAMS[0], *range(5, 3 + config.frames),
+                               _NOISE_STREAMS[1])
                     pairs[-1]["sensor_noise"] = {
                         "std": config.sensor_noise / 255.0,
-                        "seeds": [[config.seed, key, i, n] for n in _NOISE_STREAMS]}
+                        "seeds": [[config.seed, key, i, n] for n in streams]}
     settings = {
         "data_dir": os.path.abspath(config.data_dir),
         "split": config.split,
@@ -350,6 +443,8 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
     }
     if config.sensor_noise > 0:
         settings["sensor_noise_std_8bit"] = config.sensor_noise
+    if config.frames > 2:
+        settings["frames"] = config.frames
     return {
         "format": _FORMAT_VERSION,
         "description": "multi-focus validation pairs with ground truth (data_pipeline."
@@ -370,11 +465,25 @@ def _readme(manifest: dict[str, Any]) -> str:
         f"--seed={s['seed']} --sigma_ranges={ranges} --grain={s['grain_std_8bit']:g} "
         f"--mask_smoothing={s['mask_smoothing_source_px']:g}")
     noise = s.get("sensor_noise_std_8bit", 0.0)
+    frames = s.get("frames", 2)
     noise_text = ""
     if noise:
         command += f" --sensor_noise={noise:g}"
         noise_text = (f" Gaussian sensor noise of std {noise:g}/255 per channel, drawn "
-                      f"independently for A and B, is then added to both sources (not to I).")
+                      f"independently for each source, is then added to every source (not "
+                      f"to I).")
+    stack_text = ""
+    if frames > 2:
+        command += f" --frames={frames}"
+        letters = frame_folders(frames)
+        stack_text = f"""
+Each item is a focus stack of {frames} frames, `{'/`, `'.join(letters)}/` in focus order: the
+focus sweeps from the first frame's plane to the last's, the foreground blurred with
+t * sigma and the background with (1 - t) * sigma in frame t = j / {frames - 1} (j = 0, ...,
+{frames - 1}); the first and the last frame are the pair's two sources, the frames between
+them are sharp nowhere. MAP is 255 where the first frame is the in-focus one. `evaluate`
+fuses each stack whole and scores it against GT.
+"""
     rows = "\n".join(
         f"| `{x['folder']}/` | {x['model']} | {x['megapixels']:g} | "
         f"{x['sigma_range'][0]:g}-{x['sigma_range'][1]:g} | {x['pairs']} |"
@@ -401,7 +510,7 @@ the defocus spread effect) or eqs. 12-13 (`conventional`), sigma drawn uniformly
 above (imgaussfilt's kernel); in half of the pairs A and B are swapped (and MAP inverted).{noise_text} Pair
 i uses the same photo, sigma, grain and swap in every model's folder of a size.
 `manifest.json` lists every pair (photo id, size, sigma, model, swapped, grain and its seed).
-
+{stack_text}
 Evaluate a method on one folder:
 
     python -m mfif_tf.evaluate --dataset_dir=OUT/{manifest['sets'][0]['folder']} \\
@@ -429,7 +538,8 @@ def _write_atomic(path: pathlib.Path, data: bytes) -> None:
 
 def _paths(root: pathlib.Path, entry: dict[str, Any]) -> dict[str, pathlib.Path]:
     folder = root / entry["set"]
-    return {sub: folder / sub / f"{entry['stem']}.png" for sub in SUBFOLDERS}
+    subs = frame_folders(entry.get("frames", 2)) + SUBFOLDERS[2:]
+    return {sub: folder / sub / f"{entry['stem']}.png" for sub in subs}
 
 
 def _prepare_output(config: GroundTruthConfig, manifest: dict[str, Any]) -> pathlib.Path:
@@ -465,13 +575,13 @@ def _prepare_output(config: GroundTruthConfig, manifest: dict[str, Any]) -> path
             folder = root / name
             if name in ("", ".", "..") or pathlib.Path(name).name != name or not folder.is_dir():
                 continue  # only set folders directly inside OUT
-            for sub in SUBFOLDERS:
+            for sub in (*FRAME_FOLDERS, *SUBFOLDERS[2:]):
                 if (folder / sub).is_dir():
                     shutil.rmtree(folder / sub)
             if not any(folder.iterdir()):
                 folder.rmdir()
     for name in new_sets:
-        for sub in SUBFOLDERS:
+        for sub in config.folders():
             folder = root / name / sub
             folder.mkdir(parents=True, exist_ok=True)
             for stale in folder.glob(f".*{_TMP_SUFFIX}"):  # left by an interrupted run
@@ -527,7 +637,8 @@ def build(config: GroundTruthConfig) -> dict[str, Any]:
             true_map = ((1 - focus) if swapped else focus).astype(np.uint8) * np.uint8(255)
             gt_png, map_png = _encode_png(image), _encode_png(true_map)
             del true_map
-            noise = [None, None]  # of the written A and B
+            frames = first.get("frames", 2)
+            noise = [None] * frames  # of the written frames, in their order
             if "sensor_noise" in first:
                 std = np.float32(first["sensor_noise"]["std"])
                 noise = [np.random.default_rng(seed).standard_normal((height, width, 3),
@@ -535,17 +646,22 @@ def build(config: GroundTruthConfig) -> dict[str, Any]:
                          for seed in first["sensor_noise"]["seeds"]]
             for entry in todo:
                 # I_A (foreground in focus), I_B (background in focus): eqs. 10-11 for
-                # alpha_matte, eqs. 12-13 for conventional, G with this pair's sigma.
-                image_a, image_b = synthesize(image, focus, entry["sigma"], entry["model"],
-                                              noise[::-1] if swapped else noise)
+                # alpha_matte, eqs. 12-13 for conventional, G with this pair's sigma; a
+                # stack sweeps from the one to the other (`synthesize_stack`).
+                if frames > 2:
+                    sources = synthesize_stack(image, focus, entry["sigma"], entry["model"],
+                                               frames, noise[::-1] if swapped else noise)
+                else:
+                    sources = list(synthesize(image, focus, entry["sigma"], entry["model"],
+                                              noise[::-1] if swapped else noise))
                 if swapped:
-                    image_a, image_b = image_b, image_a
+                    sources.reverse()
                 paths = _paths(root, entry)
-                _write_atomic(paths["A"], _encode_png(image_a))
-                _write_atomic(paths["B"], _encode_png(image_b))
+                for letter, pixels in zip(frame_folders(frames), sources):
+                    _write_atomic(paths[letter], _encode_png(pixels))
                 _write_atomic(paths["GT"], gt_png)
                 _write_atomic(paths["MAP"], map_png)
-                del image_a, image_b
+                del sources
                 written += 1
                 bar.update(1)
     except readers.DataError as e:
@@ -593,7 +709,7 @@ def _define_flags() -> None:
                       "Target sizes in megapixels, one set per size and model.")
     flags.DEFINE_list("models", list(DEFAULT_MODELS),
                       "alpha_matte (eqs. 10-11), conventional (eqs. 12-13), alpha_matte_filled.")
-    flags.DEFINE_list("pairs", [str(n) for n in DEFAULT_PAIRS], "Pairs per set, one per size.")
+    flags.DEFINE_list("pairs", [str(n) for n in DEFAULT_PAIRS], "Pairs (stacks with --frames above 2) per set, one per size.")
     flags.DEFINE_list("sigma_ranges", [],
                       "lo:hi of sigma in pixels, one per size (default: "
                       + ", ".join(f"{k:g} MP {lo:g}:{hi:g}"
@@ -604,6 +720,9 @@ def _define_flags() -> None:
     flags.DEFINE_float("mask_smoothing", 0.0, "Gaussian sigma (source pixels) on the mask "
                        "before its resize: 1 rounds off its pixel steps (0: none).")
     flags.DEFINE_integer("seed", 0, "Seed of the photo order, sigmas, swaps and grain.")
+    flags.DEFINE_integer("frames", 2, "2 for pairs (A/, B/); N > 2 for focus stacks of N "
+                         "frames (A/, B/, C/, ...) sweeping from one layer's focus to the "
+                         "other's (alpha_matte and conventional).")
     flags.DEFINE_bool("overwrite", False, "Replace existing outputs of other settings.")
     flags.DEFINE_bool("progress", True, "Progress bar on stderr.")
 
@@ -646,8 +765,8 @@ def config_from_flags() -> GroundTruthConfig:
         data_dir=f.data_dir, output_dir=f.output_dir, split=f.split,
         sizes=_numbers(f.sizes, float, "--sizes"), models=tuple(f.models),
         pairs=_numbers(f.pairs, int, "--pairs"), seed=f.seed, sigma_ranges=ranges,
-        grain_std=f.grain, sensor_noise=f.sensor_noise, mask_smoothing=f.mask_smoothing, overwrite=f.overwrite,
-        progress=f.progress)
+        grain_std=f.grain, sensor_noise=f.sensor_noise, mask_smoothing=f.mask_smoothing,
+        frames=f.frames, overwrite=f.overwrite, progress=f.progress)
 
 
 def main(argv: list[str]) -> None:

@@ -27,7 +27,8 @@ from mfif_tf.scales import parse_scales
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("dataset_dir", None, "Folder with A/, B/ and optionally GT/ (all-in-focus "
-                    "image) and MAP/ (true focus map, white where A is in focus).")
+                    "image) and MAP/ (true focus map, white where A is in focus); with GT/, "
+                    "further frames in C/, D/, ... make each stem a focus stack, fused whole.")
 flags.DEFINE_multi_string("fused_dir", [], "Folder of fused images; repeat to compare methods.")
 flags.DEFINE_multi_string("name", [], "Names of the --fused_dir methods (default: folder names).")
 flags.DEFINE_multi_string("fused_map_dir", [],
@@ -108,6 +109,13 @@ def main(argv: list[str]) -> int:
     try:
         config = _config()
         unused = evaluate_lib.unused_source_folders(config.dataset_dir)
+        further = evaluate_lib.further_source_folders(config.dataset_dir)
+        if further and not unused and not FLAGS.focus_map_dir:
+            print(f"note: {config.dataset_dir} holds focus stacks (A/, B/, "
+                  f"{', '.join(further)}) and GT/: each stack is fused whole and scored "
+                  f"against GT/ (and MAP/: where the first frame is taken); the twelve "
+                  f"no-reference metrics are defined for two sources and are left out",
+                  file=sys.stderr)
         if unused:
             print(f"note: {config.dataset_dir} also holds {', '.join(unused)}: each stem is "
                   f"scored as the pair A/ + B/ (the metrics are defined for two sources), so "

@@ -2,8 +2,13 @@
 
 A dataset folder holds ``A/`` and ``B/`` (the sources I_A, I_B) and optionally ``GT/`` (an
 all-in-focus ground truth) and ``MAP/`` (the true focus map, white where I_A is in focus),
-paired by file stem. Further source folders of a stack (``C/``, ...) are not used: the
-metrics are defined for two sources (`unused_source_folders`; the entry point says so).
+paired by file stem. Further source folders of a focus stack (``C/``, ``D/``, ... in focus
+order, as `data_pipeline.ground_truth --frames` writes them) are used when ``GT/`` is there:
+each stem is then fused as the whole stack and scored against GT (PSNR, SSIM) and, with MAP/
+(white where the first frame is in focus), by where the first frame is taken; the twelve
+no-reference metrics are defined for two sources and are left out for stacks. Without GT/
+the further folders are not used and each stem is scored as the pair A/ + B/
+(`unused_source_folders`; the entry point says so).
 Fused images come from a *fused source*: a callable ``(pair, image_a, image_b) ->
 FusedOutput``. Two are provided: ``fused_from_dir`` (a folder of
 fused images, and optionally one of focus maps, matched by stem) and ``fused_from_fn`` (any
@@ -45,13 +50,15 @@ class EvaluationError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Pair:
     """One source pair of the dataset: I_A, I_B, the optional ground truth I and true focus
-    map (white where I_A is in focus)."""
+    map (white where I_A is in focus); for a focus stack also its further frames (C/, D/,
+    ... in order), so that the sources are I_A, I_B and `paths_more`."""
 
     stem: str
     path_a: pathlib.Path
     path_b: pathlib.Path
     path_gt: pathlib.Path | None = None
     path_map: pathlib.Path | None = None
+    paths_more: tuple[pathlib.Path, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +71,8 @@ class FusedOutput:
     focus_map: np.ndarray | None = None
 
 
-FusedSource = Callable[[Pair, np.ndarray, np.ndarray], FusedOutput]
+# (pair, image_a, image_b, *further frames of a stack) -> FusedOutput
+FusedSource = Callable[..., FusedOutput]
 FuseFn = Callable[[list], Any]
 
 
@@ -114,11 +122,9 @@ def _index_images(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     return index
 
 
-def unused_source_folders(dataset_dir: str | pathlib.Path) -> list[str]:
-    """Further source folders after A/ and B/ (C/, D/, ... in order, while they exist and
-    hold images), as a focus stack folder such as Lytro's triple series has: `find_pairs`
-    scores each stem as the pair A/ + B/, since the twelve metrics are defined for two
-    sources, so these folders are not used."""
+def further_source_folders(dataset_dir: str | pathlib.Path) -> list[str]:
+    """Source folders after A/ and B/ (C/, D/, ... in order, while they exist and hold
+    images), as a focus stack folder has."""
     root = pathlib.Path(dataset_dir)
     found = []
     for letter in "CDEFGHIJKLMNOPQRSTUVWXYZ":
@@ -129,9 +135,47 @@ def unused_source_folders(dataset_dir: str | pathlib.Path) -> list[str]:
     return found
 
 
+def has_ground_truth(dataset_dir: str | pathlib.Path) -> bool:
+    """Whether the dataset has a GT/ folder with images."""
+    folder = pathlib.Path(dataset_dir) / "GT"
+    return folder.is_dir() and bool(_index_images(folder))
+
+
+def unused_source_folders(dataset_dir: str | pathlib.Path) -> list[str]:
+    """The further source folders (C/, D/, ...) of a stack folder without GT/, such as
+    Lytro's triple series: `find_pairs` then scores each stem as the pair A/ + B/, since the
+    twelve metrics are defined for two sources, so these folders are not used. With GT/ the
+    stacks are fused whole and scored against it, and nothing is unused."""
+    if has_ground_truth(dataset_dir):
+        return []
+    return further_source_folders(dataset_dir)
+
+
+def _stack_frames(root: pathlib.Path, stems: Sequence[str]) -> dict[str, list[pathlib.Path]]:
+    """The further frames of each stem from C/, D/, ...: a stem's stack ends at the first of
+    these folders that lacks it (a shorter stack); it may not reappear in a later one."""
+    frames: dict[str, list[pathlib.Path]] = {s: [] for s in stems}
+    ended: dict[str, str] = {}
+    for name in further_source_folders(root):
+        index = _index_images(root / name)
+        surplus = sorted(set(index) - set(stems))[:10]
+        if surplus:
+            raise EvaluationError(f"{root}: {name} has stems that A/ lacks: {surplus}")
+        for stem in stems:
+            if stem not in index:
+                ended.setdefault(stem, name)
+            elif stem in ended:
+                raise EvaluationError(f"{root}: {stem!r} is in {name} but not in {ended[stem]} "
+                                      f"(a stack's frames are consecutive folders)")
+            else:
+                frames[stem].append(index[stem])
+    return frames
+
+
 def find_pairs(dataset_dir: str | pathlib.Path) -> list[Pair]:
     """Pairs of A/ and B/ by stem, with GT/ and MAP/ attached when present (then they must
-    hold every stem of A/); raises if none match."""
+    hold every stem of A/); with GT/, a stem's further frames in C/, D/, ... make it a
+    stack (`Pair.paths_more`). Raises if none match."""
     root = pathlib.Path(dataset_dir)
     for sub in ("A", "B"):
         if not (root / sub).is_dir():
@@ -152,7 +196,9 @@ def find_pairs(dataset_dir: str | pathlib.Path) -> list[Pair]:
             surplus = sorted(set(index) - set(a))[:10]
             raise EvaluationError(f"{root}: {sub}/ has stems that A/ lacks: {surplus}")
         extra[sub] = index
-    return [Pair(s, a[s], b[s], extra["GT"].get(s), extra["MAP"].get(s)) for s in sorted(a)]
+    more = _stack_frames(root, sorted(a)) if extra["GT"] else {}
+    return [Pair(s, a[s], b[s], extra["GT"].get(s), extra["MAP"].get(s), tuple(more.get(s, ())))
+            for s in sorted(a)]
 
 
 def load_image(path: pathlib.Path, grey: bool = False) -> np.ndarray:
@@ -222,7 +268,8 @@ def fused_from_dir(fused_dir: str | pathlib.Path, pairs: Sequence[Pair],
     index = _index_by_stem(fused_dir, pairs, "fused folder", "fused image")
     maps = _index_by_stem(map_dir, pairs, "focus map folder", "focus map") if map_dir else {}
 
-    def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray) -> FusedOutput:
+    def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray, *more) -> FusedOutput:
+        del more
         fmap = load_focus_map(maps[pair.stem]) if maps else None
         return FusedOutput(load_image(index[pair.stem], grey=image_a.ndim == 2), None, fmap)
 
@@ -231,18 +278,24 @@ def fused_from_dir(fused_dir: str | pathlib.Path, pairs: Sequence[Pair],
 
 def _split_output(out: Any) -> tuple[np.ndarray, Mapping[str, float] | None, np.ndarray | None]:
     """fuse_fn may return an array, (array, timing dict) or an object with .fused/.timings
-    and .f_final (a `fusion.FusionResult`; F_final is None for stacks)."""
+    and .f_final (a `fusion.FusionResult`). A stack's result has no F_final; its map is then
+    where the first frame is taken (index map 0)."""
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
         return np.asarray(out[0]), out[1], None
     if hasattr(out, "fused"):
-        return np.asarray(out.fused), getattr(out, "timings", None), getattr(out, "f_final", None)
+        focus_map = getattr(out, "f_final", None)
+        index_map = getattr(out, "index_map", None)
+        if focus_map is None and index_map is not None:
+            focus_map = np.asarray(index_map) == 0
+        return np.asarray(out.fused), getattr(out, "timings", None), focus_map
     return np.asarray(out), None, None
 
 
 def fused_from_fn(
     fuse_fn: FuseFn, save_dir: str | pathlib.Path | None = None, warmup: bool = True
 ) -> FusedSource:
-    """Fuses each pair with ``fuse_fn([image_a, image_b])``, timing the call.
+    """Fuses each pair with ``fuse_fn([image_a, image_b])`` (a stack with
+    ``fuse_fn([image_a, image_b, *more])``), timing the call.
 
     ``fuse_fn`` returns the fused image (uint8, or float in [0, 1]), optionally with a
     timing dict {"network", "srr", "fusion"} in seconds (Table 2); the wall time of the
@@ -253,12 +306,12 @@ def fused_from_fn(
     folder = pathlib.Path(save_dir) if save_dir else None
     warm = [not warmup]
 
-    def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray) -> FusedOutput:
+    def source(pair: Pair, image_a: np.ndarray, image_b: np.ndarray, *more) -> FusedOutput:
         if not warm[0]:
-            fuse_fn([image_a, image_b])
+            fuse_fn([image_a, image_b, *more])
             warm[0] = True
         start = time.perf_counter()
-        out = fuse_fn([image_a, image_b])
+        out = fuse_fn([image_a, image_b, *more])
         elapsed = time.perf_counter() - start
         image, timing, focus_map = _split_output(out)
         image = to_uint8(image, f"fused image of {pair.stem}")
@@ -369,12 +422,18 @@ def evaluate_method(
         a, b = load_image(pair.path_a, grey), load_image(pair.path_b, grey)
         if a.shape != b.shape:
             raise EvaluationError(f"{pair.stem}: A is {a.shape} but B is {b.shape}")
-        out = source(pair, a, b)
+        more = [load_image(p, grey) for p in pair.paths_more]
+        for path, frame in zip(pair.paths_more, more):
+            if frame.shape != a.shape:
+                raise EvaluationError(f"{pair.stem}: A is {a.shape} but {path.parent.name}/ "
+                                      f"is {frame.shape}")
+        out = source(pair, a, b, *more)
         fused = to_uint8(out.image, f"fused image of {pair.stem}")
         if fused.shape != a.shape:
             raise EvaluationError(f"{name}/{pair.stem}: fused is {fused.shape}, sources {a.shape}")
         gt = load_image(pair.path_gt, grey) if pair.path_gt is not None else None
-        wanted = tuple(m for m in config.metrics if m in metrics_lib.METRIC_NAMES
+        # A stack is scored against GT only: the twelve metrics are defined for two sources.
+        wanted = tuple(m for m in config.metrics if (m in metrics_lib.METRIC_NAMES and not more)
                        or (gt is not None and m in metrics_lib.REFERENCE_METRIC_NAMES))
         map_wanted = tuple(m for m in config.metrics if m in metrics_lib.FOCUS_MAP_METRIC_NAMES)
         try:

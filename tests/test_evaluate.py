@@ -262,20 +262,25 @@ def test_cli_fuses_with_the_shipped_model_and_records_its_settings(map_dataset, 
     assert 0.0 <= saved["mean"]["MAP_ACC"] <= 1.0
 
 
-def test_stack_folders_are_named_as_unused(dataset, tmp_path):
-    """A stack folder (A/, B/, C/, D/): scored as A/ + B/, and the CLI says C/ and D/ are
-    not used; an empty E/ and a folder after a gap are not sources."""
-    root = tmp_path / "stack"
-    for sub in ("A", "B", "GT", "C", "D", "E", "G"):
+def _stack_folder(dataset, root, subs, sources):
+    for sub in subs:
         (root / sub).mkdir(parents=True)
-    for sub in ("A", "B", "GT", "C", "D", "G"):
-        source = {"C": "A", "D": "B", "G": "A"}.get(sub, sub)
+    for sub, source in sources.items():
         for stem in STEMS:
             data = (dataset / source / f"{stem}.png").read_bytes()
             (root / sub / f"{stem}.png").write_bytes(data)
+    return root
+
+
+def test_stack_folders_without_gt_are_named_as_unused(dataset, tmp_path):
+    """A stack folder (A/, B/, C/, D/) without GT/: scored as A/ + B/, and the CLI says C/
+    and D/ are not used; an empty E/ and a folder after a gap are not sources."""
+    root = _stack_folder(dataset, tmp_path / "stack", ("A", "B", "C", "D", "E", "G"),
+                         {"A": "A", "B": "B", "C": "A", "D": "B", "G": "A"})
     assert evaluate_lib.unused_source_folders(root) == ["C/", "D/"]
     assert evaluate_lib.unused_source_folders(dataset) == []
-    assert [p.stem for p in evaluate_lib.find_pairs(root)] == list(STEMS)
+    pairs = evaluate_lib.find_pairs(root)
+    assert [p.stem for p in pairs] == list(STEMS) and all(not p.paths_more for p in pairs)
     out = _run_cli(f"--dataset_dir={root}", f"--fused_dir={dataset / 'perfect'}",
                    "--metrics=MI")
     assert out.returncode == 0, out.stderr
@@ -284,6 +289,46 @@ def test_stack_folders_are_named_as_unused(dataset, tmp_path):
     plain = _run_cli(f"--dataset_dir={dataset}", f"--fused_dir={dataset / 'perfect'}",
                      "--metrics=MI")
     assert plain.returncode == 0 and "not used" not in plain.stderr
+
+
+def test_stacks_with_gt_are_fused_whole_and_scored_against_it(dataset, tmp_path):
+    """With GT/, A/ B/ C/ D/ are stacks: the fusion function gets all four frames, the
+    result is scored by PSNR/SSIM against GT and by where frame 0 is taken against MAP/; the
+    two-source metrics are left out. A stem missing from C/ ends its stack there."""
+    root = _stack_folder(dataset, tmp_path / "stack", ("A", "B", "C", "D", "GT", "MAP"),
+                         {"A": "A", "B": "copyA", "C": "B", "D": "copyA", "GT": "GT",
+                          "MAP": "maps"})
+    (root / "C" / f"{STEMS[2]}.png").unlink()
+    (root / "D" / f"{STEMS[2]}.png").unlink()
+    assert evaluate_lib.unused_source_folders(root) == []
+    pairs = evaluate_lib.find_pairs(root)
+    assert [len(p.paths_more) for p in pairs] == [2, 2, 0]
+    assert [q.parent.name for q in pairs[0].paths_more] == ["C", "D"]
+    counts = []
+
+    def fuse_fn(sources):
+        counts.append(len(sources))
+        from mfif_tf import classical
+        return classical.fuse_classical(sources)
+
+    result = evaluate_lib.evaluate_fn(
+        _config(root, metrics=("MI", "PSNR", "SSIM", "MAP_ACC")), fuse_fn)
+    assert counts[1:] == [4, 4, 2]  # after the warm-up call
+    for stem in STEMS[:2]:
+        scores = result.per_image[stem]
+        assert set(scores) == {"PSNR", "SSIM", "MAP_ACC"}
+        # The stack is A, a copy of A, B, a copy of A: fused, it is close to GT, and the
+        # first frame is taken on most of A's in-focus region (copies tie with it).
+        assert scores["PSNR"] > 30 and scores["MAP_ACC"] > 0.5
+    assert "MI" in result.per_image[STEMS[2]]  # a pair: all metrics
+    (root / "D" / f"{STEMS[2]}.png").write_bytes((root / "A" / f"{STEMS[2]}.png").read_bytes())
+    with pytest.raises(evaluate_lib.EvaluationError, match="is in D/ but not in C/"):
+        evaluate_lib.find_pairs(root)
+    (root / "D" / f"{STEMS[2]}.png").unlink()
+    out = _run_cli(f"--dataset_dir={root}", f"--fused_dir={dataset / 'perfect'}",
+                   "--metrics=PSNR,MI")
+    assert out.returncode == 0, out.stderr
+    assert "holds focus stacks (A/, B/, C/, D/) and GT/: each stack is fused whole" in out.stderr
 
 
 def test_cli_reports_bad_input_in_one_line(dataset, tmp_path):

@@ -282,3 +282,66 @@ def test_cli_refuses_other_settings_in_one_line(mask_folder, tmp_path):
                "--pairs=1", "--sigma_ranges=2:3", "--models=conventional", "--seed=5")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "pass --overwrite" in out.stderr
+
+
+def test_stacks_sweep_the_focus_from_a_to_the_last_frame(mask_folder, built, tmp_path):
+    """--frames=4: A/..D/ in focus order; A and D are the pair set's A and B (same seed, noise
+    streams of A and B kept), the frames between are sharp nowhere and move from A to D."""
+    out_pairs, _ = built
+    out = tmp_path / "stacks"
+    summary = gt_lib.build(_config(mask_folder, out, frames=4))
+    assert summary["written"] == 8
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["frames"] == 4 and all(p["frames"] == 4 for p in manifest["pairs"])
+    assert "--frames=4" in (out / "README.md").read_text()
+    for entry in manifest["pairs"]:
+        folder, pairs = out / entry["set"], out_pairs / entry["set"]
+        name = f"{entry['stem']}.png"
+        frames = [_read(folder / c / name).astype(int) for c in "ABCD"]
+        gt, fmap = _read(folder / "GT" / name).astype(int), _read(folder / "MAP" / name)
+        np.testing.assert_array_equal(frames[0], _read(pairs / "A" / name))
+        np.testing.assert_array_equal(frames[3], _read(pairs / "B" / name))
+        np.testing.assert_array_equal(fmap, _read(pairs / "MAP" / name))
+        margin = int(np.ceil(2 * entry["sigma"])) + 1
+        white, black = _inside(fmap, 255, margin), _inside(fmap, 0, margin)
+        err_white = [np.abs(f[white] - gt[white]).mean() for f in frames]
+        err_black = [np.abs(f[black] - gt[black]).mean() for f in frames]
+        assert err_white[0] == 0 and err_black[3] == 0
+        assert err_white[1] > 0.5 and err_black[2] > 0.5  # the middle frames are sharp nowhere
+        assert err_white[1] < err_white[2] < err_white[3]  # A's layer blurs along the sweep
+        assert err_black[0] > err_black[1] > err_black[2]  # D's layer sharpens
+
+
+def test_stack_frames_and_noise_streams(mask_folder, tmp_path):
+    config = _config(mask_folder, tmp_path / "out", models=("conventional",), pairs=(1,),
+                     frames=3, sensor_noise=1.0)
+    gt_lib.build(config)
+    entry = json.loads((tmp_path / "out" / "manifest.json").read_text())["pairs"][0]
+    assert [s[-1] for s in entry["sensor_noise"]["seeds"]] == [3, 5, 4]
+    assert sorted(p.name for p in (tmp_path / "out" / "conventional_0.01mp").iterdir()) == [
+        "A", "B", "C", "GT", "MAP"]
+    with pytest.raises(gt_lib.GroundTruthError, match="--frames must be in"):
+        _config(mask_folder, tmp_path / "x", frames=1).validate()
+    with pytest.raises(gt_lib.GroundTruthError, match="no stack form"):
+        _config(mask_folder, tmp_path / "x", frames=3,
+                models=("alpha_matte_filled",)).validate()
+
+
+def test_alpha_matte_stack_ends_are_eqs_10_and_11():
+    """synthesize_stack's frames at t = 0 and 1 are synthesize's I_A and I_B, and a middle
+    frame of the alpha-matte model lies between them on both layers."""
+    rng = np.random.default_rng(0)
+    image = (ndimage.gaussian_filter(rng.uniform(0, 255, (48, 64, 3)), (1, 1, 0))).astype(np.uint8)
+    focus = np.zeros((48, 64), np.uint8)
+    focus[10:38, 16:44] = 1
+    pair = gt_lib.synthesize(image, focus, 3.0, "alpha_matte")
+    stack = gt_lib.synthesize_stack(image, focus, 3.0, "alpha_matte", 5)
+    assert len(stack) == 5
+    np.testing.assert_array_equal(stack[0], pair[0])
+    np.testing.assert_array_equal(stack[-1], pair[1])
+    inner = ndimage.binary_erosion(focus, iterations=8)
+    outer = ~ndimage.binary_dilation(focus, iterations=8)
+    d_in = [np.abs(f.astype(int) - image)[inner].mean() for f in stack]
+    d_out = [np.abs(f.astype(int) - image)[outer].mean() for f in stack]
+    assert d_in == sorted(d_in) and d_in[0] == 0
+    assert d_out == sorted(d_out, reverse=True) and d_out[-1] == 0
