@@ -89,6 +89,7 @@ __all__ = [
     "make_ground_truth",
     "set_name",
     "synthesize",
+    "sharpest_frame",
     "synthesize_stack",
     "target_size",
 ]
@@ -103,6 +104,8 @@ DEFAULT_SIZES = (0.3, 2.0, 12.0)
 DEFAULT_MODELS = ("alpha_matte", "conventional")
 DEFAULT_PAIRS = (40, 12, 4)
 STACK_MODELS = ("alpha_matte", "conventional")  # the models with a focus-stack form
+STACK_SCENES = ("sweep", "tilted")  # `synthesize_stack`
+TILT_NEAR = 0.3  # the tilted background's nearest depth (bottom row), in units of the sweep
 GRAIN_STD_8BIT = 2.0  # film grain: std 2/255 per channel
 MIN_MEGAPIXELS, MAX_MEGAPIXELS = 0.001, 100.0
 SUBFOLDERS = ("A", "B", "GT", "MAP")  # of a pair set; a stack of N frames has N letters
@@ -141,6 +144,8 @@ class GroundTruthConfig:
       mask_smoothing: sigma (source pixels) of a Gaussian on the mask before its resize; 0 =
         none (the mask's pixel steps are upscaled with it).
       frames: 2 for pairs; N > 2 for focus stacks of N frames (`synthesize_stack`).
+      stack_scene: stacks: "sweep" (the background one plane) or "tilted" (a receding
+        background plane; `synthesize_stack`).
       overwrite: replace existing outputs (all of them are rebuilt).
       progress: tqdm progress bar on stderr.
     """
@@ -157,6 +162,7 @@ class GroundTruthConfig:
     sensor_noise: float = 0.0
     mask_smoothing: float = 0.0
     frames: int = 2
+    stack_scene: str = "sweep"
     overwrite: bool = False
     progress: bool = True
 
@@ -218,6 +224,12 @@ class GroundTruthConfig:
             bad = sorted(set(self.models) - set(STACK_MODELS))[0]
             raise GroundTruthError(f"--frames above 2: model {bad!r} has no stack form; use "
                                    f"{', '.join(STACK_MODELS)}")
+        if self.stack_scene not in STACK_SCENES:
+            raise GroundTruthError(f"--stack_scene must be one of {', '.join(STACK_SCENES)}, "
+                                   f"got {self.stack_scene!r}")
+        if self.stack_scene != "sweep" and self.frames < 3:
+            raise GroundTruthError(f"--stack_scene={self.stack_scene} makes stacks: give "
+                                   f"--frames of 3 or more")
 
     def folders(self) -> tuple[str, ...]:
         """The sub-folders of every set: the frames' letters, GT and MAP."""
@@ -314,16 +326,42 @@ def synthesize(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
     return out[0], out[1]
 
 
-def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
-                     frames: int, noise: Sequence[np.ndarray | None] | None = None
-                     ) -> list[np.ndarray]:
-    """A focus sweep of `frames` frames from the foreground's focus to the background's,
-    uint8 (H, W, 3), rounded; the first and last are `synthesize`'s I_A and I_B.
+def background_bands(height: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tilted scene's background: the row band of every row (int array (H,)) and each
+    band's depth (float array (2 * frames,)), in units of the sweep, foreground at 0 and
+    the last frame's plane at 1: 1 at the top row down to `TILT_NEAR` at the bottom."""
+    count = 2 * frames
+    band = np.minimum(np.arange(height) * count // height, count - 1)
+    depth = 1.0 - (1.0 - TILT_NEAR) * (np.arange(count) + 0.5) / count
+    return band, depth
 
-    Frame j of N sits at t = j / (N - 1) of the sweep: the foreground is blurred with
-    sigma_F = t * sigma and the background with sigma_B = (1 - t) * sigma, linear in the
-    focus setting as the defocus of a thin lens is (in dioptres). For "conventional" the
-    frame is eqs. 12-13 with one Gaussian per layer,
+
+def sharpest_frame(focus: np.ndarray, frames: int, scene: str = "sweep") -> np.ndarray:
+    """(H, W) uint8: the frame whose focus is nearest each pixel's depth (the first on a
+    tie), for a stack of `synthesize_stack` before any swap."""
+    if scene == "sweep":
+        return np.where(focus > 0, 0, frames - 1).astype(np.uint8)
+    band, depth = background_bands(focus.shape[0], frames)
+    t = np.linspace(0.0, 1.0, frames)
+    nearest = np.argmin(np.abs(depth[:, None] - t[None, :]), axis=1).astype(np.uint8)
+    return np.where(focus > 0, np.uint8(0), nearest[band][:, None])
+
+
+def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
+                     frames: int, noise: Sequence[np.ndarray | None] | None = None,
+                     scene: str = "sweep") -> list[np.ndarray]:
+    """A focus sweep of `frames` frames from the foreground's focus onwards, uint8 (H, W, 3),
+    rounded.
+
+    Frame j of N sits at t = j / (N - 1) of the sweep and blurs a layer at depth z (in
+    units of the sweep: the foreground at 0) with sigma_j(z) = sigma * |z - t|, linear in the
+    focus setting as the defocus of a thin lens is (in dioptres). `scene` "sweep": the
+    background is a plane at depth 1, so the first and last frames are `synthesize`'s I_A
+    and I_B and the frames between are sharp nowhere. "tilted": the background is a plane
+    tilted away from the camera, from depth `TILT_NEAR` at the bottom row to 1 at the top,
+    in 2N horizontal bands each blurred at its mean depth (`background_bands`), so every
+    frame is the sharpest on some band, as in a focus stack of a receding scene. For
+    "conventional" a frame is eqs. 12-13 with one Gaussian per layer,
 
         I_t = F * (G_F (x) I) + (1 - F) * (G_B (x) I),
 
@@ -332,36 +370,61 @@ def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: 
 
         I_t = G_F (x) (F * I) + (1 - G_F (x) F) * [G_B (x) ((1 - F) * I)],
 
-    which is eq. 10 at t = 0 and eq. 11 at t = 1. `noise`: one float32 (H, W, 3) array or
-    None per frame, added before the rounding (sensor noise).
+    which is eq. 10 at t = 0 and eq. 11 at t = 1 in the sweep. G_B is the band's Gaussian
+    in the tilted scene. `noise`: one float32 (H, W, 3) array or None per frame, added
+    before the rounding (sensor noise).
     """
     from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
 
     if model not in STACK_MODELS:
         raise GroundTruthError(f"model {model!r} has no stack form; use {', '.join(STACK_MODELS)}")
+    if scene not in STACK_SCENES:
+        raise GroundTruthError(f"stack scene {scene!r} is not one of {', '.join(STACK_SCENES)}")
     if frames < 2:
         raise GroundTruthError(f"a stack needs at least 2 frames, got {frames}")
     noise = list(noise) if noise is not None else [None] * frames
-    first, last = synthesize(image, focus, sigma, model, (noise[0], noise[-1]))
     x = image.astype(np.float32) / np.float32(255.0)
     f = focus.astype(np.float32)[:, :, None]
 
     def blur(pixels: np.ndarray, s: float) -> np.ndarray:
         return np.asarray(synthesis.gaussian_filter(pixels, s)) if s > 0 else pixels
 
-    middle = []
-    for j in range(1, frames - 1):
+    height = x.shape[0]
+    band, depth = background_bands(height, frames)
+
+    def background(pixels: np.ndarray, t: float) -> np.ndarray:
+        """The background layer `pixels` as frame t sees it."""
+        if scene == "sweep":
+            return blur(pixels, (1.0 - t) * float(sigma))
+        out = np.empty_like(pixels)
+        for b, z in enumerate(depth):
+            rows = np.flatnonzero(band == b)
+            s = abs(z - t) * float(sigma)
+            # The band's rows need the rows a kernel radius around them (exact: the
+            # kernel's support lies inside the slice, or the image border replicates).
+            reach = 2 * int(math.ceil(2 * s)) + 1
+            lo, hi = max(rows[0] - reach, 0), min(rows[-1] + 1 + reach, height)
+            out[rows[0]:rows[-1] + 1] = blur(pixels[lo:hi], s)[rows[0] - lo:rows[-1] + 1 - lo]
+        return out
+
+    out = []
+    for j in range(frames):
         t = j / (frames - 1)
-        s_f, s_b = t * float(sigma), (1.0 - t) * float(sigma)
+        if scene == "sweep" and j in (0, frames - 1):
+            if j == 0:
+                first, last = synthesize(image, focus, sigma, model, (noise[0], noise[-1]))
+            out.append(first if j == 0 else last)
+            continue
+        s_f = t * float(sigma)
         if model == "conventional":  # eqs. 12-13, each layer with its own blur
-            frame = f * blur(x, s_f) + (1.0 - f) * blur(x, s_b)
+            frame = f * blur(x, s_f) + (1.0 - f) * background(x, t)
         else:  # eqs. 7-11: G_F (x) FG^C over (1 - G_F (x) F) * G_B (x) BG^C
             layers = blur(np.concatenate([f * x, f], axis=-1), s_f)
-            frame = layers[..., :3] + (1.0 - layers[..., 3:]) * blur((1.0 - f) * x, s_b)
+            frame = layers[..., :3] + (1.0 - layers[..., 3:]) * background((1.0 - f) * x, t)
             del layers
-        middle.extend(_to_uint8([frame], [noise[j]]))
+        out.extend(_to_uint8([frame], [noise[j]]))
         del frame
-    return [first, *middle, last]
+    return out
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -400,6 +463,8 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
                          "sigma_range": [lo, hi], "pairs": n})
             if config.frames > 2:
                 sets[-1]["frames"] = config.frames
+                if config.stack_scene != "sweep":
+                    sets[-1]["scene"] = config.stack_scene
         for i in range(n):
             example = examples[int(order[i])]
             with Image.open(example.image_path) as im:
@@ -422,6 +487,8 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
                 })
                 if config.frames > 2:  # absent for pairs: manifests of older builds still match
                     pairs[-1]["frames"] = config.frames
+                    if config.stack_scene != "sweep":
+                        pairs[-1]["scene"] = config.stack_scene
                 if config.sensor_noise > 0:  # absent at 0, likewise
                     # In the order of the written frames: A 3, the last 4, between them 5, ...
                     streams = (_NOISE_STREAMS[0], *range(5, 3 + config.frames),
@@ -445,6 +512,8 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
         settings["sensor_noise_std_8bit"] = config.sensor_noise
     if config.frames > 2:
         settings["frames"] = config.frames
+        if config.stack_scene != "sweep":
+            settings["stack_scene"] = config.stack_scene
     return {
         "format": _FORMAT_VERSION,
         "description": "multi-focus validation pairs with ground truth (data_pipeline."
@@ -476,13 +545,23 @@ def _readme(manifest: dict[str, Any]) -> str:
     if frames > 2:
         command += f" --frames={frames}"
         letters = frame_folders(frames)
+        scene = s.get("stack_scene", "sweep")
+        if scene == "sweep":
+            background = ("the background, a plane at depth 1, with (1 - t) * sigma; the first "
+                          "and the last frame are the pair's two sources, the frames between "
+                          "them are sharp nowhere")
+        else:
+            command += f" --stack_scene={scene}"
+            background = (f"the background, a plane tilted from depth {TILT_NEAR:g} at the "
+                          f"bottom row to 1 at the top, in {2 * frames} row bands each blurred "
+                          f"with |z - t| * sigma at its mean depth z, so that every frame is "
+                          f"the sharpest on some band")
         stack_text = f"""
 Each item is a focus stack of {frames} frames, `{'/`, `'.join(letters)}/` in focus order: the
-focus sweeps from the first frame's plane to the last's, the foreground blurred with
-t * sigma and the background with (1 - t) * sigma in frame t = j / {frames - 1} (j = 0, ...,
-{frames - 1}); the first and the last frame are the pair's two sources, the frames between
-them are sharp nowhere. MAP is 255 where the first frame is the in-focus one. `evaluate`
-fuses each stack whole and scores it against GT.
+focus sweeps from the foreground's plane (depth 0) to depth 1; frame t = j / {frames - 1}
+(j = 0, ..., {frames - 1}) blurs the foreground with t * sigma and {background}. In half of
+the stacks the order is reversed. MAP is 255 where the first frame is the sharpest.
+`evaluate` fuses each stack whole and scores it against GT.
 """
     rows = "\n".join(
         f"| `{x['folder']}/` | {x['model']} | {x['megapixels']:g} | "
@@ -634,10 +713,17 @@ def build(config: GroundTruthConfig) -> dict[str, Any]:
             del grain, photo
             swapped = first["swapped"]
             # MAP: 255 where A is the in-focus source (F itself, or 1 - F when swapped).
-            true_map = ((1 - focus) if swapped else focus).astype(np.uint8) * np.uint8(255)
+            frames = first.get("frames", 2)
+            scene = first.get("scene", "sweep")
+            if frames > 2:  # MAP: where the first frame (the last before a swap) is sharpest
+                sharpest = sharpest_frame(focus, frames, scene)
+                true_map = (sharpest == (frames - 1 if swapped else 0)).astype(np.uint8)
+                true_map *= np.uint8(255)
+                del sharpest
+            else:
+                true_map = ((1 - focus) if swapped else focus).astype(np.uint8) * np.uint8(255)
             gt_png, map_png = _encode_png(image), _encode_png(true_map)
             del true_map
-            frames = first.get("frames", 2)
             noise = [None] * frames  # of the written frames, in their order
             if "sensor_noise" in first:
                 std = np.float32(first["sensor_noise"]["std"])
@@ -650,7 +736,8 @@ def build(config: GroundTruthConfig) -> dict[str, Any]:
                 # stack sweeps from the one to the other (`synthesize_stack`).
                 if frames > 2:
                     sources = synthesize_stack(image, focus, entry["sigma"], entry["model"],
-                                               frames, noise[::-1] if swapped else noise)
+                                               frames, noise[::-1] if swapped else noise,
+                                               scene)
                 else:
                     sources = list(synthesize(image, focus, entry["sigma"], entry["model"],
                                               noise[::-1] if swapped else noise))
@@ -723,6 +810,11 @@ def _define_flags() -> None:
     flags.DEFINE_integer("frames", 2, "2 for pairs (A/, B/); N > 2 for focus stacks of N "
                          "frames (A/, B/, C/, ...) sweeping from one layer's focus to the "
                          "other's (alpha_matte and conventional).")
+    flags.DEFINE_enum("stack_scene", "sweep", list(STACK_SCENES),
+                      "Stacks: sweep (the background one plane: the first and last frames "
+                      "are the pair's sources, those between are sharp nowhere) or tilted (a "
+                      "background plane receding from the bottom row to the top, so that "
+                      "every frame is the sharpest somewhere).")
     flags.DEFINE_bool("overwrite", False, "Replace existing outputs of other settings.")
     flags.DEFINE_bool("progress", True, "Progress bar on stderr.")
 
@@ -766,7 +858,8 @@ def config_from_flags() -> GroundTruthConfig:
         sizes=_numbers(f.sizes, float, "--sizes"), models=tuple(f.models),
         pairs=_numbers(f.pairs, int, "--pairs"), seed=f.seed, sigma_ranges=ranges,
         grain_std=f.grain, sensor_noise=f.sensor_noise, mask_smoothing=f.mask_smoothing,
-        frames=f.frames, overwrite=f.overwrite, progress=f.progress)
+        frames=f.frames, stack_scene=f.stack_scene, overwrite=f.overwrite,
+        progress=f.progress)
 
 
 def main(argv: list[str]) -> None:

@@ -345,3 +345,62 @@ def test_alpha_matte_stack_ends_are_eqs_10_and_11():
     d_out = [np.abs(f.astype(int) - image)[outer].mean() for f in stack]
     assert d_in == sorted(d_in) and d_in[0] == 0
     assert d_out == sorted(d_out, reverse=True) and d_out[-1] == 0
+
+
+def test_tilted_stacks_make_every_frame_the_sharpest_somewhere():
+    """The tilted scene: per row band of the background the frame closest to I is the one
+    `sharpest_frame` names, every frame is the sharpest somewhere, and frame 0 is I on the
+    foreground (eq. 12 at t = 0)."""
+    rng = np.random.default_rng(1)
+    image = np.clip(ndimage.gaussian_filter(rng.uniform(0, 255, (160, 96, 3)), (1, 1, 0)) * 3
+                    - 250, 0, 255).astype(np.uint8)
+    focus = np.zeros((160, 96), np.uint8)
+    focus[60:100, 60:90] = 1  # the background fills the left two thirds of every row
+    frames = [f.astype(int) for f in
+              gt_lib.synthesize_stack(image, focus, 4.0, "conventional", 4, scene="tilted")]
+    named = gt_lib.sharpest_frame(focus, 4, "tilted")
+    band, _ = gt_lib.background_bands(160, 4)
+    error = np.stack([np.abs(f - image).mean(axis=2) for f in frames])
+    winners = set()
+    for b in range(8):
+        rows = np.flatnonzero(band == b)[4:-4]  # away from the band's blur steps
+        if b in (0, 7):
+            rows = rows[4:] if b == 0 else rows[:-4]  # and from the image border
+        best = int(np.argmin([e[rows, 8:48].mean() for e in error]))
+        assert (named[rows, 8:48] == best).all(), b
+        winners.add(best)
+    assert winners == {1, 2, 3}
+    inner = ndimage.binary_erosion(focus, iterations=2)
+    np.testing.assert_array_equal(frames[0][inner], image[inner])
+    assert (named[focus > 0] == 0).all()
+
+
+def test_tilted_stack_sets_mark_the_first_frame_in_map(mask_folder, tmp_path):
+    out = tmp_path / "tilted"
+    gt_lib.build(_config(mask_folder, out, models=("conventional",), frames=4,
+                         stack_scene="tilted"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["stack_scene"] == "tilted"
+    assert all(p["scene"] == "tilted" for p in manifest["pairs"])
+    assert "--stack_scene=tilted" in (out / "README.md").read_text()
+    for entry in manifest["pairs"]:
+        fmap = _read(out / entry["set"] / "MAP" / f"{entry['stem']}.png")
+        white = fmap == 255
+        if entry["swapped"]:  # the last frame of the sweep comes first: the top rows
+            assert white[0].all() and not white[-1].any()
+        else:  # the foreground only: the background is sharpest in later frames
+            assert not white[0].any() and not white[-1].any() and white.any()
+    with pytest.raises(gt_lib.GroundTruthError, match="give --frames of 3 or more"):
+        _config(mask_folder, tmp_path / "x", stack_scene="tilted").validate()
+
+
+def test_sharpest_frame_of_the_two_scenes():
+    focus = np.zeros((40, 10), np.uint8)
+    focus[15:25, 3:7] = 1
+    sweep = gt_lib.sharpest_frame(focus, 5, "sweep")
+    assert set(np.unique(sweep[focus > 0])) == {0} and set(np.unique(sweep[focus == 0])) == {4}
+    tilted = gt_lib.sharpest_frame(focus, 5, "tilted")
+    assert set(np.unique(tilted[focus > 0])) == {0}
+    column = tilted[:, 0]
+    assert column[0] == 4 and column[-1] == 1  # top row at depth ~1, bottom at ~0.3
+    assert list(column) == sorted(column, reverse=True)
