@@ -193,14 +193,23 @@ class StackAligner:
         self._previous: np.ndarray | None = None
         self._to_reference = np.eye(3)
 
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Returns (frame on the reference grid, coverage mask or None, M)."""
+    def register(self, frame: np.ndarray) -> np.ndarray:
+        """M of the next frame (the identity for the first) without resampling it: warp it
+        with `warp_to_reference(frame, M, self.shape)`."""
         if self._previous is None:
             self.shape = frame.shape[:2]
             self._previous = frame
-            return frame, None, np.eye(3)
+            return np.eye(3)
         step = estimate_transform(self._previous, frame, self.model, self.max_side)
         self._to_reference = self._to_reference @ step
         self._previous = frame
-        warped, covered = warp_to_reference(frame, self._to_reference, self.shape)
-        return warped, covered, self._to_reference.copy()
+        return self._to_reference.copy()
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Returns (frame on the reference grid, coverage mask or None, M)."""
+        first = self._previous is None
+        matrix = self.register(frame)
+        if first:
+            return frame, None, matrix
+        warped, covered = warp_to_reference(frame, matrix, self.shape)
+        return warped, covered, matrix

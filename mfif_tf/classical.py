@@ -10,7 +10,8 @@ sum-modified-Laplacian (SML, Nayar and Nakagawa 1994) of each source's luminance
 and F_hat = 1 where SML_A > SML_B, 0 where SML_A < SML_B, 0.5 on ties (flat areas). The rest
 is MFIF-GAN's pipeline unchanged: small region removal (section 3.3, N = 0.001 W H) gives
 F_final and eq. 14, I_fused = I_A * F_final + I_B * (1 - F_final), picks the original pixels.
-Stacks are fused sequentially like `mfif_tf.fusion.fuse_stack`: R_k = fuse(R_{k-1}, frame k).
+Stacks are fused sequentially, in input order: R_k = fuse(R_{k-1}, frame k) (`mfif_tf.fusion.fuse_stack`
+with `stack_order="sequential"`).
 
 Cost: a few passes over the image per source (the box sum is a running sum, so the time
 does not depend on `window`), computed in row bands with a halo, so the extra memory is a few

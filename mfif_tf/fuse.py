@@ -5,7 +5,8 @@ r"""Fuses multi-focus photos with MFIF-GAN (console script `mfif-fuse`).
       [--g_side 1024] [--measure_ratio 3] [--working_side S] [--refiner DIR] [--scales 1,0.5]
       [--precision float32|bfloat16]
       [--flips] [--no_srr] [--min_size N]
-      [--edge_pixels K] [--align] [--align_model M] [--tile_size T] [--overwrite]
+      [--edge_pixels K] [--align] [--align_model M] [--stack_order bisect|sequential]
+      [--tile_size T] [--overwrite]
       [--jpeg_quality Q] [--threads N] [--engine auto|litert|tensorflow]
   python -m mfif_tf.fuse --input_dir DIR --output_dir OUT [--output_format png]
       [--skip_existing] ...
@@ -76,6 +77,11 @@ flags.DEFINE_enum("precision", None, ["float32", "bfloat16"],
 flags.DEFINE_bool("align", False, "Register the frames to the first one (hand-held stacks).")
 flags.DEFINE_enum("align_model", "similarity", ["translation", "similarity", "affine",
                                                 "homography"], "Motion model of --align.")
+flags.DEFINE_enum("stack_order", "bisect", ["bisect", "sequential"],
+                  "Stacks of three or more frames: the order they are fused in. bisect "
+                  "(default): the first and the last frame, then the frame midway between two "
+                  "fused ones, so that every step weighs frames far apart in focus; "
+                  "sequential: command-line order. Either fuses each frame once.")
 flags.DEFINE_integer("tile_size", None, "Tile side in pixels for large images, at least 64 "
                      "(0: whole image at once; default: automatic).")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
@@ -116,7 +122,7 @@ def main(argv: list[str]) -> None:
     options = fuse_lib.FuseOptions(
         srr=not FLAGS.no_srr, min_size=FLAGS.min_size, min_size_fraction=FLAGS.min_size_fraction,
         edge_pixels=FLAGS.edge_pixels, align=FLAGS.align, align_model=FLAGS.align_model,
-        tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, mode=FLAGS.mode,
+        stack_order=FLAGS.stack_order, tile_size=FLAGS.tile_size, flips=FLAGS.flips, scales=FLAGS.scales, mode=FLAGS.mode,
         working_side=FLAGS.working_side, g_side=FLAGS.g_side,
         measure_ratio=FLAGS.measure_ratio, refiner=FLAGS.refiner,
         precision=FLAGS.precision, overwrite=FLAGS.overwrite,

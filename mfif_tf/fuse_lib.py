@@ -15,7 +15,6 @@ three). A stem may be missing from the later subfolders (a shorter stack) but no
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 from collections.abc import Callable, Sequence
 
@@ -54,6 +53,7 @@ class FuseOptions:
     edge_pixels: int = 0
     align: bool = False
     align_model: str = "similarity"
+    stack_order: str = stacking.DEFAULT_STACK_ORDER
     tile_size: int | None = None
     flips: bool = False
     scales: tuple[float, ...] | str | None = None
@@ -106,6 +106,9 @@ class FuseOptions:
         if self.align_model not in ALIGN_MODELS:
             raise InputError(f"--align_model must be one of {ALIGN_MODELS}, got "
                              f"{self.align_model!r}")
+        if self.stack_order not in stacking.STACK_ORDERS:
+            raise InputError(f"--stack_order must be one of {', '.join(stacking.STACK_ORDERS)}, "
+                             f"got {self.stack_order!r}")
         if self.threads < 0:
             raise InputError(f"--threads must be >= 0, got {self.threads}")
         if self.engine not in litert_engine.ENGINES:
@@ -246,13 +249,14 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
     first = image_io.read_image(sources[0])
     if output:
         image_io.check_can_store(output, first.pixels)
-    frames = itertools.chain([first.pixels],
-                             (image_io.read_image(p).pixels for p in sources[1:]))
+    # Loaded when the fusion asks for them, one at a time, in its order.
+    frames = stacking.LazyFrames(
+        len(sources), lambda k: first.pixels if k == 0 else image_io.read_image(sources[k]).pixels)
     if choose_engine(options, generator, first.pixels.shape, len(sources)) == "litert":
         result = litert_engine.fuse_stack(
             frames, srr=options.srr, edge_pixels=options.edge_pixels, align=options.align,
             align_model=options.align_model, names=list(sources), progress=options.progress,
-            num_threads=options.threads)
+            num_threads=options.threads, stack_order=options.stack_order)
     else:
         start_tensorflow(options.threads)
         from mfif_tf import fusion
@@ -264,7 +268,7 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
             names=list(sources), progress=options.progress, flips=options.flips,
             scales=options.scales, mode=options.mode, working_side=options.working_side,
             refiner=options.refiner, precision=options.precision, g_side=options.g_side,
-            measure_ratio=options.measure_ratio)
+            measure_ratio=options.measure_ratio, stack_order=options.stack_order)
     with image_io.OutputSet(options.overwrite) as out:
         if output:
             out.add(output, result.fused, first.exif, options.jpeg_quality)

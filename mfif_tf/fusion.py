@@ -42,8 +42,8 @@ from mfif_tf.refiner import Refiner
 from mfif_tf.srr import small_region_removal
 # The stack loop and the source checks are shared with the LiteRT engine; re-exported here.
 from mfif_tf.stacking import (  # noqa: F401
-    TIMING_KEYS, FusionResult, check_edge_and_size, check_fusion_mode, check_source,
-    diffuse_map, fuse_frames)
+    DEFAULT_STACK_ORDER, TIMING_KEYS, FusionResult, check_edge_and_size, check_fusion_mode,
+    check_source, check_stack_order, diffuse_map, fuse_frames)
 
 _GENERATOR_CACHE: dict[tuple, Generator] = {}
 _REFINER_CACHE: dict[tuple, Refiner] = {}
@@ -226,13 +226,18 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                precision: str | None = None,
                g_side: int = inference.DEFAULT_G_SIDE,
                coarse_refiner: Refiner | str | None = None,
-               measure_ratio: float = inference.MEASURE_RATIO) -> FusionResult:
-    """Fuses a pair or a stack read one frame at a time (see `fuse_arrays` for the arguments;
-    `frames` may be any iterable, e.g. lazily loaded files).
+               measure_ratio: float = inference.MEASURE_RATIO,
+               stack_order: str = DEFAULT_STACK_ORDER) -> FusionResult:
+    """Fuses a pair or a stack (see `fuse_arrays` for the arguments). `frames`: a sequence
+    (e.g. `stacking.LazyFrames`, files loaded when asked for), or any iterable, which the
+    default `stack_order` "bisect" reads into a list and "sequential" reads one frame at a
+    time.
 
-    Step k fuses the running result R (as I_A) with frame k (as I_B); the index map takes
-    the value k where F_final < 0.5, i.e. where frame k is taken.
+    Each step fuses the running result R (as I_A) with frame k (as I_B), in the fusion order
+    of `stack_order` (`stacking.fusion_order`); the index map takes the value k where
+    F_final < 0.5, i.e. where frame k is taken.
     """
+    check_stack_order(stack_order)
     check_edge_and_size(edge_pixels, min_size)
     scales = check_fusion_mode(mode, working_side, scales)
     try:
@@ -274,7 +279,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
         return f_hat, f_final, binary
 
     result = fuse_frames(frames, pair_maps, align=align, align_model=align_model, names=names,
-                         progress=progress)
+                         progress=progress, order=stack_order)
     result.precision = model_io.precision_of(loaded["g"])
     return result
 
@@ -292,7 +297,8 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                 precision: str | None = None,
                 g_side: int = inference.DEFAULT_G_SIDE,
                 coarse_refiner: Refiner | str | None = None,
-                measure_ratio: float = inference.MEASURE_RATIO) -> FusionResult:
+                measure_ratio: float = inference.MEASURE_RATIO,
+                stack_order: str = DEFAULT_STACK_ORDER) -> FusionResult:
     """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
 
     Args:
@@ -347,6 +353,10 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         it is, models loaded from a path in `model_io.default_precision()` (bfloat16 on CPUs
         with bfloat16 units, else float32; docs/fusion.md, "Precision"). R always computes
         as G does.
+      stack_order: stacks of three or more frames: the order the frames are fused in,
+        "bisect" (default: the first and the last frame, then the frame midway between two
+        fused ones; every step weighs frames far apart in focus) or "sequential" (input
+        order); `stacking.fusion_order`. Pairs are the same either way.
 
     Returns:
       `FusionResult`.
@@ -355,10 +365,10 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         raise InputError("sources must be a list of images")
     if len(sources) < 2:
         raise InputError(f"need at least two sources to fuse, got {len(sources)}")
-    return fuse_stack(iter(sources), generator, srr=srr, min_size=min_size,
+    return fuse_stack(sources, generator, srr=srr, min_size=min_size,
                       min_size_fraction=min_size_fraction, edge_pixels=edge_pixels,
                       tile_size=tile_size, align=align, align_model=align_model, names=names,
                       progress=progress, flips=flips, scales=scales, mode=mode,
                       working_side=working_side, refiner=refiner, precision=precision,
                       g_side=g_side, coarse_refiner=coarse_refiner,
-                      measure_ratio=measure_ratio)
+                      measure_ratio=measure_ratio, stack_order=stack_order)

@@ -33,7 +33,8 @@ from mfif_tf.common import (DEFAULT_G_SIDE, DEFAULT_MODE, MEASURE_RATIO, PACKAGE
                             PAPER_MIN_SIZE_FRACTION, ModelNotFoundError, to_unit_rgb,
                             usable_cpus)
 from mfif_tf.image_io import InputError
-from mfif_tf.stacking import FusionResult, check_edge_and_size, diffuse_map, fuse_frames
+from mfif_tf.stacking import (DEFAULT_STACK_ORDER, FusionResult, check_edge_and_size,
+                              check_stack_order, diffuse_map, fuse_frames)
 
 GRAPH_FILE = "fusion_refined_float32.tflite"
 PACKAGED_GRAPH = os.path.join(PACKAGED_MODEL_DIR, GRAPH_FILE)
@@ -151,7 +152,8 @@ def check_size(height: int, width: int, name: str) -> None:
 def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, *,
                srr: bool = True, edge_pixels: int = 0, align: bool = False,
                align_model: str = "similarity", names: Sequence[str] | None = None,
-               progress: bool | None = False, num_threads: int | None = None) -> FusionResult:
+               progress: bool | None = False, num_threads: int | None = None,
+               stack_order: str = DEFAULT_STACK_ORDER) -> FusionResult:
     """Fuses a pair or a stack with the packaged graph, as `mfif_tf.fusion.fuse_stack` does
     with the same settings in refined mode (see there for the arguments).
 
@@ -159,6 +161,7 @@ def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, 
     `edge_pixels` grows or shrinks F_final (section 4.2.4) before eq. 14. `runner` defaults
     to the packaged graph with `num_threads` threads.
     """
+    check_stack_order(stack_order)
     check_edge_and_size(edge_pixels, None)
     names = list(names) if names is not None else []
 
@@ -180,6 +183,6 @@ def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, 
         return f_hat, f_final, bool(srr or edge_pixels)
 
     result = fuse_frames(frames, pair_maps, align=align, align_model=align_model, names=names,
-                         progress=progress)
+                         progress=progress, order=stack_order)
     result.engine = "litert"
     return result

@@ -178,6 +178,14 @@ def test_maps_are_written(tmp_path, generator):
     np.testing.assert_array_equal(index, stack.index_map)
     rows, cols = np.indices((H, W))
     np.testing.assert_array_equal(stack.fused, np.stack([a, b, c])[index, rows, cols])
+    # Either fusion order names the input frames in the index map.
+    sequential = fuse_lib.fuse_files(sources, None, generator,
+                                     fuse_lib.FuseOptions(stack_order="sequential"),
+                                     index_map=str(tmp_path / "sq.png"))
+    np.testing.assert_array_equal(sequential.fused,
+                                  np.stack([a, b, c])[sequential.index_map, rows, cols])
+    with pytest.raises(InputError, match="--stack_order must be one of bisect, sequential"):
+        fuse_lib.FuseOptions(stack_order="reverse").validate()
 
 
 def test_bad_jobs_are_refused_before_any_work(tmp_path, generator):
