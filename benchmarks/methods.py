@@ -11,6 +11,9 @@ and where their weights come from (no TensorFlow here: the suite process stays l
                     the default on CPUs with bfloat16 units).
   refined_unchecked refined without the focus-measure check of G's outline
                     (`measure_ratio=0`, the default before the check).
+  refined_sequential  refined with the frames of a stack fused in input order
+                    (`stack_order="sequential"`, the default before bisect order); stack
+                    section only (a pair is the same in either order).
   coarse_to_fine    `mode="coarse_to_fine"`: G on the sources area-downscaled to a shorter
                     side of `working_side` pixels, then R redraws the map's outline octave by
                     octave up to full resolution; the default before refined.
@@ -39,8 +42,13 @@ PACKAGED_DIR = PACKAGED_MODEL_DIR
 GENERATOR_WEIGHTS = "generator.weights.h5"  # mfif_tf.model_io.WEIGHTS_FILE
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
-METHODS = ("refined", "refined_float32", "refined_unchecked", "coarse_to_fine", "paper",
-           "paper_two_scales", "refined_six_branch", "classical", "enfuse")
+METHODS = ("refined", "refined_float32", "refined_unchecked", "refined_sequential",
+           "coarse_to_fine", "paper", "paper_two_scales", "refined_six_branch", "classical",
+           "enfuse")
+# Methods that differ from another only on stacks: the stack section runs them, the pair
+# sections leave them out.
+STACK_ONLY_METHODS = ("refined_sequential",)
+PAIR_METHODS = tuple(m for m in METHODS if m not in STACK_ONLY_METHODS)
 REFERENCE = "refined"  # ratios are given to this row and to enfuse's
 # Modes in which the refinement head R runs (mfif_tf.inference.REFINED_MODES).
 REFINED_MODES = ("refined", "coarse_to_fine")
@@ -53,6 +61,8 @@ MODEL_METHODS: dict[str, dict[str, Any]] = {
     "refined_float32": {"mode": "refined", "scales": None, "precision": "float32"},
     "refined_unchecked": {"mode": "refined", "scales": None, "precision": None,
                           "measure_ratio": 0.0},
+    "refined_sequential": {"mode": "refined", "scales": None, "precision": None,
+                           "stack_order": "sequential"},
     "coarse_to_fine": {"mode": "coarse_to_fine", "scales": None, "precision": None},
     "paper": {"mode": "paper", "scales": None, "precision": None},
     "paper_two_scales": {"mode": "paper", "scales": [1.0, 0.5], "precision": None},
@@ -71,6 +81,8 @@ LABELS = {
     "refined_float32": "refined_float32 (refined in float32 whatever the CPU)",
     "refined_unchecked": "refined_unchecked (refined without the focus-measure check of "
                          "G's outline)",
+    "refined_sequential": "refined_sequential (refined, stack frames fused in input order: "
+                          "the default before bisect order)",
     "classical": "classical (sum-modified-Laplacian + SRR + eq. 14)",
     "enfuse": "enfuse (focus-stacking options)",
 }

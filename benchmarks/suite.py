@@ -249,7 +249,7 @@ def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
                           {"kind": "srr_bench", "sizes": sizes, "tflite_size": 0 if config.quick
                            else 512, **common}))
     elif section == "fusion":
-        methods = _methods(config, notes)
+        methods = _methods(config, notes, among=methods_lib.PAIR_METHODS)
         for h, w in fusion_sizes(config):
             for method in methods:
                 spec = _sign({**_method_spec(method, config), "kind": "fusion", "height": h,
@@ -292,7 +292,7 @@ def plan(section: str, config: SuiteConfig) -> tuple[list[Task], list[str]]:
         if not config.lytro_dir:
             notes.append("skipped: give --lytro_dir (a folder with A/ and B/)")
             return [], notes
-        for method in _methods(config, notes):
+        for method in _methods(config, notes, among=methods_lib.PAIR_METHODS):
             spec = _sign({**_method_spec(method, config), "kind": "quality",
                           "lytro_dir": config.lytro_dir, **common},
                          lytro_dir=os.path.realpath(config.lytro_dir))

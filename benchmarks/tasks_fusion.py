@@ -108,6 +108,9 @@ def model_fuse(spec: dict[str, Any]):
     if spec.get("measure_ratio") is not None:
         kwargs["measure_ratio"] = float(spec["measure_ratio"])
         info["measure_ratio"] = kwargs["measure_ratio"]
+    if spec.get("stack_order"):
+        kwargs["stack_order"] = spec["stack_order"]
+        info["stack_order"] = spec["stack_order"]
     if spec["mode"] == "coarse_to_fine":
         if spec.get("working_side"):
             kwargs["working_side"] = int(spec["working_side"])
