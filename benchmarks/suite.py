@@ -185,6 +185,11 @@ def _methods(config: SuiteConfig, notes: list[str], with_paper: bool = True,
     """The selected methods in their fixed order, minus those that cannot run (with a note
     on why)."""
     methods = [m for m in among if m in config.methods]
+    stack_only = [m for m in config.methods if m in methods_lib.STACK_ONLY_METHODS
+                  and m not in among]
+    if stack_only:
+        notes.append(f"{', '.join(stack_only)} left out: stack section only (a pair is the "
+                     f"same in either stack order)")
     if not config.enfuse and "enfuse" in methods:
         methods.remove("enfuse")
     if not with_paper and any(methods_lib.is_paper_mode(m) for m in methods):
