@@ -1,5 +1,6 @@
 """The stack loop (`mfif_tf.stacking`): fusion order, lazily loaded frames, alignment in
-either order. The pair step is a NumPy focus measure here, so no network runs."""
+either order. The pair step is a NumPy focus measure here, so no network runs (the frames
+are `test_fusion.focus_stack`'s)."""
 
 import cv2
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from mfif_tf import stacking
 from mfif_tf.image_io import InputError
+from tests.test_fusion import focus_stack
 
 
 def energy_maps(running, frame, bar, timings):
@@ -23,22 +25,7 @@ def energy_maps(running, frame, bar, timings):
 
 def band_stack(n, height=64, width=120, seed=3):
     """n frames of one textured scene, frame k sharp only in the k-th vertical band."""
-    rng = np.random.default_rng(seed)
-    base = cv2.GaussianBlur(rng.uniform(0, 255, (height, width)).astype(np.float32), (0, 0), 2)
-    base = cv2.normalize(base, None, 0, 255, cv2.NORM_MINMAX)
-    for _ in range(25):
-        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        cv2.circle(base, centre, int(rng.integers(3, 12)), float(rng.integers(0, 256)), -1)
-    scene = np.clip(np.dstack([base, 0.7 * base + 40, 255 - base])
-                    + rng.normal(0, 6, (height, width, 3)), 0, 255).astype(np.uint8)
-    blurred = cv2.GaussianBlur(scene, (0, 0), 2.5)
-    band = width // n
-    frames = []
-    for k in range(n):
-        frame = blurred.copy()
-        frame[:, k * band:(k + 1) * band] = scene[:, k * band:(k + 1) * band]
-        frames.append(frame)
-    return scene, frames, band
+    return focus_stack(n, height, width, seed, structured=True)
 
 
 @pytest.mark.parametrize("count,order,expected", [
