@@ -669,9 +669,11 @@ def measure_arrays(image_a: np.ndarray, image_b: np.ndarray, f_hat: np.ndarray,
                 tf.constant(f_hat[None, lo:hi, c0:c1, None]), tf.constant(r0 - lo),
                 tf.constant(hi - r1)).numpy()[0, :, :, 0]
         return out
+    # The zone is drawn on G's grid (every k-th pixel of `coarse`): only that grid goes to
+    # TensorFlow (factor 1 there), not the full-resolution map.
     grid = _measure_function("zone")(
-        tf.constant(np.asarray(coarse, np.float32)[None, :, :, None]),
-        tf.constant(k, tf.int32)).numpy()[0, :, :, 0]
+        tf.constant(np.ascontiguousarray(coarse[::k, ::k], np.float32)[None, :, :, None]),
+        tf.constant(1, tf.int32)).numpy()[0, :, :, 0]
     context = measure_context_rows()
     check = _measure_function("check")
 

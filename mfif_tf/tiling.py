@@ -255,19 +255,20 @@ def predict_focus_map(generator: Generator, image_a: np.ndarray, image_b: np.nda
         return total / np.float32(len(views))
     if scales != (1.0,):
         height, width = image_a.shape[:2]
-        total = np.zeros((height, width), np.float32)
+        total = None  # one scale (G below full size): its map as it is, no copies
         for scale in scales:
             k = scales_lib.factor(scale)
             if k == 1:
-                total += predict_focus_map(generator, image_a, image_b, tile_size, progress,
-                                           progress_total)
-                continue
-            small = predict_focus_map(generator, _downscaled(image_a, k),
-                                      _downscaled(image_b, k), tile_size, progress,
-                                      progress_total)
-            total += scales_lib.upscale(tf.constant(small[None, :, :, None]), k, height,
-                                        width).numpy()[0, :, :, 0]
-        return total / np.float32(len(scales))
+                term = predict_focus_map(generator, image_a, image_b, tile_size, progress,
+                                         progress_total)
+            else:
+                small = predict_focus_map(generator, _downscaled(image_a, k),
+                                          _downscaled(image_b, k), tile_size, progress,
+                                          progress_total)
+                term = scales_lib.upscale(tf.constant(small[None, :, :, None]), k, height,
+                                          width).numpy()[0, :, :, 0]
+            total = term if total is None else total + term
+        return total if len(scales) == 1 else total / np.float32(len(scales))
     height, width = image_a.shape[:2]
     tile = plan_tile_size(generator, height, width, tile_size)
     if tile == 0 or (tile >= height and tile >= width):
