@@ -84,21 +84,33 @@ def _fit(src: np.ndarray, dst: np.ndarray, model: str, threshold: float):
     return np.vstack([affine, [0.0, 0.0, 1.0]]), mask
 
 
-def _features(reference: np.ndarray, moving: np.ndarray, model: str, max_side: int):
-    ref, scale_ref = _shrink(reference, max_side)
-    mov, scale_mov = _shrink(moving, max_side)
-    sift = cv2.SIFT_create(nfeatures=5000)
-    kp_ref, des_ref = sift.detectAndCompute(ref, None)
-    kp_mov, des_mov = sift.detectAndCompute(mov, None)
-    if des_ref is None or des_mov is None or len(kp_ref) < 2 or len(kp_mov) < 2:
+class Features:
+    """SIFT keypoints (full-resolution pixel centres, (K, 2) float32) and descriptors of a
+    grey frame, detected on its copy shrunk to at most `max_side` pixels (`scale`: the
+    shrink factors); `descriptors` None when the frame has fewer than two."""
+
+    def __init__(self, grey: np.ndarray, max_side: int):
+        small, self.scale = _shrink(grey, max_side)
+        keypoints, self.descriptors = cv2.SIFT_create(nfeatures=5000).detectAndCompute(
+            small, None)
+        if self.descriptors is None or len(keypoints) < 2:
+            self.descriptors = None
+        self.points = _to_full(np.float32([k.pt for k in keypoints]).reshape(-1, 2),
+                               self.scale)
+
+
+def _match(reference: Features, moving: Features, model: str):
+    """M from the features of two frames (Lowe's ratio test, RANSAC); None if too few
+    agree."""
+    if reference.descriptors is None or moving.descriptors is None:
         return None
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_mov, des_ref, k=2)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(moving.descriptors, reference.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.75 * p[1].distance]
     if len(good) < MIN_INLIERS:
         return None
-    src = _to_full(np.float32([kp_mov[m.queryIdx].pt for m in good]), scale_mov)
-    dst = _to_full(np.float32([kp_ref[m.trainIdx].pt for m in good]), scale_ref)
-    threshold = max(2.0, 1.5 / min(scale_ref.min(), scale_mov.min()))
+    src = moving.points[[m.queryIdx for m in good]]
+    dst = reference.points[[m.trainIdx for m in good]]
+    threshold = max(2.0, 1.5 / min(reference.scale.min(), moving.scale.min()))
     matrix, mask = _fit(src.astype(np.float32), dst.astype(np.float32), model, threshold)
     if matrix is None or mask is None or int(mask.sum()) < MIN_INLIERS:
         return None
@@ -146,7 +158,14 @@ def estimate_transform(reference: np.ndarray, moving: np.ndarray, model: str = "
     if model not in MODELS:
         raise ValueError(f"unknown alignment model {model!r}; choose one of {MODELS}")
     ref, mov = _grey8(reference), _grey8(moving)
-    matrix = _features(ref, mov, model, max_side)
+    return _transform(ref, Features(ref, max_side), mov, Features(mov, max_side), model,
+                      max_side)
+
+
+def _transform(ref: np.ndarray, ref_features: Features, mov: np.ndarray,
+               mov_features: Features, model: str, max_side: int) -> np.ndarray:
+    """`estimate_transform` for grey frames whose features are known."""
+    matrix = _match(ref_features, mov_features, model)
     if matrix is None:
         matrix = _ecc(ref, mov, model, max_side)
     if matrix is None or not np.all(np.isfinite(matrix)):
@@ -181,7 +200,9 @@ class StackAligner:
     """Registers the frames of a stack, in order, to the first one.
 
     Each frame is matched to the previous (unwarped) frame, whose focus is closest, and the
-    transforms are chained: M_k = M_{k-1} @ T(k -> k-1).
+    transforms are chained: M_k = M_{k-1} @ T(k -> k-1). A frame's features are detected
+    once and serve both steps it takes part in (the same transforms as `estimate_transform`
+    on each pair, for half the detections).
     """
 
     def __init__(self, model: str = "similarity", max_side: int = 1600):
@@ -190,19 +211,22 @@ class StackAligner:
         self.model = model
         self.max_side = max_side
         self.shape: tuple[int, int] | None = None
-        self._previous: np.ndarray | None = None
+        # The previous frame's grey copy and features: each frame is analysed once.
+        self._previous: tuple[np.ndarray, Features] | None = None
         self._to_reference = np.eye(3)
 
     def register(self, frame: np.ndarray) -> np.ndarray:
         """M of the next frame (the identity for the first) without resampling it: warp it
         with `warp_to_reference(frame, M, self.shape)`."""
+        grey = _grey8(frame)
+        features = Features(grey, self.max_side)
         if self._previous is None:
             self.shape = frame.shape[:2]
-            self._previous = frame
+            self._previous = grey, features
             return np.eye(3)
-        step = estimate_transform(self._previous, frame, self.model, self.max_side)
+        step = _transform(*self._previous, grey, features, self.model, self.max_side)
         self._to_reference = self._to_reference @ step
-        self._previous = frame
+        self._previous = grey, features
         return self._to_reference.copy()
 
     def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

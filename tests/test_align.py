@@ -113,6 +113,31 @@ def test_stack_aligner_chains_frame_to_frame():
         assert corner_error(matrix, np.linalg.inv(truth)) < 0.6
 
 
+def test_stack_aligner_analyses_each_frame_once(monkeypatch):
+    """A stack of N frames is analysed N times (each frame's features serve the step to it
+    and the step from it), with the transforms of frame-to-frame `estimate_transform`."""
+    reference = scene(6)
+    frames = [reference] + [moved(reference, similarity(1.0 + 0.01 * k, 0.2 * k, 2.0 * k, -k),
+                                  blur=0.8) for k in (1, 2, 3)]
+    chained, expected = np.eye(3), [np.eye(3)]
+    for previous, frame in zip(frames, frames[1:]):
+        chained = chained @ align.estimate_transform(previous, frame)
+        expected.append(chained)
+    analysed = []
+
+    class Counted(align.Features):
+        def __init__(self, grey, max_side):
+            analysed.append(grey.shape)
+            super().__init__(grey, max_side)
+
+    monkeypatch.setattr(align, "Features", Counted)
+    aligner = align.StackAligner("similarity")
+    matrices = [aligner.register(frame) for frame in frames]
+    assert len(analysed) == len(frames)
+    for got, want in zip(matrices, expected):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
 def test_flat_frames_cannot_be_aligned():
     flat = np.full((H, W, 3), 128, np.uint8)
     with pytest.raises(align.AlignmentError):
