@@ -315,7 +315,8 @@ def stack_table(results: dict[str, Any]) -> str:
     if not rows:
         return _retired_note(results, "stack")
     head = ["method", "frames N", "size", "runs", "total (s)", "CPU (s)",
-            "total / (N - 1) (s)", "F_hat: G (+ R) (s)", "SRR (s)", "eq. 14 (s)", "peak RSS (MB)"]
+            "total / (N - 1) (s)", "F_hat: G (+ R) (s)", "SRR (s)", "eq. 14 (s)", "peak RSS (MB)",
+            "PSNR vs all-sharp (dB)"]
     lines, fits = [], {}
     groups: dict[tuple[int, int], dict[str, list[dict]]] = {}
     for key, row in rows:
@@ -332,7 +333,7 @@ def stack_table(results: dict[str, Any]) -> str:
                       str(row["runs"]), _f(total), _f(row.get("median_cpu_s")),
                       _f(total / (row["depth"] - 1)),
                       _f(split.get("network", split.get("focus"))), _f(split.get("srr")),
-                      _f(split.get("fusion")), _f(row.get("peak_rss_mb"))])
+                      _f(split.get("fusion")), _f(row.get("peak_rss_mb")), _psnr(row)])
     notes = []
     several = len({size for _, size in fits}) > 1
     for (method, size), pts in fits.items():
@@ -345,6 +346,14 @@ def stack_table(results: dict[str, Any]) -> str:
         parts.append("Growth with the number of pair fusions N - 1:\n" + "\n".join(notes))
     parts.append(_retired_note(results, "stack"))
     return "\n\n".join(p for p in parts if p)
+
+
+def _psnr(row: dict[str, Any]) -> str:
+    """A row's PSNR against the all-sharp image: "exact" when equal, "" when not measured
+    (rows of earlier runs)."""
+    if "psnr_db" not in row:
+        return ""
+    return "exact" if row["psnr_db"] is None else f"{row['psnr_db']:.2f}"
 
 
 def per_frame_table(groups: dict[tuple[int, int], dict[str, list[dict]]]) -> str:

@@ -209,16 +209,28 @@ def fusion_task(spec: dict[str, Any]) -> dict[str, Any]:
     peak_before = machine.peak_rss_mb()
     machine.reset_peak_rss()
     splits: list[dict[str, float]] = []
+    fused: list[np.ndarray] = []
 
     def run():
         result = fuse(frames)
         splits.append({k: v for k, v in result.timings.items() if v or k == "total"})
+        fused[:] = [result.fused]
 
     runs = timed_runs(run, spec["repeats"], spec["budget_s"])
     row.update(runs.summary())
     row["split_s"] = median_of(splits)
     row["peak_rss_mb"] = max(peak_before or 0.0, machine.peak_rss_mb() or 0.0)
+    row["psnr_db"] = psnr_against_sharp(fused[0], spec)
     return row
+
+
+def psnr_against_sharp(fused: np.ndarray, spec: dict[str, Any]) -> float | None:
+    """PSNR (dB, 8-bit peak) of a fused synthetic pair or stack against the all-sharp image
+    its frames were blurred from (`inputs.sharp_image`: every pixel is sharp in one frame,
+    so a perfect index map reproduces it); None when they are equal."""
+    truth = inputs.sharp_image(spec["height"], spec["width"], spec.get("seed", 0))
+    error = np.mean((np.asarray(fused, np.float64) - truth) ** 2)
+    return None if error == 0 else float(10.0 * np.log10(255.0**2 / error))
 
 
 def _enfuse_runs(spec: dict[str, Any], frames: list[np.ndarray]) -> dict[str, Any]:
@@ -241,6 +253,7 @@ def _enfuse_runs(spec: dict[str, Any], frames: list[np.ndarray]) -> dict[str, An
 
         runs = timed_runs(run, spec["repeats"], spec["budget_s"])
         summary = runs.summary()
+        summary["psnr_db"] = psnr_against_sharp(enfuse_lib.read_result(out), spec)
         # This process only waits: the work and its CPU time are the child's.
         summary["cpu_s"] = cpu
         summary["median_cpu_s"] = float(np.median(cpu))
