@@ -146,6 +146,10 @@ class GroundTruthConfig:
       frames: 2 for pairs; N > 2 for focus stacks of N frames (`synthesize_stack`).
       stack_scene: stacks: "sweep" (the background one plane) or "tilted" (a receding
         background plane; `synthesize_stack`).
+      pair_focus: pairs: where B is focused, in units of the sweep from the foreground (0)
+        to the background (1): 1 is the paper's I_B (eqs. 11, 13); below 1, B blurs the
+        foreground with pair_focus * sigma and the background with (1 - pair_focus) * sigma
+        (`synthesize_focused`), as a photo focused between the two does.
       overwrite: replace existing outputs (all of them are rebuilt).
       progress: tqdm progress bar on stderr.
     """
@@ -163,6 +167,7 @@ class GroundTruthConfig:
     mask_smoothing: float = 0.0
     frames: int = 2
     stack_scene: str = "sweep"
+    pair_focus: float = 1.0
     overwrite: bool = False
     progress: bool = True
 
@@ -227,6 +232,17 @@ class GroundTruthConfig:
         if self.stack_scene not in STACK_SCENES:
             raise GroundTruthError(f"--stack_scene must be one of {', '.join(STACK_SCENES)}, "
                                    f"got {self.stack_scene!r}")
+        if not (math.isfinite(self.pair_focus) and 0.0 < self.pair_focus <= 1.0):
+            raise GroundTruthError(f"--pair_focus must be in (0, 1], got {self.pair_focus:g}")
+        if self.pair_focus != 1.0:
+            if self.frames > 2:
+                raise GroundTruthError("--pair_focus applies to pairs; a stack's frames sweep "
+                                       "the focus already (--frames)")
+            if set(self.models) - set(STACK_MODELS):
+                bad = sorted(set(self.models) - set(STACK_MODELS))[0]
+                raise GroundTruthError(f"--pair_focus below 1: model {bad!r} has no form "
+                                       f"focused between the layers; use "
+                                       f"{', '.join(STACK_MODELS)}")
         if self.stack_scene != "sweep" and self.frames < 3:
             raise GroundTruthError(f"--stack_scene={self.stack_scene} makes stacks: give "
                                    f"--frames of 3 or more")
@@ -349,7 +365,8 @@ def sharpest_frame(focus: np.ndarray, frames: int, scene: str = "sweep") -> np.n
 
 def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
                      frames: int, noise: Sequence[np.ndarray | None] | None = None,
-                     scene: str = "sweep") -> list[np.ndarray]:
+                     scene: str = "sweep",
+                     positions: Sequence[float] | None = None) -> list[np.ndarray]:
     """A focus sweep of `frames` frames from the foreground's focus onwards, uint8 (H, W, 3),
     rounded.
 
@@ -372,7 +389,7 @@ def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: 
 
     which is eq. 10 at t = 0 and eq. 11 at t = 1 in the sweep. G_B is the band's Gaussian
     in the tilted scene. `noise`: one float32 (H, W, 3) array or None per frame, added
-    before the rounding (sensor noise).
+    before the rounding (sensor noise). `positions`: the frames' t, if not j / (N - 1).
     """
     from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
 
@@ -383,6 +400,9 @@ def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: 
     if frames < 2:
         raise GroundTruthError(f"a stack needs at least 2 frames, got {frames}")
     noise = list(noise) if noise is not None else [None] * frames
+    ts = [j / (frames - 1) for j in range(frames)] if positions is None else list(positions)
+    if len(ts) != frames:
+        raise GroundTruthError(f"{len(ts)} focus positions for {frames} frames")
     x = image.astype(np.float32) / np.float32(255.0)
     f = focus.astype(np.float32)[:, :, None]
 
@@ -409,8 +429,8 @@ def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: 
 
     out = []
     for j in range(frames):
-        t = j / (frames - 1)
-        if scene == "sweep" and j in (0, frames - 1):
+        t = ts[j]
+        if scene == "sweep" and positions is None and j in (0, frames - 1):
             if j == 0:
                 first, last = synthesize(image, focus, sigma, model, (noise[0], noise[-1]))
             out.append(first if j == 0 else last)
@@ -425,6 +445,22 @@ def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: 
         out.extend(_to_uint8([frame], [noise[j]]))
         del frame
     return out
+
+
+def synthesize_focused(image: np.ndarray, focus: np.ndarray, sigma: float, model: str,
+                       b_focus: float, noise: Sequence[np.ndarray | None] = (None, None)
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """I_A as `synthesize` makes it and I_B focused at `b_focus` of the way from the
+    foreground (depth 0) to the background (depth 1): the foreground blurred with
+    b_focus * sigma, the background with (1 - b_focus) * sigma, each layer as
+    `synthesize_stack` blurs it (alpha_matte: the blurred foreground over the blurred
+    background, eqs. 7-9; conventional: eqs. 12-13 with one Gaussian per layer). At
+    b_focus = 1, I_B is eq. 11 / 13's. uint8 (H, W, 3) each."""
+    image_a, image_b = synthesize(image, focus, sigma, model, noise)
+    if b_focus != 1.0:
+        image_b = synthesize_stack(image, focus, sigma, model, 2, (None, noise[1]),
+                                   positions=(0.0, float(b_focus)))[1]
+    return image_a, image_b
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -465,6 +501,8 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
                 sets[-1]["frames"] = config.frames
                 if config.stack_scene != "sweep":
                     sets[-1]["scene"] = config.stack_scene
+            if config.pair_focus != 1.0:
+                sets[-1]["pair_focus"] = config.pair_focus
         for i in range(n):
             example = examples[int(order[i])]
             with Image.open(example.image_path) as im:
@@ -489,6 +527,8 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
                     pairs[-1]["frames"] = config.frames
                     if config.stack_scene != "sweep":
                         pairs[-1]["scene"] = config.stack_scene
+                if config.pair_focus != 1.0:  # absent at 1, likewise
+                    pairs[-1]["pair_focus"] = config.pair_focus
                 if config.sensor_noise > 0:  # absent at 0, likewise
                     # In the order of the written frames: A 3, the last 4, between them 5, ...
                     streams = (_NOISE_STREAMS[0], *range(5, 3 + config.frames),
@@ -514,6 +554,8 @@ def _plan(config: GroundTruthConfig, examples: Sequence[readers.Example]) -> dic
         settings["frames"] = config.frames
         if config.stack_scene != "sweep":
             settings["stack_scene"] = config.stack_scene
+    if config.pair_focus != 1.0:
+        settings["pair_focus"] = config.pair_focus
     return {
         "format": _FORMAT_VERSION,
         "description": "multi-focus validation pairs with ground truth (data_pipeline."
@@ -542,6 +584,16 @@ def _readme(manifest: dict[str, Any]) -> str:
                       f"independently for each source, is then added to every source (not "
                       f"to I).")
     stack_text = ""
+    pair_focus = s.get("pair_focus", 1.0)
+    if pair_focus != 1.0:
+        command += f" --pair_focus={pair_focus:g}"
+        stack_text = f"""
+B is focused {pair_focus:g} of the way from the foreground (depth 0) to the background (depth
+1), as a photo focused between the two: it blurs the foreground with {pair_focus:g} * sigma and
+the background with {1 - pair_focus:g} * sigma (each layer as a focus stack's frame), so no
+source is sharp on the background and the fused image cannot reach GT there. A is as in the
+pair sets; MAP is unchanged (A is the sharper source on the foreground, B on the background).
+"""
     if frames > 2:
         command += f" --frames={frames}"
         letters = frame_folders(frames)
@@ -739,8 +791,9 @@ def build(config: GroundTruthConfig) -> dict[str, Any]:
                                                frames, noise[::-1] if swapped else noise,
                                                scene)
                 else:
-                    sources = list(synthesize(image, focus, entry["sigma"], entry["model"],
-                                              noise[::-1] if swapped else noise))
+                    sources = list(synthesize_focused(
+                        image, focus, entry["sigma"], entry["model"],
+                        entry.get("pair_focus", 1.0), noise[::-1] if swapped else noise))
                 if swapped:
                     sources.reverse()
                 paths = _paths(root, entry)
@@ -815,6 +868,9 @@ def _define_flags() -> None:
                       "are the pair's sources, those between are sharp nowhere) or tilted (a "
                       "background plane receding from the bottom row to the top, so that "
                       "every frame is the sharpest somewhere).")
+    flags.DEFINE_float("pair_focus", 1.0, "Pairs: where B is focused, from the foreground (0) "
+                       "to the background (1, the paper's I_B); below 1 B is focused between "
+                       "them and blurs both layers.")
     flags.DEFINE_bool("overwrite", False, "Replace existing outputs of other settings.")
     flags.DEFINE_bool("progress", True, "Progress bar on stderr.")
 
@@ -858,7 +914,8 @@ def config_from_flags() -> GroundTruthConfig:
         sizes=_numbers(f.sizes, float, "--sizes"), models=tuple(f.models),
         pairs=_numbers(f.pairs, int, "--pairs"), seed=f.seed, sigma_ranges=ranges,
         grain_std=f.grain, sensor_noise=f.sensor_noise, mask_smoothing=f.mask_smoothing,
-        frames=f.frames, stack_scene=f.stack_scene, overwrite=f.overwrite,
+        frames=f.frames, stack_scene=f.stack_scene, pair_focus=f.pair_focus,
+        overwrite=f.overwrite,
         progress=f.progress)
 
 

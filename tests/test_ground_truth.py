@@ -327,6 +327,69 @@ def test_stack_frames_and_noise_streams(mask_folder, tmp_path):
                 models=("alpha_matte_filled",)).validate()
 
 
+def test_pairs_focused_between_the_layers(mask_folder, built, tmp_path):
+    """--pair_focus=0.5: A, GT and MAP are the pair set's, B is the frame focused half-way
+    (each layer blurred by sigma / 2; `synthesize_focused`), recorded in the manifest and
+    the README; the default writes the paper's B and no new key."""
+    out_pairs, _ = built
+    out = tmp_path / "mid"
+    gt_lib.build(_config(mask_folder, out, pair_focus=0.5))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["pair_focus"] == 0.5
+    assert all(p["pair_focus"] == 0.5 for p in manifest["pairs"])
+    assert "--pair_focus=0.5" in (out / "README.md").read_text()
+    pairs_manifest = json.loads((out_pairs / "manifest.json").read_text())
+    assert "pair_focus" not in pairs_manifest["settings"]
+    assert all("pair_focus" not in p for p in pairs_manifest["pairs"])
+    assert any(p["swapped"] for p in manifest["pairs"])
+    for entry in manifest["pairs"]:
+        folder, pairs = out / entry["set"], out_pairs / entry["set"]
+        name = f"{entry['stem']}.png"
+        # The foreground's source is A, or B in a swapped pair, as in the pair set.
+        sharp, mid = ("B", "A") if entry["swapped"] else ("A", "B")
+        for sub in (sharp, "GT", "MAP"):
+            np.testing.assert_array_equal(_read(folder / sub / name), _read(pairs / sub / name))
+        b, b_pair = _read(folder / mid / name).astype(int), _read(pairs / mid / name).astype(int)
+        gt, fmap = _read(folder / "GT" / name).astype(int), _read(folder / "MAP" / name)
+        margin = int(np.ceil(2 * entry["sigma"])) + 1
+        b_side = _inside(fmap, 0 if not entry["swapped"] else 255, margin)
+        a_side = _inside(fmap, 255 if not entry["swapped"] else 0, margin)
+        # B's layer is no longer sharp, A's layer is blurred less than in the paper's B.
+        assert np.abs(b[b_side] - gt[b_side]).mean() > 0.5
+        assert np.abs(b[a_side] - gt[a_side]).mean() < np.abs(b_pair[a_side] - gt[a_side]).mean()
+
+
+def test_pair_focus_frames_follow_the_layer_model():
+    """B at focus t blurs the foreground with t * sigma and the background with (1 - t) *
+    sigma: eqs. 12-13 per layer for the conventional model; t = 1 is the paper's I_B."""
+    rng = np.random.default_rng(3)
+    image = (ndimage.gaussian_filter(rng.uniform(0, 255, (48, 64, 3)), (1, 1, 0))).astype(np.uint8)
+    focus = np.zeros((48, 64), np.uint8)
+    focus[10:38, 16:44] = 1
+    from data_pipeline import synthesis
+    x, f = image.astype(np.float32) / 255.0, focus.astype(np.float32)[:, :, None]
+    blur = lambda v, s: np.asarray(synthesis.gaussian_filter(v, s))  # noqa: E731
+    a, b = gt_lib.synthesize_focused(image, focus, 4.0, "conventional", 0.25)
+    expected = f * blur(x, 1.0) + (1 - f) * blur(x, 3.0)
+    np.testing.assert_array_equal(b, np.rint(np.clip(expected, 0, 1) * 255).astype(np.uint8))
+    pair = gt_lib.synthesize(image, focus, 4.0, "conventional")
+    np.testing.assert_array_equal(a, pair[0])
+    for model in ("conventional", "alpha_matte"):
+        same = gt_lib.synthesize_focused(image, focus, 4.0, model, 1.0)
+        np.testing.assert_array_equal(same[1], gt_lib.synthesize(image, focus, 4.0, model)[1])
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(pair_focus=0.0), r"--pair_focus must be in \(0, 1\]"),
+    (dict(pair_focus=1.5), r"--pair_focus must be in \(0, 1\]"),
+    (dict(pair_focus=0.5, frames=3), "--pair_focus applies to pairs"),
+    (dict(pair_focus=0.5, models=("alpha_matte_filled",)), "no form focused between"),
+])
+def test_bad_pair_focus_is_refused(mask_folder, tmp_path, kw, message):
+    with pytest.raises(gt_lib.GroundTruthError, match=message):
+        _config(mask_folder, tmp_path / "x", **kw).validate()
+
+
 def test_alpha_matte_stack_ends_are_eqs_10_and_11():
     """synthesize_stack's frames at t = 0 and 1 are synthesize's I_A and I_B, and a middle
     frame of the alpha-matte model lies between them on both layers."""
