@@ -389,7 +389,8 @@ def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: 
 
     which is eq. 10 at t = 0 and eq. 11 at t = 1 in the sweep. G_B is the band's Gaussian
     in the tilted scene. `noise`: one float32 (H, W, 3) array or None per frame, added
-    before the rounding (sensor noise). `positions`: the frames' t, if not j / (N - 1).
+    before the rounding (sensor noise). `positions`: the t of each frame to make (as many
+    as `frames`, one or more) instead of j / (N - 1).
     """
     from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
 
@@ -397,12 +398,12 @@ def synthesize_stack(image: np.ndarray, focus: np.ndarray, sigma: float, model: 
         raise GroundTruthError(f"model {model!r} has no stack form; use {', '.join(STACK_MODELS)}")
     if scene not in STACK_SCENES:
         raise GroundTruthError(f"stack scene {scene!r} is not one of {', '.join(STACK_SCENES)}")
-    if frames < 2:
+    if positions is None and frames < 2:
         raise GroundTruthError(f"a stack needs at least 2 frames, got {frames}")
+    if positions is not None and len(positions) != frames:
+        raise GroundTruthError(f"{len(positions)} focus positions for {frames} frames")
     noise = list(noise) if noise is not None else [None] * frames
     ts = [j / (frames - 1) for j in range(frames)] if positions is None else list(positions)
-    if len(ts) != frames:
-        raise GroundTruthError(f"{len(ts)} focus positions for {frames} frames")
     x = image.astype(np.float32) / np.float32(255.0)
     f = focus.astype(np.float32)[:, :, None]
 
@@ -458,8 +459,8 @@ def synthesize_focused(image: np.ndarray, focus: np.ndarray, sigma: float, model
     b_focus = 1, I_B is eq. 11 / 13's. uint8 (H, W, 3) each."""
     image_a, image_b = synthesize(image, focus, sigma, model, noise)
     if b_focus != 1.0:
-        image_b = synthesize_stack(image, focus, sigma, model, 2, (None, noise[1]),
-                                   positions=(0.0, float(b_focus)))[1]
+        image_b = synthesize_stack(image, focus, sigma, model, 1, (noise[1],),
+                                   positions=(float(b_focus),))[0]
     return image_a, image_b
 
 
@@ -583,11 +584,11 @@ def _readme(manifest: dict[str, Any]) -> str:
         noise_text = (f" Gaussian sensor noise of std {noise:g}/255 per channel, drawn "
                       f"independently for each source, is then added to every source (not "
                       f"to I).")
-    stack_text = ""
+    extra_text = ""
     pair_focus = s.get("pair_focus", 1.0)
     if pair_focus != 1.0:
         command += f" --pair_focus={pair_focus:g}"
-        stack_text = f"""
+        extra_text = f"""
 B is focused {pair_focus:g} of the way from the foreground (depth 0) to the background (depth
 1), as a photo focused between the two: it blurs the foreground with {pair_focus:g} * sigma and
 the background with {1 - pair_focus:g} * sigma (each layer as a focus stack's frame), so no
@@ -608,7 +609,7 @@ pair sets; MAP is unchanged (A is the sharper source on the foreground, B on the
                           f"bottom row to 1 at the top, in {2 * frames} row bands each blurred "
                           f"with |z - t| * sigma at its mean depth z, so that every frame is "
                           f"the sharpest on some band")
-        stack_text = f"""
+        extra_text = f"""
 Each item is a focus stack of {frames} frames, `{'/`, `'.join(letters)}/` in focus order: the
 focus sweeps from the foreground's plane (depth 0) to depth 1; frame t = j / {frames - 1}
 (j = 0, ..., {frames - 1}) blurs the foreground with t * sigma and {background}. In half of
@@ -641,7 +642,7 @@ the defocus spread effect) or eqs. 12-13 (`conventional`), sigma drawn uniformly
 above (imgaussfilt's kernel); in half of the pairs A and B are swapped (and MAP inverted).{noise_text} Pair
 i uses the same photo, sigma, grain and swap in every model's folder of a size.
 `manifest.json` lists every pair (photo id, size, sigma, model, swapped, grain and its seed).
-{stack_text}
+{extra_text}
 Evaluate a method on one folder:
 
     python -m mfif_tf.evaluate --dataset_dir=OUT/{manifest['sets'][0]['folder']} \\
