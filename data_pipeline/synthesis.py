@@ -24,6 +24,7 @@ from data_pipeline import SYNTHESIS_METHODS
 __all__ = [
     "alpha_matte_pair",
     "conventional_pair",
+    "focused_frame",
     "gaussian_filter",
     "gaussian_kernel",
     "gaussian_kernel_2d",
@@ -205,6 +206,41 @@ def conventional_pair(
     image_a = mask * image + (1.0 - mask) * blurred  # eq. 12
     image_b = mask * blurred + (1.0 - mask) * image  # eq. 13
     return image_a, image_b
+
+
+def focused_frame(
+    image: tf.Tensor, mask: tf.Tensor, sigma_fg: float | tf.Tensor, sigma_bg: float | tf.Tensor,
+    method: str = "alpha_matte", max_radius: int | None = None,
+) -> tf.Tensor:
+    """A source focused anywhere between the two layers: the foreground blurred with
+    `sigma_fg`, the background with `sigma_bg` (0 leaves a layer sharp), as a focus sweep's
+    frame sees them.
+
+    alpha_matte, the blurred foreground over the blurred background (eqs. 7-9's layers):
+
+        I_t = G_F (x) (F*I) + (1 - G_F (x) F) * [G_B (x) ((1-F)*I)],
+
+    eq. 11 at (sigma, 0); at (0, sigma) it is F*I + (1-F) * [G (x) ((1-F)*I)], eq. 10.
+    conventional, eqs. 12-13 with one Gaussian per layer:
+
+        I_t = F * (G_F (x) I) + (1-F) * (G_B (x) I),
+
+    eq. 13 at (sigma, 0) and eq. 12 at (0, sigma). Arguments as in `alpha_matte_pair`;
+    `method` "alpha_matte" or "conventional". Returns I_t, the shape of `image`.
+    """
+    if method not in ("alpha_matte", "conventional"):
+        raise ValueError(f"focused_frame: method must be alpha_matte or conventional, got "
+                         f"{method!r}")
+    image, mask = _check_pair_inputs(image, mask)
+    if method == "conventional":
+        frame = (mask * gaussian_filter(image, sigma_fg, max_radius)
+                 + (1.0 - mask) * gaussian_filter(image, sigma_bg, max_radius))
+    else:
+        c = tf.shape(image)[-1]
+        layers = gaussian_filter(tf.concat([mask * image, mask], axis=-1), sigma_fg, max_radius)
+        frame = layers[..., :c] + (1.0 - layers[..., c:]) * gaussian_filter(
+            (1.0 - mask) * image, sigma_bg, max_radius)
+    return tf.ensure_shape(frame, image.shape)
 
 
 def synthesize_pair(

@@ -67,6 +67,12 @@ flags.DEFINE_list("texture", [], "lo,hi: synthesise the sources again at the tra
                   "resolution from the all-in-focus crop plus Gaussian texture of std ~ U[lo, "
                   "hi] / 255, with sigma from the regime's LO:HI in training-resolution "
                   "pixels (default: off).")
+flags.DEFINE_list("pair_focus", [], "lo,hi (0 < lo <= hi <= 1), with --texture: a share "
+                  "(--pair_focus_share) of the pairs have I_B focused between the layers, at "
+                  "t ~ U[lo, hi] of the way from the foreground to the background "
+                  "(foreground blurred t sigma, background (1 - t) sigma), as a focus "
+                  "stack's middle frames are.")
+flags.DEFINE_float("pair_focus_share", 0.5, "With --pair_focus: the share of such pairs.")
 flags.DEFINE_integer("texture_min_shorter", 0, "With --texture: add the texture only to "
                      "samples of regimes whose SHORTER is at least this (the others are "
                      "synthesised at the training resolution without it).")
@@ -128,24 +134,39 @@ def _datasets(tf, data_dir: str, batch: int, size: int, regimes, seed: int,
     return tf.data.Dataset.zip(*streams).map(join).prefetch(2)
 
 
-def textured_pairs(image, focus, sigma, alpha, texture):
+def textured_pairs(image, focus, sigma, alpha, texture, b_focus=None):
     """(I_A, I_B) synthesised from the all-in-focus crops `image` (N, S, S, 3) in [0, 1] plus
     `texture` (same shape; added before the blur, clipped to [0, 1]), with masks `focus`
     (N, S, S, 1), a blur sigma (N,) per sample, the alpha-matte model (eqs. 10-11) where
-    `alpha` (N,) is true and the conventional one (eqs. 12-13) elsewhere."""
+    `alpha` (N,) is true and the conventional one (eqs. 12-13) elsewhere. `b_focus` (N,)
+    in (0, 1], optional: I_B focused at that fraction of the way from the foreground to the
+    background (`synthesis.focused_frame` with t sigma and (1 - t) sigma; 1 is eq. 11 / 13's
+    I_B)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from data_pipeline import synthesis  # pylint: disable=import-outside-toplevel
 
     image = tf.clip_by_value(image + texture, 0.0, 1.0)
 
+    def pair(i, m, s, method, t):
+        a, b = synthesis.synthesize_pair(i, m, s, method)
+        if t is None:
+            return a, b
+        return a, tf.cond(t < 1.0, lambda: synthesis.focused_frame(i, m, t * s, (1.0 - t) * s,
+                                                                   method), lambda: b)
+
     def one(args):
-        i, m, s, is_alpha = args
-        return tf.cond(is_alpha, lambda: synthesis.synthesize_pair(i, m, s, "alpha_matte"),
-                       lambda: synthesis.synthesize_pair(i, m, s, "conventional"))
+        i, m, s, is_alpha, t = args
+        return tf.cond(is_alpha, lambda: pair(i, m, s, "alpha_matte", t),
+                       lambda: pair(i, m, s, "conventional", t))
+
+    def one_pair(args):
+        return one(args + (None,))
 
     signature = (tf.TensorSpec(image.shape[1:], tf.float32),) * 2
-    return tf.map_fn(one, (image, focus, sigma, alpha), fn_output_signature=signature)
+    if b_focus is None:
+        return tf.map_fn(one_pair, (image, focus, sigma, alpha), fn_output_signature=signature)
+    return tf.map_fn(one, (image, focus, sigma, alpha, b_focus), fn_output_signature=signature)
 
 
 def parse_regimes(entries, shorter: int, sigma_range) -> list[tuple[int, tuple[float, float]]]:
@@ -197,6 +218,20 @@ def main(argv: list[str]) -> int:
     except ValueError:
         print(f"train_refiner: --texture must be lo,hi with 0 <= lo <= hi, got "
               f"{','.join(FLAGS.texture)}", file=sys.stderr)
+        return 2
+    try:
+        pair_focus = tuple(float(v) for v in FLAGS.pair_focus)
+        if pair_focus and (len(pair_focus) != 2 or not 0 < pair_focus[0] <= pair_focus[1] <= 1
+                           or not 0 <= FLAGS.pair_focus_share <= 1):
+            raise ValueError
+    except ValueError:
+        print(f"train_refiner: --pair_focus must be lo,hi with 0 < lo <= hi <= 1 and "
+              f"--pair_focus_share in [0, 1], got {','.join(FLAGS.pair_focus)} and "
+              f"{FLAGS.pair_focus_share}", file=sys.stderr)
+        return 2
+    if pair_focus and not texture:
+        print("train_refiner: --pair_focus needs --texture (the sources are then synthesised "
+              "in the training step)", file=sys.stderr)
         return 2
     try:
         regimes = parse_regimes(FLAGS.regimes, FLAGS.resize_shorter, sigma_range)
@@ -252,7 +287,7 @@ def main(argv: list[str]) -> int:
         json.dump({k: getattr(FLAGS, k) for k in (
             "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
             "sigma_range", "regimes", "min_factor", "max_factor", "max_noise", "texture",
-            "texture_min_shorter", "jpeg_quality", "init_refiner",
+            "texture_min_shorter", "pair_focus", "pair_focus_share", "jpeg_quality", "init_refiner",
             "channels", "layers", "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
@@ -278,7 +313,11 @@ def main(argv: list[str]) -> int:
         std = rng.uniform([n, 1, 1, 1], texture[0] / 255.0, texture[1] / 255.0 + 1e-9)
         grain = textured * std * rng.normal(tf.shape(image))
         sigma = sigma_lo + (sigma_hi - sigma_lo) * rng.uniform([n])
-        return textured_pairs(image, batch["focus"], sigma, alpha, grain)
+        b_focus = None
+        if pair_focus:  # drawn after the others, so that runs without it draw as before
+            between = rng.uniform([n]) < FLAGS.pair_focus_share
+            b_focus = tf.where(between, rng.uniform([n], pair_focus[0], pair_focus[1]), 1.0)
+        return textured_pairs(image, batch["focus"], sigma, alpha, grain, b_focus)
 
     @tf.function
     def train_step(batch):

@@ -139,6 +139,39 @@ def test_conventional_pair_eqs_12_13(sigma):
     np.testing.assert_allclose(got_b.numpy(), want_b, atol=2e-6)
 
 
+@pytest.mark.parametrize("method", ["alpha_matte", "conventional"])
+def test_focused_frame_between_the_layers(method):
+    image, f = _sample(seed=5)
+    image, f = image.astype(np.float32), f.astype(np.float32)
+    sigma_fg, sigma_bg = 1.2, 2.5
+    if method == "conventional":  # eqs. 12-13, one Gaussian per layer
+        want = f * _np_blur(image, sigma_fg) + (1 - f) * _np_blur(image, sigma_bg)
+    else:  # the blurred foreground over the blurred background (eqs. 7-9)
+        fg, alpha = _np_blur(f * image, sigma_fg), _np_blur(f, sigma_fg)
+        want = fg + (1 - alpha) * _np_blur((1 - f) * image, sigma_bg)
+    got = synthesis.focused_frame(image, f, sigma_fg, sigma_bg, method)
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
+    # The ends of the sweep are the pair: (0, sigma) is I_A, (sigma, 0) is I_B.
+    a, b = synthesis.synthesize_pair(image, f, 2.0, method)
+    np.testing.assert_allclose(synthesis.focused_frame(image, f, 0.0, 2.0, method), a, atol=1e-6)
+    np.testing.assert_allclose(synthesis.focused_frame(image, f, 2.0, 0.0, method), b, atol=1e-6)
+
+
+def test_focused_frame_agrees_with_the_ground_truth_sets_frames():
+    from data_pipeline import ground_truth
+
+    image, f = _sample(h=40, w=48, seed=6)
+    pixels = np.round(image * 255).astype(np.uint8)
+    for method in ("alpha_matte", "conventional"):
+        want = ground_truth.synthesize_stack(pixels, f[..., 0] > 0.5, 4.0, method, 1,
+                                             positions=(0.4,))[0]
+        got = synthesis.focused_frame(pixels.astype(np.float32) / 255, f.astype(np.float32),
+                                      0.4 * 4.0, 0.6 * 4.0, method).numpy() * 255
+        assert np.abs(got - want).max() <= 0.5 + 1e-3
+    with pytest.raises(ValueError, match="alpha_matte or conventional"):
+        synthesis.focused_frame(image, f, 1.0, 1.0, "alpha_matte_filled")
+
+
 def test_defocus_spread_differs_from_conventional():
     # The alpha-matte I_B spreads the blurred foreground over the clear background next to the
     # boundary (the DSE); the conventional I_B keeps that background sharp.

@@ -73,6 +73,11 @@ def test_short_run_writes_weights_and_resumes(mask_folder, tmp_path):
                                           ("--regimes=64:3", "--regimes"),
                                           ("--texture=3,1", "--texture"),
                                           ("--texture=x", "--texture"),
+                                          ("--pair_focus=0,0.5", "--pair_focus"),
+                                          ("--pair_focus=0.5,1.5", "--pair_focus"),
+                                          ("--pair_focus=0.5", "--pair_focus"),
+                                          # The sources are made in the step only then.
+                                          ("--pair_focus=0.3,0.7", "needs --texture"),
                                           ("--regimes=64:3:1", "--regimes"),
                                           ("--regimes=64:1:2,80:2:4", "--batch_size"),
                                           ("--init_refiner=no/such/dir", "--init_refiner"),
@@ -178,6 +183,41 @@ def test_textured_pairs_follow_each_samples_model_and_keep_texture_in_focus_only
     assert np.std((a - plain_a).numpy()[far]) < 1 / 255
     np.testing.assert_allclose(np.std((b - plain_b).numpy()[far]), 4 / 255, rtol=0.1)
     assert np.std((b - plain_b).numpy()[core]) < 1 / 255
+
+
+def test_pair_focus_makes_b_focused_between_the_layers(mask_folder, tmp_path):
+    import tensorflow as tf
+
+    from data_pipeline import synthesis
+    from mfif_tf import train_refiner
+
+    rng = np.random.default_rng(2)
+    image = ndimage.gaussian_filter(rng.uniform(0.2, 0.8, (3, 48, 48, 3)),
+                                    (0, 1, 1, 0)).astype(np.float32)
+    focus = np.zeros((3, 48, 48, 1), np.float32)
+    focus[:, 12:36, 8:30] = 1.0
+    sigma = np.array([2.0, 3.0, 2.5], np.float32)
+    alpha = np.array([True, False, True])
+    t = np.array([0.5, 0.3, 1.0], np.float32)
+    zero = np.zeros_like(image)
+    pair_a, pair_b = train_refiner.textured_pairs(image, tf.constant(focus), sigma, alpha, zero)
+    a, b = train_refiner.textured_pairs(image, tf.constant(focus), sigma, alpha, zero, t)
+    np.testing.assert_array_equal(a, pair_a)  # I_A is the pair's
+    np.testing.assert_array_equal(b[2], pair_b[2])  # t = 1: eq. 11's I_B
+    for i, method in ((0, "alpha_matte"), (1, "conventional")):
+        want = synthesis.focused_frame(image[i], focus[i], t[i] * sigma[i],
+                                       (1 - t[i]) * sigma[i], method)
+        np.testing.assert_allclose(b[i], want, atol=1e-6)
+        assert np.abs(b[i] - pair_b[i]).max() > 0.05
+    out = _run(*_flags(mask_folder, tmp_path / "run", 2), "--batch_size=4",
+               "--regimes=64:1:2,96:2:6", "--texture=1,3", "--pair_focus=0.3,0.7",
+               "--pair_focus_share=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "step 2/2" in out.stdout
+    import json
+
+    recorded = json.loads((tmp_path / "run" / "flags.json").read_text())
+    assert recorded["pair_focus"] == ["0.3", "0.7"] and recorded["pair_focus_share"] == 1.0
 
 
 # Parses each refiner flagfile with the trainer's own flag definitions, line by line, without
