@@ -225,6 +225,11 @@ class ModelHolder:
         """R's halo (`Refiner.halo`)."""
         return self.model.halo
 
+    @property
+    def config(self):
+        """R's config (`Refiner.config`: its band's grow)."""
+        return self.model.config
+
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         return self.model(x, training=False)
 

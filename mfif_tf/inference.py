@@ -216,7 +216,8 @@ def replicate_pad(x: tf.Tensor, top: int, bottom: Any, left: int, right: Any) ->
 
 def refine(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.Tensor,
            top: Any = 0, bottom: Any = 0, tile: int = REFINER_TILE) -> tf.Tensor:
-    """R's map for one level: R(I_A, I_B, c) in c's band (`refiner.band`), c elsewhere.
+    """R's map for one level: R(I_A, I_B, c) in c's band (`refiner.band`, grown by R's
+    `config.band_grow`), c elsewhere.
 
     Args:
       refiner: R.
@@ -233,7 +234,7 @@ def refine(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.
     """
     halo = refiner.halo
     rows_in, width = tf.shape(coarse)[1], tf.shape(coarse)[2]
-    region = refiner_lib.band(coarse)[:, top:rows_in - bottom]
+    region = refiner_lib.band(coarse, refiner.config.band_grow)[:, top:rows_in - bottom]
     c = coarse[:, top:rows_in - bottom]
     height = tf.shape(c)[1]
     tiles_y, tiles_x = (height + tile - 1) // tile, (width + tile - 1) // tile
@@ -437,7 +438,7 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
 
 def context_rows(refiner: Refiner) -> int:
     """Rows of context a strip needs on each side: R's halo and the band's growth."""
-    return max(refiner.halo, refiner_lib.BAND_GROW)
+    return max(refiner.halo, refiner.config.band_grow)
 
 
 def _level_count_tensor(height, width, work_h, work_w) -> tf.Tensor:

@@ -13,8 +13,8 @@ uncertain:
     R(I_A, I_B, c) = sigmoid(logit(c) + delta(I_A, I_B, c))   in the band, c elsewhere
 
 The band is where c is neither clearly 0 nor clearly 1 (`BAND_LOW` < c < 1 - `BAND_LOW`),
-grown by `BAND_GROW` pixels, so R only ever moves an outline and never touches the inside of
-a region G decided; its cost is proportional to the outline's length, not the image's area.
+grown by the head's `band_grow` pixels (`BAND_GROW` unless its config says otherwise), so R
+only ever moves an outline and never touches the inside of a region G decided; its cost is proportional to the outline's length, not the image's area.
 delta is `layers` 3x3 convolutions (ReLU between), so R at a pixel depends on the inputs
 within `halo` = `layers` pixels: computing it in tiles or bands with that halo gives the same
 map as one whole-image call.
@@ -52,14 +52,19 @@ class RefinerConfig:
     Attributes:
       channels: feature channels of the hidden 3x3 convolutions.
       layers: number of 3x3 convolutions (the last one outputs delta); also R's halo.
+      band_grow: pixels by which the band where R runs is grown when it fuses
+        (`mfif_tf.inference.refine`): a setting measured for the weights it is saved with.
+        Training's loss band is always grown by `BAND_GROW`.
     """
 
     channels: int = 24
     layers: int = 4
+    band_grow: int = BAND_GROW
 
     def __post_init__(self):
-        if self.channels < 1 or self.layers < 2:
-            raise ValueError(f"refiner needs channels >= 1 and layers >= 2, got {self}")
+        if self.channels < 1 or self.layers < 2 or self.band_grow < 0:
+            raise ValueError(f"refiner needs channels >= 1, layers >= 2 and band_grow >= 0, "
+                             f"got {self}")
 
 
 class Refiner(keras.Model):

@@ -80,6 +80,9 @@ flags.DEFINE_list("jpeg_quality", [], "lo,hi: half of the pairs are JPEG-compres
                   "quality ~ U[lo, hi] after the noise, as most photos are (default: none).")
 flags.DEFINE_integer("channels", 24, "R's hidden channels.")
 flags.DEFINE_integer("layers", 4, "R's 3x3 convolutions (also its halo in pixels).")
+flags.DEFINE_integer("band_grow", 4, "Pixels by which the band where R runs is grown when it "
+                     "fuses, saved in R's config (a setting of the fusion; the training loss's "
+                     "band is grown by refiner.BAND_GROW whatever this is).")
 flags.DEFINE_string("init_refiner", None, "Start R from these weights instead of at random: "
                     "'default' (the packaged R of the refined mode), 'g_side' or "
                     "'coarse_to_fine' (the other packaged heads), or a folder holding "
@@ -242,6 +245,10 @@ def main(argv: list[str]) -> int:
         print(f"train_refiner: --batch_size must be at least 2 per regime "
               f"({2 * len(regimes)}), got {FLAGS.batch_size}", file=sys.stderr)
         return 2
+    if FLAGS.band_grow < 0:
+        print(f"train_refiner: --band_grow must be at least 0, got {FLAGS.band_grow}",
+              file=sys.stderr)
+        return 2
     if not 1.0 <= FLAGS.min_factor <= FLAGS.max_factor:
         print(f"train_refiner: need 1 <= --min_factor <= --max_factor, got "
               f"{FLAGS.min_factor}, {FLAGS.max_factor}", file=sys.stderr)
@@ -263,7 +270,8 @@ def main(argv: list[str]) -> int:
     generator = fusion.resolve_generator(FLAGS.generator)
     generator.trainable = False
     refiner = refiner_lib.build_refiner(
-        refiner_lib.RefinerConfig(channels=FLAGS.channels, layers=FLAGS.layers))
+        refiner_lib.RefinerConfig(channels=FLAGS.channels, layers=FLAGS.layers,
+                                  band_grow=FLAGS.band_grow))
     schedule = keras_linear_decay(FLAGS.learning_rate, FLAGS.num_steps)
     optimizer = tf.keras.optimizers.Adam(schedule)
     # Built before the checkpoint is read, so that the restore can check that every value
@@ -288,7 +296,7 @@ def main(argv: list[str]) -> int:
             "generator", "data_dir", "num_steps", "batch_size", "image_size", "resize_shorter",
             "sigma_range", "regimes", "min_factor", "max_factor", "max_noise", "texture",
             "texture_min_shorter", "pair_focus", "pair_focus_share", "jpeg_quality", "init_refiner",
-            "channels", "layers", "learning_rate", "seed")}, f, indent=2)
+            "channels", "layers", "band_grow", "learning_rate", "seed")}, f, indent=2)
 
     data = iter(_datasets(tf, FLAGS.data_dir, FLAGS.batch_size, FLAGS.image_size,
                           regimes, FLAGS.seed + 1000 * int(step_var.numpy()),

@@ -165,6 +165,55 @@ def test_refine_in_strips_equals_the_whole_level(refiner, rows):
         np.testing.assert_allclose(strip, whole[:, r0:r1], atol=1e-5)
 
 
+def test_band_grow_is_saved_with_the_weights_and_sets_the_band(refiner, tmp_path):
+    import json
+
+    wide = refiner_lib.build_refiner(refiner_lib.RefinerConfig(channels=8, layers=3,
+                                                               band_grow=9))
+    for w, v in zip(wide.weights, refiner.weights):
+        w.assign(v)
+    rng = np.random.default_rng(5)
+    height, width = 96, 120
+    coarse = np.zeros((1, height, width, 1), np.float32)
+    coarse[:, :, 60:] = 1.0
+    coarse[:, :, 58:62] = 0.5
+    a = rng.random((1, height, width, 3)).astype(np.float32)
+    b = rng.random((1, height, width, 3)).astype(np.float32)
+    narrow_out = inference.refine(refiner, a, b, coarse).numpy()
+    wide_out = inference.refine(wide, a, b, coarse).numpy()
+    # The same R inside the default band; 9 - BAND_GROW more columns on each side.
+    inner = np.zeros(width, bool)
+    inner[58 - refiner_lib.BAND_GROW:62 + refiner_lib.BAND_GROW] = True
+    np.testing.assert_allclose(wide_out[:, :, inner], narrow_out[:, :, inner], atol=1e-6)
+    np.testing.assert_array_equal(narrow_out[:, :, ~inner], coarse[:, :, ~inner])
+    changed = np.abs(wide_out - coarse)[0, :, :, 0].max(axis=0) > 1e-4
+    assert changed[58 - 9:58 - refiner_lib.BAND_GROW].any()
+    assert changed[62 + refiner_lib.BAND_GROW:62 + 9].any()
+    assert not changed[:58 - 9].any() and not changed[62 + 9:].any()
+    # Strips with `context_rows` of context (the grow, above R's halo) equal the whole level.
+    assert inference.context_rows(wide) == 9
+    coarse_t = np.transpose(coarse, (0, 2, 1, 3))
+    a_t, b_t = np.transpose(a, (0, 2, 1, 3)), np.transpose(b, (0, 2, 1, 3))
+    whole = inference.refine(wide, a_t, b_t, coarse_t).numpy()
+    for r0 in range(0, width, 16):
+        r1 = min(width, r0 + 16)
+        lo, hi = max(0, r0 - 9), min(width, r1 + 9)
+        strip = inference.refine(wide, a_t[:, lo:hi], b_t[:, lo:hi], coarse_t[:, lo:hi],
+                                 r0 - lo, hi - r1).numpy()
+        np.testing.assert_allclose(strip, whole[:, r0:r1], atol=1e-5)
+    # Saved and loaded with the weights; a config written before the setting loads with the
+    # default.
+    refiner_lib.save_refiner(wide, str(tmp_path / "wide"))
+    assert refiner_lib.load_refiner(str(tmp_path / "wide")).config.band_grow == 9
+    meta = json.loads((tmp_path / "wide" / "refiner.json").read_text())
+    del meta["refiner"]["band_grow"]
+    (tmp_path / "wide" / "refiner.json").write_text(json.dumps(meta))
+    assert (refiner_lib.load_refiner(str(tmp_path / "wide")).config.band_grow
+            == refiner_lib.BAND_GROW)
+    with pytest.raises(ValueError, match="band_grow"):
+        refiner_lib.RefinerConfig(band_grow=-1)
+
+
 # ---------------------------------------------------------------- coarse to fine
 
 
@@ -280,5 +329,6 @@ def test_refiner_save_and_load_round_trip(refiner, tmp_path):
     loaded = refiner_lib.load_refiner(str(tmp_path))
     x = tf.random.uniform([1, 20, 20, 7], seed=5)
     np.testing.assert_allclose(loaded(x).numpy(), refiner(x).numpy(), atol=1e-6)
-    assert loaded.get_config()["config"] == {"channels": 8, "layers": 3}
+    assert loaded.get_config()["config"] == {"channels": 8, "layers": 3,
+                                             "band_grow": refiner_lib.BAND_GROW}
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())

@@ -74,6 +74,7 @@ def test_short_run_writes_weights_and_resumes(mask_folder, tmp_path):
                                           ("--texture=3,1", "--texture"),
                                           ("--texture=x", "--texture"),
                                           ("--pair_focus=0,0.5", "--pair_focus"),
+                                          ("--band_grow=-1", "--band_grow"),
                                           ("--pair_focus=0.5,1.5", "--pair_focus"),
                                           ("--pair_focus=0.5", "--pair_focus"),
                                           # The sources are made in the step only then.
@@ -132,12 +133,16 @@ def test_regimes_mix_image_scales_in_every_step(mask_folder, tmp_path):
 def test_texture_synthesises_the_sources_again_at_the_training_resolution(mask_folder,
                                                                           tmp_path):
     out = _run(*_flags(mask_folder, tmp_path / "run", 2), "--batch_size=4",
-               "--regimes=64:1:2,96:2:6", "--texture=1,3")
+               "--regimes=64:1:2,96:2:6", "--texture=1,3", "--band_grow=7")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "step 2/2" in out.stdout
     import json
 
     assert json.loads((tmp_path / "run" / "flags.json").read_text())["texture"] == ["1", "3"]
+    # --band_grow is a setting of the fusion, written with the weights.
+    from mfif_tf import refiner as refiner_lib
+
+    assert refiner_lib.load_refiner(str(tmp_path / "run" / "refiner")).config.band_grow == 7
 
 
 def test_texture_min_shorter_picks_the_regimes_that_get_texture(mask_folder, tmp_path):
