@@ -14,7 +14,8 @@ uncertain:
 
 The band is where c is neither clearly 0 nor clearly 1 (`BAND_LOW` < c < 1 - `BAND_LOW`),
 grown by the head's `band_grow` pixels (`BAND_GROW` unless its config says otherwise), so R
-only ever moves an outline and never touches the inside of a region G decided; its cost is proportional to the outline's length, not the image's area.
+only ever moves an outline and never touches the inside of a region G decided; its cost is
+proportional to the outline's length, not the image's area.
 delta is `layers` 3x3 convolutions (ReLU between), so R at a pixel depends on the inputs
 within `halo` = `layers` pixels: computing it in tiles or bands with that halo gives the same
 map as one whole-image call.
