@@ -151,10 +151,11 @@ def textured_pairs(image, focus, sigma, alpha, texture, b_focus=None):
 
     image = tf.clip_by_value(image + texture, 0.0, 1.0)
 
+    if b_focus is None:
+        b_focus = tf.ones_like(sigma)
+
     def pair(i, m, s, method, t):
         a, b = synthesis.synthesize_pair(i, m, s, method)
-        if t is None:
-            return a, b
         return a, tf.cond(t < 1.0, lambda: synthesis.focused_frame(i, m, t * s, (1.0 - t) * s,
                                                                    method), lambda: b)
 
@@ -163,12 +164,7 @@ def textured_pairs(image, focus, sigma, alpha, texture, b_focus=None):
         return tf.cond(is_alpha, lambda: pair(i, m, s, "alpha_matte", t),
                        lambda: pair(i, m, s, "conventional", t))
 
-    def one_pair(args):
-        return one(args + (None,))
-
     signature = (tf.TensorSpec(image.shape[1:], tf.float32),) * 2
-    if b_focus is None:
-        return tf.map_fn(one_pair, (image, focus, sigma, alpha), fn_output_signature=signature)
     return tf.map_fn(one, (image, focus, sigma, alpha, b_focus), fn_output_signature=signature)
 
 
