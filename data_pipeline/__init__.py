@@ -97,6 +97,14 @@ class PipelineConfig:
         "imgaussfilt).")
     sigma_range: tuple[float, float] | None = option(
         None, "lo,hi: draw sigma per sample from U[lo, hi] instead of using sigma.")
+    pair_focus: tuple[float, float] | None = option(
+        None, "lo,hi (0 < lo <= hi <= 1): in a share (pair_focus_share) of the samples I_B is "
+        "focused between the layers, at t ~ U[lo, hi] of the way from the foreground (0) to the "
+        "background (1): the foreground blurred with t sigma, the background with (1 - t) sigma "
+        "(synthesis.focused_frame); F stays the mask. Not with synthesis alpha_matte_filled or "
+        "source tfds.")
+    pair_focus_share: float = option(
+        0.5, "With pair_focus: the share of the samples whose I_B is focused between the layers.")
     flip: bool = option(True, "Random horizontal and vertical flips.")
     swap_sources: bool = option(
         False, "Swap I_A and I_B (and F with 1 - F) in a random half of the samples.")
@@ -111,6 +119,8 @@ class PipelineConfig:
         object.__setattr__(self, "extra_dirs", tuple(self.extra_dirs))
         if self.sigma_range is not None:
             object.__setattr__(self, "sigma_range", tuple(float(s) for s in self.sigma_range))
+        if self.pair_focus is not None:
+            object.__setattr__(self, "pair_focus", tuple(float(t) for t in self.pair_focus))
         self.validate()
 
     def validate(self) -> None:
@@ -130,3 +140,16 @@ class PipelineConfig:
                 len(self.sigma_range) != 2 or not 0 < self.sigma_range[0] <= self.sigma_range[1]):
             raise ValueError(f"sigma_range must be (lo, hi) with 0 < lo <= hi, got "
                              f"{self.sigma_range}")
+        if self.pair_focus is not None:
+            if len(self.pair_focus) != 2 or not 0 < self.pair_focus[0] <= self.pair_focus[1] <= 1:
+                raise ValueError(f"pair_focus must be (lo, hi) with 0 < lo <= hi <= 1, got "
+                                 f"{self.pair_focus}")
+            if self.synthesis == "alpha_matte_filled":
+                raise ValueError("pair_focus: synthesis alpha_matte_filled has no form with "
+                                 "I_B focused between the layers; use alpha_matte, "
+                                 "conventional or mixed")
+            if self.source == "tfds":
+                raise ValueError("pair_focus: source tfds holds pairs synthesised already; "
+                                 "use a folder, voc, plain or embedded source")
+        if not 0.0 <= self.pair_focus_share <= 1.0:
+            raise ValueError(f"pair_focus_share must be in [0, 1], got {self.pair_focus_share}")

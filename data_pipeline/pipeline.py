@@ -173,8 +173,8 @@ def _finish(sample: dict, seeds: tf.Tensor, cfg: PipelineConfig) -> dict:
 
 
 def _element_seeds(index: tf.Tensor, cfg: _Stream) -> tf.Tensor:
-    """Eight independent stateless seeds of one sample: 0 sigma, 1 mask, 4 synthesis model
-    ("mixed"), 5 crop, 6-7 flips."""
+    """Eight independent stateless seeds of one sample: 0 sigma, 1 mask, 2-3 the focus of I_B
+    (`pair_focus`), 4 synthesis model ("mixed"), 5 crop, 6-7 flips."""
     return tf.random.experimental.stateless_split(
         tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(index, tf.int64)]), num=8)
 
@@ -186,6 +186,24 @@ def _sigma(seeds: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
     return tf.random.stateless_uniform([], seeds[0], lo, hi)
 
 
+def _pair(image: tf.Tensor, focus: tf.Tensor, sigma: tf.Tensor, seeds: tf.Tensor,
+          cfg: _Stream, method: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """I_A and I_B of one model; with `pair_focus`, I_B of a share of the samples is focused
+    at t between the layers (the foreground blurred by t sigma, the background by (1 - t)
+    sigma; t = 1 is eq. 11 / 13's I_B)."""
+    image_a, image_b = synthesis.synthesize_pair(image, focus, sigma, method)
+    if cfg.pair_focus is None:
+        return image_a, image_b
+    lo, hi = cfg.pair_focus
+    t = tf.random.stateless_uniform([], seeds[3], lo, hi)
+    focused = tf.random.stateless_uniform([], seeds[2]) < cfg.pair_focus_share
+    image_b = tf.cond(
+        focused,
+        lambda: synthesis.focused_frame(image, focus, t * sigma, (1.0 - t) * sigma, method),
+        lambda: image_b)
+    return image_a, image_b
+
+
 def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: _Stream):
     if not cfg.synthesise:  # the caller makes the sources itself, from I and F
         return {"image": image, "image_a": image, "image_b": image, "focus": focus}
@@ -193,10 +211,10 @@ def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: _Stre
     if cfg.synthesis == MIXED_SYNTHESIS:  # eqs. 10-11 or 12-13, even odds per sample
         image_a, image_b = tf.cond(
             tf.random.stateless_uniform([], seeds[4]) < 0.5,
-            lambda: synthesis.synthesize_pair(image, focus, sigma, "alpha_matte"),
-            lambda: synthesis.synthesize_pair(image, focus, sigma, "conventional"))
+            lambda: _pair(image, focus, sigma, seeds, cfg, "alpha_matte"),
+            lambda: _pair(image, focus, sigma, seeds, cfg, "conventional"))
     else:
-        image_a, image_b = synthesis.synthesize_pair(image, focus, sigma, cfg.synthesis)
+        image_a, image_b = _pair(image, focus, sigma, seeds, cfg, cfg.synthesis)
     return {"image": image, "image_a": image_a, "image_b": image_b, "focus": focus}
 
 

@@ -245,6 +245,11 @@ def test_embedded_source_needs_no_files():
     (dict(sigma=0.0), "sigma must be > 0"),
     (dict(sigma_range=(3.0, 1.0)), "sigma_range"),
     (dict(sigma_range=(1.0, 2.0, 3.0)), "sigma_range"),
+    (dict(pair_focus=(0.6, 0.3)), "pair_focus must be"),
+    (dict(pair_focus=(0.5, 1.5)), "pair_focus must be"),
+    (dict(pair_focus=(0.5, 0.5), synthesis="alpha_matte_filled"), "alpha_matte_filled"),
+    (dict(pair_focus=(0.5, 0.5), source="tfds"), "synthesised already"),
+    (dict(pair_focus_share=1.5), "pair_focus_share"),
     (dict(batch_size=0), "batch_size"),
     (dict(shuffle_buffer=0), "shuffle_buffer"),
     (dict(crop="random", image_size=300, resize_shorter=288), "resize_shorter"),
@@ -316,3 +321,43 @@ def test_mixed_synthesis_draws_one_model_per_sample(tmp_path):
             np.testing.assert_array_equal(m["image_b"], c["image_b"])
             drawn.append("conventional")
     assert set(drawn) == {"alpha_matte", "conventional"}
+
+
+@pytest.mark.parametrize("method", ["alpha_matte", "conventional"])
+def test_pair_focus_focuses_b_between_the_layers(tmp_path, method):
+    """With pair_focus, I_B of a share of the samples is focused between the layers: at t = 1
+    it is eq. 11 / 13's I_B, at t = 0.5 the foreground is sharper and the background blurrier
+    than there; I_A, I and F never change, and a share of 0 changes nothing."""
+    _folder(str(tmp_path), n=6)
+    kw = dict(source="folder", data_dir=str(tmp_path), batch_size=1, image_size=16,
+              crop="random", resize_shorter=24, sigma_range=(2.0, 3.0), seed=5,
+              synthesis=method)
+    plain = _batches(pipeline.make_training_dataset(**kw), 12)
+    none = _batches(pipeline.make_training_dataset(pair_focus=(0.5, 0.5), pair_focus_share=0.0,
+                                                   **kw), 12)
+    full = _batches(pipeline.make_training_dataset(pair_focus=(1.0, 1.0), pair_focus_share=1.0,
+                                                   **kw), 12)
+    half = _batches(pipeline.make_training_dataset(pair_focus=(0.5, 0.5), pair_focus_share=1.0,
+                                                   **kw), 12)
+    some = _batches(pipeline.make_training_dataset(pair_focus=(0.5, 0.5), **kw), 12)
+    err = {"fg": [[], []], "bg": [[], []]}
+    drawn = []
+    for p, n, f, h, s in zip(plain, none, full, half, some):
+        for other in (n, f, h, s):
+            for k in ("image_a", "image", "focus"):
+                np.testing.assert_array_equal(p[k], other[k])
+        np.testing.assert_array_equal(p["image_b"], n["image_b"])
+        np.testing.assert_allclose(p["image_b"], f["image_b"], atol=1e-5)
+        fg = p["focus"][..., 0] > 0.5
+        for j, b in enumerate((p["image_b"], h["image_b"])):
+            diff = np.abs(b - p["image"]).mean(-1)
+            err["fg"][j].append(diff[fg].mean())
+            err["bg"][j].append(diff[~fg].mean())
+        if np.array_equal(s["image_b"], p["image_b"]):
+            drawn.append(False)
+        else:
+            np.testing.assert_allclose(s["image_b"], h["image_b"], atol=1e-6)
+            drawn.append(True)
+    assert np.mean(err["fg"][1]) < 0.8 * np.mean(err["fg"][0])
+    assert np.mean(err["bg"][1]) > 1.5 * np.mean(err["bg"][0])
+    assert 0 < sum(drawn) < len(drawn)
