@@ -164,12 +164,15 @@ def _finish(sample: dict, seeds: tf.Tensor, cfg: PipelineConfig) -> dict:
                         lambda: tf.reverse(stack, [0]), lambda: stack)
     s = cfg.image_size
     stack = tf.ensure_shape(tf.clip_by_value(stack, 0.0, 1.0), [s, s, 10])
-    return {
+    out = {
         "image_a": stack[..., 3:6] * 2.0 - 1.0,
         "image_b": stack[..., 6:9] * 2.0 - 1.0,
         "focus": tf.cast(stack[..., 9:10] >= 0.5, tf.float32),
         "image": stack[..., 0:3] * 2.0 - 1.0,
     }
+    if "pair_focused" in sample:
+        out["pair_focused"] = sample["pair_focused"]
+    return out
 
 
 def _element_seeds(index: tf.Tensor, cfg: _Stream) -> tf.Tensor:
@@ -187,13 +190,13 @@ def _sigma(seeds: tf.Tensor, cfg: PipelineConfig) -> tf.Tensor:
 
 
 def _pair(image: tf.Tensor, focus: tf.Tensor, sigma: tf.Tensor, seeds: tf.Tensor,
-          cfg: _Stream, method: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """I_A and I_B of one model; with `pair_focus`, I_B of a share of the samples is focused
-    at t between the layers (the foreground blurred by t sigma, the background by (1 - t)
-    sigma; t = 1 is eq. 11 / 13's I_B)."""
+          cfg: _Stream, method: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """I_A, I_B of one model and whether I_B is focused between the layers (1.0 or 0.0): with
+    `pair_focus`, in a share of the samples at t (the foreground blurred by t sigma, the
+    background by (1 - t) sigma; t = 1 is eq. 11 / 13's I_B)."""
     image_a, image_b = synthesis.synthesize_pair(image, focus, sigma, method)
     if cfg.pair_focus is None:
-        return image_a, image_b
+        return image_a, image_b, tf.constant(0.0)
     lo, hi = cfg.pair_focus
     t = tf.random.stateless_uniform([], seeds[3], lo, hi)
     focused = tf.random.stateless_uniform([], seeds[2]) < cfg.pair_focus_share
@@ -201,7 +204,7 @@ def _pair(image: tf.Tensor, focus: tf.Tensor, sigma: tf.Tensor, seeds: tf.Tensor
         focused,
         lambda: synthesis.focused_frame(image, focus, t * sigma, (1.0 - t) * sigma, method),
         lambda: image_b)
-    return image_a, image_b
+    return image_a, image_b, tf.cast(focused, tf.float32)
 
 
 def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: _Stream):
@@ -209,13 +212,16 @@ def _synthesise(image: tf.Tensor, focus: tf.Tensor, seeds: tf.Tensor, cfg: _Stre
         return {"image": image, "image_a": image, "image_b": image, "focus": focus}
     sigma = _sigma(seeds, cfg)
     if cfg.synthesis == MIXED_SYNTHESIS:  # eqs. 10-11 or 12-13, even odds per sample
-        image_a, image_b = tf.cond(
+        image_a, image_b, focused = tf.cond(
             tf.random.stateless_uniform([], seeds[4]) < 0.5,
             lambda: _pair(image, focus, sigma, seeds, cfg, "alpha_matte"),
             lambda: _pair(image, focus, sigma, seeds, cfg, "conventional"))
     else:
-        image_a, image_b = _pair(image, focus, sigma, seeds, cfg, cfg.synthesis)
-    return {"image": image, "image_a": image_a, "image_b": image_b, "focus": focus}
+        image_a, image_b, focused = _pair(image, focus, sigma, seeds, cfg, cfg.synthesis)
+    sample = {"image": image, "image_a": image_a, "image_b": image_b, "focus": focus}
+    if cfg.pair_focus is not None:  # for a trainer that treats such samples apart
+        sample["pair_focused"] = focused
+    return sample
 
 
 # ---------------------------------------------------------------------------------------------

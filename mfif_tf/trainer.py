@@ -123,12 +123,17 @@ class Trainer(tf.Module):
         optimizer.apply_gradients(zip(grads, variables))
 
     def _target(self, batch) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """I_A, I_B and the map G learns: F, or with a teacher w F_teacher + (1 - w) F."""
+        """I_A, I_B and the map G learns: F, or with a teacher w F_teacher + (1 - w) F; w = 0
+        for samples whose I_B is focused between the layers (`pair_focus`): the teacher's map
+        is kept where it was trained, the true map taught where it was not."""
         a, b, f = batch["image_a"], batch["image_b"], batch["focus"]
         if self.teacher is None:
             return a, b, f
         taught = tf.stop_gradient(self.teacher(tf.concat([a, b], -1), training=False))
         w = self.config.teacher_weight
+        if "pair_focused" in batch:
+            w = w * (1.0 - tf.reshape(tf.cast(batch["pair_focused"], tf.float32),
+                                      [-1, 1, 1, 1]))
         return a, b, tf.cast(w * taught + (1.0 - w) * tf.cast(f, tf.float32), f.dtype)
 
     def _critic_replica_step(self, batch, alpha):

@@ -327,7 +327,8 @@ def test_mixed_synthesis_draws_one_model_per_sample(tmp_path):
 def test_pair_focus_focuses_b_between_the_layers(tmp_path, method):
     """With pair_focus, I_B of a share of the samples is focused between the layers: at t = 1
     it is eq. 11 / 13's I_B, at t = 0.5 the foreground is sharper and the background blurrier
-    than there; I_A, I and F never change, and a share of 0 changes nothing."""
+    than there; I_A, I and F never change, and a share of 0 changes nothing. `pair_focused`
+    says which samples are focused between (absent without pair_focus)."""
     _folder(str(tmp_path), n=6)
     kw = dict(source="folder", data_dir=str(tmp_path), batch_size=1, image_size=16,
               crop="random", resize_shorter=24, sigma_range=(2.0, 3.0), seed=5,
@@ -353,11 +354,14 @@ def test_pair_focus_focuses_b_between_the_layers(tmp_path, method):
             diff = np.abs(b - p["image"]).mean(-1)
             err["fg"][j].append(diff[fg].mean())
             err["bg"][j].append(diff[~fg].mean())
+        assert "pair_focused" not in p
+        assert n["pair_focused"].tolist() == [0.0] and h["pair_focused"].tolist() == [1.0]
         if np.array_equal(s["image_b"], p["image_b"]):
             drawn.append(False)
         else:
             np.testing.assert_allclose(s["image_b"], h["image_b"], atol=1e-6)
             drawn.append(True)
+        assert s["pair_focused"].tolist() == [float(drawn[-1])]
     assert np.mean(err["fg"][1]) < 0.8 * np.mean(err["fg"][0])
     assert np.mean(err["bg"][1]) > 1.5 * np.mean(err["bg"][0])
     assert 0 < sum(drawn) < len(drawn)

@@ -264,6 +264,11 @@ def test_distillation_target_and_six_to_two_branches(tmp_path):
         _, _, target = trainer._target(batch)
         np.testing.assert_allclose(target, w * taught + (1 - w) * batch["focus"], atol=1e-6)
     assert Trainer(tiny_config())._target(batch)[2] is batch["focus"]
+    # Samples whose I_B is focused between the layers (pair_focus) learn the true map.
+    focused = dict(batch, pair_focused=tf.constant([1.0, 0.0]))
+    _, _, target = Trainer(tiny_config(teacher=teacher_dir, teacher_weight=0.75))._target(focused)
+    np.testing.assert_allclose(target[0], batch["focus"][0], atol=1e-6)
+    np.testing.assert_allclose(target[1], 0.75 * taught[1] + 0.25 * batch["focus"][1], atol=1e-6)
 
     two = tiny_config(num_steps=2, init_checkpoint=teacher_dir, teacher=teacher_dir)
     two.model = dataclasses.replace(two.model, branches="two")
