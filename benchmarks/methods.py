@@ -35,7 +35,7 @@ import os
 from typing import Any
 
 from mfif_tf.common import (COARSE_REFINER_KEY, DEFAULT_G_SIDE, PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE,
-                            cpu_default_precision, find_refiner_dir)
+                            cpu_default_precision, find_coarse_generator_dir, find_refiner_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGED_DIR = PACKAGED_MODEL_DIR
@@ -174,4 +174,7 @@ def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
             c_dir = refiner_dir(model, None, COARSE_REFINER_KEY)
             signature["coarse_refiner"] = c_dir and file_hash(
                 os.path.join(c_dir, REFINER_WEIGHTS))
+        cg_dir = find_coarse_generator_dir(model or None)
+        if cg_dir:  # a G of its own below full size (absent: G's hash above serves)
+            signature["coarse_generator"] = file_hash(os.path.join(cg_dir, GENERATOR_WEIGHTS))
     return signature

@@ -87,7 +87,8 @@ def model_fuse(spec: dict[str, Any]):
     """(fuse(frames) -> FusionResult, generator, row fields) for a model method: the
     `fuse_arrays` call of spec["method"] with G and R loaded once."""
     from mfif_tf import inference
-    from mfif_tf.fusion import fuse_arrays, resolve_generator, resolve_refiner
+    from mfif_tf.fusion import (fuse_arrays, resolve_coarse_generator, resolve_generator,
+                                resolve_refiner)
     from mfif_tf.model_io import PACKAGED_MODEL_DIR
 
     model = spec.get("model") or None
@@ -105,6 +106,8 @@ def model_fuse(spec: dict[str, Any]):
         # R after G below full size, as `fuse_stack` chooses it (a given R serves both).
         kwargs["coarse_refiner"] = resolve_refiner(None, model, inference.COARSE_REFINER_KEY,
                                                    precision)
+        # and the G below full size, likewise.
+        kwargs["coarse_generator"] = resolve_coarse_generator(None, model, precision)
     if spec.get("measure_ratio") is not None:
         kwargs["measure_ratio"] = float(spec["measure_ratio"])
         info["measure_ratio"] = kwargs["measure_ratio"]

@@ -107,7 +107,7 @@ def main(argv) -> None:
         generator = load_generator(FLAGS.weights, config.precision)
     except ModelNotFoundError as e:
         fail(f"--weights={FLAGS.weights}: {e}".replace("pass --model", "pass --weights"))
-    refiner = coarse_refiner = None
+    refiner = coarse_refiner = coarse_generator = None
     if config.mode != "paper":
         from mfif_tf import fusion
         from mfif_tf.image_io import InputError
@@ -120,8 +120,15 @@ def main(argv) -> None:
                                                         COARSE_REFINER_KEY)
         except (ModelNotFoundError, InputError) as e:
             fail(f"--refiner: {e}")
+        if config.mode == "refined":
+            try:
+                coarse_generator = fusion.resolve_coarse_generator(None, FLAGS.weights,
+                                                                   config.precision)
+            except (ModelNotFoundError, InputError) as e:
+                fail(f"--weights={FLAGS.weights}: {e}")
     try:
-        result = export_lib.export_model(generator, config, refiner, coarse_refiner)
+        result = export_lib.export_model(generator, config, refiner, coarse_refiner,
+                                         coarse_generator)
     except FileExistsError as e:
         fail(str(e))
     print(f"SavedModel: {result.saved_model_dir} "

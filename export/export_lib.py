@@ -202,20 +202,25 @@ def directory_size(root: str) -> int:
 
 def export_model(generator: Generator, config: ExportConfig,
                  refiner: Refiner | None = None,
-                 coarse_refiner: Refiner | None = None) -> ExportResult:
+                 coarse_refiner: Refiner | None = None,
+                 coarse_generator: Generator | None = None) -> ExportResult:
     """Writes the SavedModel, the models.config example and (optionally) the TFLite models;
     the refined modes need the refinement head `refiner`; with `coarse_refiner` the
     refined mode of the SavedModel and of the TFLite models runs G at a shorter side of at
-    most `inference.DEFAULT_G_SIDE`. G runs in `config.precision`
+    most `inference.DEFAULT_G_SIDE` (`coarse_generator` there, when given, instead of G).
+    G runs in `config.precision`
     (a copy of G is made when it computes in another one)."""
     config.validate()
     check_targets(config)
     generator = model_io.with_precision(generator, config.precision)
+    if coarse_generator is not None:
+        coarse_generator = model_io.with_precision(coarse_generator, config.precision)
     saved_model_dir = write_version_dir(
         config.saved_model_dir,
         lambda d: serving.save_serving_model(generator, d, config.min_size_fraction,
                                              config.scales, config.mode, refiner,
-                                             config.working_side, coarse_refiner),
+                                             config.working_side, coarse_refiner,
+                                             coarse_generator=coarse_generator),
         config.overwrite)
     sizes = {"saved_model": directory_size(saved_model_dir)}
     tflite_models: dict[str, str] = {}
@@ -223,7 +228,7 @@ def export_model(generator: Generator, config: ExportConfig,
         write_version_dir(
             config.tflite_dir,
             lambda d: tflite_lib.export_tflite(generator, d, config.tflite_config, refiner,
-                                               coarse_refiner),
+                                               coarse_refiner, coarse_generator),
             config.overwrite)
         for name in sorted(os.listdir(config.tflite_dir)):
             path = os.path.join(config.tflite_dir, name)

@@ -69,15 +69,17 @@ def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor,
                   refiner: Any = None,
                   working_side: int = inference.DEFAULT_WORKING_SIDE,
                   coarse_refiner: Any = None,
-                  g_side: int = inference.DEFAULT_G_SIDE) -> tf.Tensor:
+                  g_side: int = inference.DEFAULT_G_SIDE,
+                  coarse_generator: Any = None) -> tf.Tensor:
     """F_hat for float sources in [0, 1] of shape (N, H, W, 1 or 3), by `mfif_tf.inference`.
 
     G (a `Generator` or a `ModelHolder`) sees the sources concatenated on channels and
     scaled to [-1, 1]. Mode "paper": one full-resolution pass, or the mean over `scales`;
     "refined": that map, its outline redrawn by R (a `Refiner` or a `ModelHolder`);
     "coarse_to_fine": G at `working_side`, then R. In mode refined with `coarse_refiner`, G
-    runs on sources box-averaged to a shorter side of at most `g_side` and `coarse_refiner`
-    redraws the outline of such maps (`inference.focus_map`).
+    runs on sources box-averaged to a shorter side of at most `g_side` (`coarse_generator`,
+    when given, instead of G there) and `coarse_refiner` redraws the outline of such maps
+    (`inference.focus_map`).
     Returns float32 (N, H, W, 1) in [0, 1].
     """
     if isinstance(generator, Generator):
@@ -86,9 +88,14 @@ def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor,
         refiner = ModelHolder(refiner)
     if isinstance(coarse_refiner, Refiner):
         coarse_refiner = ModelHolder(coarse_refiner)
+    if isinstance(coarse_generator, Generator):
+        coarse_generator = ModelHolder(coarse_generator)
+    coarse_predict = (inference.generator_predict(coarse_generator)
+                      if coarse_generator is not None else None)
     return inference.focus_map(inference.generator_predict(generator), image_a, image_b, mode,
                                refiner=refiner, working_side=working_side, scales=scales,
-                               coarse_refiner=coarse_refiner, g_side=g_side)
+                               coarse_refiner=coarse_refiner, g_side=g_side,
+                               coarse_predict=coarse_predict)
 
 
 def remove_small_regions_per_pair(focus_map_raw: tf.Tensor, min_sizes: tf.Tensor) -> tf.Tensor:
@@ -261,6 +268,8 @@ class FusionModule(tf.Module):
       coarse_refiner: refined mode: the R for G below full size (`inference.focus_map`);
         None runs G at full size whatever the size.
       g_side: refined mode with `coarse_refiner`: the largest shorter side G runs at.
+      coarse_generator: refined mode with `coarse_refiner`: the G that runs below full size
+        (None: `generator` there too).
       name: the module's name.
     """
 
@@ -269,7 +278,8 @@ class FusionModule(tf.Module):
                  refiner: Refiner | None = None,
                  working_side: int = inference.DEFAULT_WORKING_SIDE,
                  name: str = "mfif_fusion", coarse_refiner: Refiner | None = None,
-                 g_side: int = inference.DEFAULT_G_SIDE):
+                 g_side: int = inference.DEFAULT_G_SIDE,
+                 coarse_generator: Generator | None = None):
         super().__init__(name=name)
         if not 0.0 <= float(min_size_fraction) <= 1.0:
             raise ValueError(f"min_size_fraction must lie in [0, 1], got {min_size_fraction}")
@@ -286,12 +296,17 @@ class FusionModule(tf.Module):
         self.g_side = inference.check_g_side(g_side)
         self.coarse_refiner = ModelHolder(coarse_refiner) if use_coarse else None
         self.coarse_refiner_variables = model_variables(coarse_refiner if use_coarse else None)
+        use_coarse_g = use_coarse and coarse_generator is not None
+        self.coarse_generator = ModelHolder(coarse_generator) if use_coarse_g else None
+        self.coarse_generator_variables = model_variables(
+            coarse_generator if use_coarse_g else None)
         self.min_size_fraction = float(min_size_fraction)
 
     def predict_focus(self, image_a: tf.Tensor, image_b: tf.Tensor) -> tf.Tensor:
         """F_hat of the module's mode for float sources in [0, 1]."""
         return predict_focus(self.generator, image_a, image_b, self.scales, self.mode,
-                             self.refiner, self.working_side, self.coarse_refiner, self.g_side)
+                             self.refiner, self.working_side, self.coarse_refiner, self.g_side,
+                             self.coarse_generator)
 
     def serve(self, image_a: tf.Tensor, image_b: tf.Tensor,
               min_size: Any) -> dict[str, tf.Tensor]:
@@ -472,7 +487,8 @@ class ServingModule(FusionModule):
     names to them.
 
     Args:
-      generator, scales, mode, refiner, working_side: as `FusionModule`.
+      generator, scales, mode, refiner, working_side, coarse_refiner, g_side,
+      coarse_generator: as `FusionModule`.
       min_size_fraction: the N / (W * H) of the signatures without a `min_size_fraction`
         input (0.001, section 3.3).
       signatures: the signature table (`SIGNATURES`).
@@ -484,9 +500,11 @@ class ServingModule(FusionModule):
                  working_side: int = inference.DEFAULT_WORKING_SIDE,
                  signatures: tuple[Signature, ...] = SIGNATURES,
                  coarse_refiner: Refiner | None = None,
-                 g_side: int = inference.DEFAULT_G_SIDE):
+                 g_side: int = inference.DEFAULT_G_SIDE,
+                 coarse_generator: Generator | None = None):
         super().__init__(generator, min_size_fraction, scales, mode, refiner, working_side,
-                         name="mfif_serving", coarse_refiner=coarse_refiner, g_side=g_side)
+                         name="mfif_serving", coarse_refiner=coarse_refiner, g_side=g_side,
+                         coarse_generator=coarse_generator)
         names = [s.name for s in signatures]
         if len(set(names)) != len(names):
             raise ValueError(f"signature names must be unique, got {names}")
@@ -570,10 +588,13 @@ def save_serving_model(generator: Generator, directory: str,
                        refiner: Refiner | None = None,
                        working_side: int = inference.DEFAULT_WORKING_SIDE,
                        coarse_refiner: Refiner | None = None,
-                       g_side: int = inference.DEFAULT_G_SIDE) -> str:
+                       g_side: int = inference.DEFAULT_G_SIDE,
+                       coarse_generator: Generator | None = None) -> str:
     """Writes the SavedModel with all serving signatures to `directory` (must not exist);
-    refined mode with `coarse_refiner` runs G at a shorter side of at most `g_side`."""
+    refined mode with `coarse_refiner` runs G (or `coarse_generator`) at a shorter side of
+    at most `g_side`."""
     module = ServingModule(generator, min_size_fraction, scales, mode, refiner, working_side,
-                           coarse_refiner=coarse_refiner, g_side=g_side)
+                           coarse_refiner=coarse_refiner, g_side=g_side,
+                           coarse_generator=coarse_generator)
     tf.saved_model.save(module, directory, signatures=module.signatures())
     return directory

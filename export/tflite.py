@@ -176,15 +176,19 @@ class TFLiteModule(FusionModule):
                  refiner: Refiner | None = None,
                  working_side: int = inference.DEFAULT_WORKING_SIDE,
                  coarse_refiner: Refiner | None = None,
-                 g_side: int = inference.DEFAULT_G_SIDE):
+                 g_side: int = inference.DEFAULT_G_SIDE,
+                 coarse_generator: Generator | None = None):
         super().__init__(generator, min_size_fraction, scales, mode, refiner, working_side,
-                         name="mfif_tflite", coarse_refiner=coarse_refiner, g_side=g_side)
+                         name="mfif_tflite", coarse_refiner=coarse_refiner, g_side=g_side,
+                         coarse_generator=coarse_generator)
         self.fixed_size = int(fixed_size)
         self.generator = _ScopedHolder(generator, GENERATOR_SCOPE)
         if self.refiner is not None:
             self.refiner = _ScopedHolder(refiner, REFINER_SCOPE)
         if self.coarse_refiner is not None:
             self.coarse_refiner = _ScopedHolder(coarse_refiner, REFINER_SCOPE)
+        if self.coarse_generator is not None:
+            self.coarse_generator = _ScopedHolder(coarse_generator, GENERATOR_SCOPE)
 
     def _fuse(self, image_a: tf.Tensor, image_b: tf.Tensor) -> dict[str, tf.Tensor]:
         # No input checks: LiteRT has no Assert op.
@@ -484,11 +488,13 @@ def convert_full_integer(module: TFLiteModule, variant: str,
 def export_tflite(generator: Generator, directory: str,
                   config: TFLiteConfig | None = None,
                   refiner: Refiner | None = None,
-                  coarse_refiner: Refiner | None = None) -> dict[str, str]:
+                  coarse_refiner: Refiner | None = None,
+                  coarse_generator: Generator | None = None) -> dict[str, str]:
     """Writes every (variant, quantization) model to `directory`; returns name -> path.
     The refined and coarse-to-fine modes need the refinement head `refiner`. With
     `coarse_refiner` (refined mode), G runs on the sources box-averaged to a shorter side of
-    at most `inference.DEFAULT_G_SIDE` and that R redraws the outline, as in `fuse`: the
+    at most `inference.DEFAULT_G_SIDE` (`coarse_generator` there, when given, instead of
+    G) and that R redraws the outline, as in `fuse`: the
     fixed-size model fixes the factor when it is built, the dynamic one picks it when it runs
     (a LiteRT IF op between the two Rs)."""
     config = config or TFLiteConfig()
@@ -496,7 +502,7 @@ def export_tflite(generator: Generator, directory: str,
     os.makedirs(directory, exist_ok=True)
     module = TFLiteModule(generator, config.fixed_size, config.min_size_fraction,
                           config.scales, config.mode, refiner, config.working_side,
-                          coarse_refiner)
+                          coarse_refiner, coarse_generator=coarse_generator)
     pairs = None
     if FULL_INTEGER in config.quantizations:  # one set for both variants
         pairs = representative_pairs(config.representative_dir, config.representative_pairs,

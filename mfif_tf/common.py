@@ -88,6 +88,20 @@ def find_refiner_dir(refiner: str | os.PathLike | None, model: str | os.PathLike
                  if os.path.isfile(os.path.join(p, REFINER_WEIGHTS_FILE))), None)
 
 
+# G's weights file in a model directory (`model_io.WEIGHTS_FILE`).
+GENERATOR_WEIGHTS_FILE = "generator.weights.h5"
+
+
+def find_coarse_generator_dir(model: str | os.PathLike | None) -> str | None:
+    """The directory of the G that runs below full size in the refined mode (sources
+    box-averaged by `g_factor` > 1), when it is not the model's own G: the `COARSE_REFINER_KEY`
+    subfolder of the model directory `model` (the packaged one for None or "default") when it
+    holds a G. None: the model's G serves every size."""
+    base = PACKAGED_MODEL_DIR if model in (None, "", "default") else os.fspath(model)
+    path = os.path.join(base, COARSE_REFINER_KEY)
+    return path if os.path.isfile(os.path.join(path, GENERATOR_WEIGHTS_FILE)) else None
+
+
 class ModelNotFoundError(FileNotFoundError):
     """No model (or refinement head) where one was asked for."""
 

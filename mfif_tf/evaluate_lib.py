@@ -352,7 +352,7 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
         raise EvaluationError(str(err)) from None
     try:
         generator = fusion.resolve_generator(None if model == "default" else model, precision)
-        model_refiner = coarse_refiner = None
+        model_refiner = coarse_refiner = coarse_generator = None
         if mode != "paper":
             model_refiner = fusion.resolve_refiner(refiner, None if model == "default" else model,
                                                    mode, precision)
@@ -360,6 +360,8 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
             coarse_refiner = fusion.resolve_refiner(
                 refiner, None if model == "default" else model, inference.COARSE_REFINER_KEY,
                 precision)
+            coarse_generator = fusion.resolve_coarse_generator(
+                None, None if model == "default" else model, precision)
     except (fusion.InputError, FileNotFoundError) as err:  # FileNotFoundError: no such model
         raise EvaluationError(str(err).splitlines()[0] if str(err) else
                               type(err).__name__) from None
@@ -367,7 +369,8 @@ def model_fuse_fn(model: str = "default", srr: bool = True, flips: bool = False,
                                               flips=flips, scales=scales, mode=mode,
                                               working_side=side, refiner=model_refiner,
                                               g_side=g_side, coarse_refiner=coarse_refiner,
-                                              measure_ratio=measure_ratio)
+                                              measure_ratio=measure_ratio,
+                                              coarse_generator=coarse_generator)
 
 
 def classical_fuse_fn(srr: bool = True) -> FuseFn:

@@ -35,7 +35,7 @@ import numpy as np
 from mfif_tf import inference, model_io, tiling
 from mfif_tf import refiner as refiner_lib
 from mfif_tf.image_io import InputError
-from mfif_tf.common import find_refiner_dir
+from mfif_tf.common import find_coarse_generator_dir, find_refiner_dir
 from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
@@ -109,12 +109,29 @@ def resolve_generator(generator: Generator | str | os.PathLike | None,
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise InputError(f"{path}: cannot load the model ({detail})") from None
     twin = model_io.with_precision(loaded, precision)
-    if base is not None:  # one model at a time, in each precision asked for
-        for key in [k for k in _GENERATOR_CACHE if k[:-1] != base]:
+    if base is not None:  # two models at a time (G and G below full size), in each precision
+        bases = list(dict.fromkeys(k[:-1] for k in _GENERATOR_CACHE if k[:-1] != base))
+        for key in [k for k in _GENERATOR_CACHE if k[:-1] in bases[:-1]]:
             del _GENERATOR_CACHE[key]
         _GENERATOR_CACHE[(*base, model_io.precision_of(loaded))] = loaded
         _GENERATOR_CACHE[(*base, precision)] = twin
     return twin
+
+
+def resolve_coarse_generator(coarse_generator: Generator | str | os.PathLike | None,
+                             generator: Generator | str | os.PathLike | None,
+                             precision: str | None = None) -> Generator | None:
+    """G below full size in the refined mode: `coarse_generator` when given (as
+    `resolve_generator`); else the G in the g_side/ folder of the model directory `generator`
+    (of the packaged model for None or "default"; `common.find_coarse_generator_dir`) when
+    there is one; else None (`generator` serves every size)."""
+    if coarse_generator is None:
+        if isinstance(generator, Generator):
+            return None
+        coarse_generator = find_coarse_generator_dir(generator)
+        if coarse_generator is None:
+            return None
+    return resolve_generator(coarse_generator, precision)
 
 
 def resolve_refiner(refiner: Refiner | str | os.PathLike | None,
@@ -166,17 +183,20 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
                   scales: Sequence[float] = (1.0,), progress=None,
                   progress_total=None, coarse_refiner: Refiner | None = None,
                   g_side: int = inference.DEFAULT_G_SIDE,
-                  measure_ratio: float = inference.MEASURE_RATIO) -> np.ndarray:
+                  measure_ratio: float = inference.MEASURE_RATIO,
+                  coarse_generator: Generator | None = None) -> np.ndarray:
     """F_hat (H, W) float32 for two checked, same-layout sources, in any mode of
     `mfif_tf.inference`; `flips` averages G's maps over mirrored sources. In refined mode
     with `coarse_refiner`, G runs on the sources box-averaged by `g_factor(H, W, g_side)`
-    and, when that is above 1, `coarse_refiner` redraws the outline; the focus measure then
+    and, when that is above 1, `coarse_generator` (when given) replaces G and
+    `coarse_refiner` redraws the outline; the focus measure then
     checks the outline (`inference.measure_check` with `measure_ratio`, 0 skips it; over
     windows, pixels and the outline's unsure pixels below full size, the last two at full
     size; `inference.focus_map`)."""
 
-    def predict(a: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
-        return tiling.predict_focus_map(generator, a, b, tile_size, progress=progress,
+    def predict(a: np.ndarray, b: np.ndarray, model: Generator = generator,
+                **kwargs) -> np.ndarray:
+        return tiling.predict_focus_map(model, a, b, tile_size, progress=progress,
                                         progress_total=progress_total, flips=flips, **kwargs)
 
     if mode == "paper":
@@ -187,7 +207,8 @@ def predict_f_hat(generator: Generator, refiner: Refiner | None, image_a: np.nda
         k = 1
         if coarse_refiner is not None:
             k = inference.g_factor(image_a.shape[0], image_a.shape[1], g_side)
-        coarse = predict(image_a, image_b, scales=tuple(s / k for s in scales))
+        model = coarse_generator if k > 1 and coarse_generator is not None else generator
+        coarse = predict(image_a, image_b, model, scales=tuple(s / k for s in scales))
         f_hat = inference.refine_arrays(refiner if k == 1 else coarse_refiner, image_a,
                                         image_b, coarse, progress=progress)
         if measure_ratio:  # all steps below full size, steps 2-3 at full size
@@ -227,7 +248,8 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                g_side: int = inference.DEFAULT_G_SIDE,
                coarse_refiner: Refiner | str | None = None,
                measure_ratio: float = inference.MEASURE_RATIO,
-               stack_order: str = DEFAULT_STACK_ORDER) -> FusionResult:
+               stack_order: str = DEFAULT_STACK_ORDER,
+               coarse_generator: Generator | str | None = None) -> FusionResult:
     """Fuses a pair or a stack (see `fuse_arrays` for the arguments). `frames`: a sequence
     (e.g. `stacking.LazyFrames`, files loaded when asked for), or any iterable, which the
     default `stack_order` "bisect" reads into a list and "sequential" reads one frame at a
@@ -255,8 +277,12 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
             r_precision = model_io.precision_of(loaded["g"])
             loaded["r"] = (resolve_refiner(refiner, generator, mode, r_precision)
                            if mode != "paper" else None)
-            loaded["rc"] = None
+            loaded["rc"] = loaded["gc"] = None
             if mode == "refined" and g_side:
+                # G below full size: `coarse_generator`, else the model directory's g_side/ G
+                # (computing as G does), else G itself.
+                loaded["gc"] = resolve_coarse_generator(coarse_generator, generator,
+                                                        r_precision)
                 # G below full size: `coarse_refiner`; else R when given (it then serves
                 # both), else the packaged one trained for it (`COARSE_REFINER_KEY`).
                 loaded["rc"] = resolve_refiner(
@@ -272,7 +298,7 @@ def fuse_stack(frames: Iterable[np.ndarray], generator: Generator | str | None =
                               working_side=working_side, tile_size=tile_size, flips=flips,
                               scales=scales, progress=bar.update, progress_total=add_total,
                               coarse_refiner=loaded["rc"], g_side=g_side,
-                              measure_ratio=measure_ratio)
+                              measure_ratio=measure_ratio, coarse_generator=loaded["gc"])
         timings["network"] += time.perf_counter() - start
         f_final, binary = final_map(f_hat, srr, min_size, min_size_fraction, edge_pixels,
                                     timings)
@@ -298,7 +324,8 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                 g_side: int = inference.DEFAULT_G_SIDE,
                 coarse_refiner: Refiner | str | None = None,
                 measure_ratio: float = inference.MEASURE_RATIO,
-                stack_order: str = DEFAULT_STACK_ORDER) -> FusionResult:
+                stack_order: str = DEFAULT_STACK_ORDER,
+                coarse_generator: Generator | str | None = None) -> FusionResult:
     """Fuses two sources (I_A, I_B) or a focus stack into one all-in-focus image.
 
     Args:
@@ -347,6 +374,10 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         `Refiner` or a directory); None for `refiner` when that is given, else the packaged
         R for G below full size (`common.COARSE_REFINER_KEY`; or the one beside the model
         directory).
+      coarse_generator: refined mode, G below full size: the G that runs there (a
+        `Generator` or a model directory); None for the one in the g_side/ folder of the
+        model directory (`common.find_coarse_generator_dir`; the packaged model's for None),
+        else G itself.
       precision: what G and R compute in: "float32" or "bfloat16" (Keras' mixed_bfloat16
         policy: float32 weights, bfloat16 arithmetic; their first convolutions read the
         sources in float32); the maps, SRR and eq. 14 stay float32. None: a `Generator` as
@@ -371,4 +402,5 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
                       progress=progress, flips=flips, scales=scales, mode=mode,
                       working_side=working_side, refiner=refiner, precision=precision,
                       g_side=g_side, coarse_refiner=coarse_refiner,
-                      measure_ratio=measure_ratio, stack_order=stack_order)
+                      measure_ratio=measure_ratio, stack_order=stack_order,
+                      coarse_generator=coarse_generator)

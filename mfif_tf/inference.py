@@ -513,18 +513,20 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
               image_b: tf.Tensor, mode: str = DEFAULT_MODE, *,
               refiner: Refiner | None = None, working_side: int = DEFAULT_WORKING_SIDE,
               scales: Sequence[float] = (1.0,), coarse_refiner: Refiner | None = None,
-              g_side: int = DEFAULT_G_SIDE, measure_ratio: float = MEASURE_RATIO) -> tf.Tensor:
+              g_side: int = DEFAULT_G_SIDE, measure_ratio: float = MEASURE_RATIO,
+              coarse_predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None
+              ) -> tf.Tensor:
     """F_hat (N, H, W, 1) for sources (N, H, W, 1 or 3) in [0, 1], in any of `MODES`.
 
     `predict(a, b)` is G on RGB sources in [0, 1] (see `generator_predict`); `scales` apply
     to G's pass (modes paper and refined). In refined mode with `coarse_refiner` given, G
     runs on the sources box-averaged by `g_factor(H, W, g_side)` and, when that factor is
-    above 1, `coarse_refiner` (`COARSE_REFINER_KEY`'s R) redraws the outline instead of
+    above 1, `coarse_predict` (when given: the G for that size) runs instead of `predict`
+    and `coarse_refiner` (`COARSE_REFINER_KEY`'s R) redraws the outline instead of
     `refiner`; the factor is fixed when the graph is built if the size is static, else
     chosen when it runs; then the focus measure checks G's outline (`measure_check`, with
     `measure_ratio`; 0 skips it): all steps below full size, the pixel and outline steps at
-    full size.
-    Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
+    full size. Without `coarse_refiner`, G runs at full size. In coarse_to_fine a
     batch of one with a static size (fixed-size TFLite models) unrolls the levels; other
     batches run pair by pair, as R does in mode refined.
     """
@@ -551,15 +553,23 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
             return measure_check(luminance(image_a), luminance(image_b), f_hat,
                                  outline_zone(coarse, k), measure_ratio)
 
+        small_predict = coarse_predict or predict
         if None not in image_a.shape[1:3]:
             k = g_factor(image_a.shape[1], image_a.shape[2], g_side)
-            coarse = scales_lib.multiscale(predict, image_a, image_b,
-                                           [s / k for s in scales])
+            coarse = scales_lib.multiscale(predict if k == 1 else small_predict, image_a,
+                                           image_b, [s / k for s in scales])
             return full_size(coarse) if k == 1 else below_full_size(coarse, k)
         shape = tf.shape(image_a)
         k = g_factor_tensor(shape[1], shape[2], g_side)
-        coarse = scales_lib.multiscale_by(predict, image_a, image_b, scales, k)
-        return tf.cond(k > 1, lambda: below_full_size(coarse, k), lambda: full_size(coarse))
+        if coarse_predict is None:
+            coarse = scales_lib.multiscale_by(predict, image_a, image_b, scales, k)
+            return tf.cond(k > 1, lambda: below_full_size(coarse, k),
+                           lambda: full_size(coarse))
+        return tf.cond(
+            k > 1,
+            lambda: below_full_size(scales_lib.multiscale_by(coarse_predict, image_a, image_b,
+                                                             scales, k), k),
+            lambda: full_size(scales_lib.multiscale_by(predict, image_a, image_b, scales, k)))
     if image_a.shape[0] == 1:
         sizes = tuple(image_a.shape[1:3]) if None not in image_a.shape[1:3] else None
         return coarse_to_fine(predict, refiner, image_a, image_b, working_side, sizes)

@@ -23,13 +23,14 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from mfif_tf.common import (BF16_CPU_FLAGS, PACKAGED_MODEL_DIR, PRECISIONS,  # noqa: F401
-                            ModelNotFoundError, cpu_default_precision, cpu_flags, cpu_has_bf16)
+from mfif_tf.common import (BF16_CPU_FLAGS, GENERATOR_WEIGHTS_FILE,  # noqa: F401
+                            PACKAGED_MODEL_DIR, PRECISIONS, ModelNotFoundError,
+                            cpu_default_precision, cpu_flags, cpu_has_bf16)
 from mfif_tf.config import ModelConfig, model_config_from_dict
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
 
-WEIGHTS_FILE = "generator.weights.h5"
+WEIGHTS_FILE = GENERATOR_WEIGHTS_FILE
 CONFIG_FILE = "model.json"
 
 

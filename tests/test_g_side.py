@@ -49,7 +49,9 @@ def test_large_pairs_run_g_box_averaged_and_the_coarse_refiner_after():
     is the coarse_to_fine R's redrawing of that pass, not the refined R's; it still finds
     the disc."""
     a, b = _pair()
-    generator = fusion.resolve_generator(None)
+    # The packaged G below full size (its own, when the package has one).
+    generator = (fusion.resolve_coarse_generator(None, None, "float32")
+                 or fusion.resolve_generator(None, "float32"))
     refined_r = fusion.resolve_refiner(None)
     coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
     result = fusion.fuse_arrays([a, b], g_side=64, precision="float32")
@@ -78,7 +80,8 @@ def test_graph_chooses_the_factor_when_it_runs_and_agrees_with_fuse_arrays():
     refined_r = fusion.resolve_refiner(None)
     coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
     module = serving.FusionModule(generator, mode="refined", refiner=refined_r,
-                                  coarse_refiner=coarse_r, g_side=64)
+                                  coarse_refiner=coarse_r, g_side=64,
+                                  coarse_generator=fusion.resolve_coarse_generator(None, None))
     serve = tf.function(lambda x, y: module.serve(x, y, 44),
                         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)] * 2)
     for height, width in ((200, 264), (60, 60)):
@@ -144,7 +147,8 @@ def test_tflite_models_run_g_box_averaged_as_fuse_does(variant):
     refined_r = fusion.resolve_refiner(None)
     coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
     module = tflite.TFLiteModule(generator, fixed_size=200, mode="refined", refiner=refined_r,
-                                 coarse_refiner=coarse_r, g_side=64)
+                                 coarse_refiner=coarse_r, g_side=64,
+                                 coarse_generator=fusion.resolve_coarse_generator(None, None))
     graph = tflite.convert(module, variant, "float32")
     assert ("IF" in tflite.op_names(graph)) == (variant == "dynamic")
     model = tflite.TFLiteFuser(graph, num_threads=2)
@@ -157,3 +161,39 @@ def test_tflite_models_run_g_box_averaged_as_fuse_does(variant):
         np.testing.assert_allclose(out["focus_map_raw"][0, :, :, 0], expected.f_hat, atol=1e-3)
         full = fusion.fuse_arrays([a, b], g_side=0, precision="float32")
         assert (np.abs(full.f_hat - expected.f_hat).max() > 0.05) == (side > 64), side
+
+
+def test_a_model_directory_may_hold_a_g_of_its_own_below_full_size(tmp_path):
+    """A G in the model directory's g_side/ runs where G runs below full size (the factor
+    above 1), in `fuse_arrays` and in the SavedModel's graph (one trace for any size); at
+    full size the model's own G runs, as without it."""
+    from export import serving
+    from mfif_tf import model_io
+
+    main, small = decisive_generator(5), decisive_generator(9)
+    model = tmp_path / "model"
+    model_io.save_generator(main, str(model))
+    model_io.save_generator(small, str(model / common.COARSE_REFINER_KEY))
+    assert common.find_coarse_generator_dir(str(model)) == str(model / "g_side")
+    assert common.find_coarse_generator_dir(str(tmp_path)) is None
+    refined_r = fusion.resolve_refiner(None)
+    coarse_r = fusion.resolve_refiner(None, None, common.COARSE_REFINER_KEY)
+    kw = dict(g_side=64, min_size=44, precision="float32", refiner=refined_r,
+              coarse_refiner=coarse_r)
+    module = serving.FusionModule(main, mode="refined", refiner=refined_r,
+                                  coarse_refiner=coarse_r, g_side=64, coarse_generator=small)
+    serve = tf.function(lambda x, y: module.serve(x, y, 44),
+                        input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)] * 2)
+    for height, width in ((200, 264), (60, 60)):
+        a, b = _pair(height, width)
+        found = fusion.fuse_arrays([a, b], str(model), **kw)
+        given = fusion.fuse_arrays([a, b], main, coarse_generator=small, **kw)
+        alone = fusion.fuse_arrays([a, b], main, **kw)  # a Generator: no g_side/ to look in
+        np.testing.assert_array_equal(found.f_hat, given.f_hat)
+        differs = np.abs(given.f_hat - alone.f_hat).max() > 0.05
+        assert differs == (height > 64), (height, width)
+        out = serve(tf.constant(a[None] / 255.0, tf.float32),
+                    tf.constant(b[None] / 255.0, tf.float32))
+        agree = (out["focus_map"].numpy()[0, :, :, 0] == given.f_final).mean()
+        assert agree > 0.999, (height, width, agree)
+    assert serve.experimental_get_tracing_count() == 1
