@@ -35,7 +35,7 @@ setup(
         "ai-edge-litert",
     ],
     extras_require={
-        "test": ["pytest", "dill"],
+        "test": ["pytest", "pytest-xdist", "dill"],
         # Beam builds of the tfds datasets and `python -m export.beam_fuse`; mlcroissant for
         # the `tfds build` command, which imports it.
         "beam": ["apache-beam>=2.60,<3", "mlcroissant"],

@@ -34,12 +34,13 @@ import hashlib
 import os
 from typing import Any
 
-from mfif_tf.common import (COARSE_REFINER_KEY, DEFAULT_G_SIDE, PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE,
-                            cpu_default_precision, find_coarse_generator_dir, find_refiner_dir)
+from mfif_tf.common import (COARSE_REFINER_KEY, DEFAULT_G_SIDE, GENERATOR_WEIGHTS_FILE,
+                            PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE, cpu_default_precision,
+                            find_coarse_generator_dir, find_refiner_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGED_DIR = PACKAGED_MODEL_DIR
-GENERATOR_WEIGHTS = "generator.weights.h5"  # mfif_tf.model_io.WEIGHTS_FILE
+GENERATOR_WEIGHTS = GENERATOR_WEIGHTS_FILE
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
 METHODS = ("refined", "refined_float32", "refined_unchecked", "refined_sequential",

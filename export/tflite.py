@@ -213,8 +213,9 @@ class TFLiteModule(FusionModule):
 def _converter(module: TFLiteModule, variant: str) -> tf.lite.TFLiteConverter:
     # The decoder's transposed convolutions are traced in sub-pixel form: LiteRT's CPU
     # delegate does not take a transposed convolution whose output shape is computed at run
-    # time (every dynamic-size model), and runs the equal convolution + depth-to-space.
-    with subpixel_upsampling():
+    # time (every dynamic-size model), and runs the equal convolution + depth-to-space. For
+    # the same reason the focus measure's box sums are convolutions there.
+    with subpixel_upsampling(), inference.box_sums_by_convolution():
         concrete = module.function(variant)
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
 

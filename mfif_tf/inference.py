@@ -40,8 +40,9 @@ ground-truth sets it loses to the full-resolution pass at 2 megapixels (MODEL_CA
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -333,12 +334,63 @@ def sum_modified_laplacian(grey: tf.Tensor,
     return sums
 
 
+# Whether box sums trace as one-channel convolutions (`box_sums_by_convolution`).
+_BOX_CONVOLUTION = [False]
+
+
+@contextlib.contextmanager
+def box_sums_by_convolution() -> Iterator[None]:
+    """Functions traced in this block compute the focus measure's box sums (`_box_sum`) as
+    two one-channel convolutions instead of by doubling (`_window_sums`).
+
+    For the LiteRT graphs: in a dynamic-size graph LiteRT runs the doubling's slices and
+    additions in reference kernels, 6x slower than the convolutions its CPU delegate takes
+    (a 15 x 15 sum of a 1728 x 1152 map: 0.78 s against 0.13 s; docs/benchmarks.md). In
+    TensorFlow it is the other way round (0.03 s against 0.35 s). Both give the same sums up
+    to float32 rounding.
+    """
+    _BOX_CONVOLUTION[0], before = True, _BOX_CONVOLUTION[0]
+    try:
+        yield
+    finally:
+        _BOX_CONVOLUTION[0] = before
+
+
 def _box_sum(x: tf.Tensor, window: int) -> tf.Tensor:
     """Sums of (N, H, W, 1) over window x window boxes, mirrored at the edges (separable)."""
     h = window // 2
     padded = tf.pad(x, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
-    rows = tf.nn.conv2d(padded, tf.ones([window, 1, 1, 1]), 1, "VALID")
-    return tf.nn.conv2d(rows, tf.ones([1, window, 1, 1]), 1, "VALID")
+    if _BOX_CONVOLUTION[0]:
+        rows = tf.nn.conv2d(padded, tf.ones([window, 1, 1, 1]), 1, "VALID")
+        return tf.nn.conv2d(rows, tf.ones([1, window, 1, 1]), 1, "VALID")
+    return _window_sums(_window_sums(padded, window, 1), window, 2)
+
+
+def _window_sums(x: tf.Tensor, window: int, axis: int) -> tf.Tensor:
+    """Sums of `window` consecutive elements along `axis` (1 or 2) of (N, H, W, C): that
+    axis shrinks by window - 1. By doubling (sums of 2, 4, 8 ... elements from shifted
+    slices, then one piece per set bit of `window`): about 2 log2(window) additions of the
+    whole tensor. A one-channel convolution is slow on CPUs in TensorFlow (10x at 15 x 15 on
+    2 cores), and the differences of running sums lose float32 precision along a long row.
+    """
+    length = tf.shape(x)[axis]
+    count = length - (window - 1)  # the sums wanted
+
+    def part(t, start, size):
+        return t[:, start:start + size] if axis == 1 else t[:, :, start:start + size]
+
+    total, offset, run, width = None, 0, x, 1  # run: sums of `width` consecutive elements
+    remaining = window
+    while True:
+        if remaining & 1:
+            piece = part(run, offset, count)
+            total = piece if total is None else total + piece
+            offset += width
+        remaining >>= 1
+        if not remaining:
+            return total
+        run = part(run, 0, length - 2 * width + 1) + part(run, width, length - 2 * width + 1)
+        width *= 2
 
 
 def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS,

@@ -9,8 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Test tiers (docs/contributing.md). `slow` (registered in pytest.ini) goes on every test that
 # starts a Python process, exports or loads a SavedModel, converts to TFLite or runs training
-# steps; `python -m pytest -m "not slow" tests` is the quick loop, `python -m pytest -q tests`
-# runs everything. Test files may mark tests themselves; this hook also marks the files that
+# steps; `python -m pytest -m "not slow" tests` is the quick loop,
+# `python -m pytest -q -n 2 --dist loadfile tests` runs everything. Test files may mark tests themselves; this hook also marks the files that
 # are not edited for it, by these rules:
 SLOW_MODULES = frozenset({
     "test_export",  # every test shares a SavedModel export (and TF1 serving sessions)
@@ -59,10 +59,19 @@ def is_slow(item: pytest.Item) -> bool:
     return name in slow or bool(slow.intersection(getattr(item, "fixturenames", ())))
 
 
+# The files that take longest (minutes each on 2 cores), longest first. They run first, so that
+# with `-n 2 --dist loadfile` (pytest-xdist hands out whole files in collection order) the
+# two processes end together instead of one waiting for a long file picked up last.
+LONG_MODULES = ("test_training", "test_multi_worker", "test_train_refiner", "test_tflite",
+                "test_tfds_builders", "test_export", "test_precision", "test_fuse_cli")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slow") is None and is_slow(item):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(pathlib.Path(str(item.fspath)).stem, len(rank)))
 
 
 def decisive_generator(seed: int, gain: float = 300.0):
