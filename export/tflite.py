@@ -37,6 +37,7 @@ from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
 from mfif_tf.scales import parse_scales
 from mfif_tf.srr import default_min_size
+from mfif_tf.windows import litert_window_ops
 
 FULL_INTEGER = "int8_full"
 QUANTIZATIONS = ("float32", "float16", "int8", FULL_INTEGER)
@@ -214,8 +215,8 @@ def _converter(module: TFLiteModule, variant: str) -> tf.lite.TFLiteConverter:
     # The decoder's transposed convolutions are traced in sub-pixel form: LiteRT's CPU
     # delegate does not take a transposed convolution whose output shape is computed at run
     # time (every dynamic-size model), and runs the equal convolution + depth-to-space. For
-    # the same reason the focus measure's box sums are convolutions there.
-    with subpixel_upsampling(), inference.box_sums_by_convolution():
+    # the same reason window sums and maxima are convolutions and pools there.
+    with subpixel_upsampling(), litert_window_ops():
         concrete = module.function(variant)
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
 

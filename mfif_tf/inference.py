@@ -40,9 +40,8 @@ ground-truth sets it loses to the full-resolution pass at 2 megapixels (MODEL_CA
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +57,7 @@ from mfif_tf.common import (  # noqa: F401
     PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_measure_ratio, check_mode,
     check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
 from mfif_tf import scales as scales_lib
+from mfif_tf.windows import box_sum, max_square
 
 if TYPE_CHECKING:
     from mfif_tf.refiner import Refiner
@@ -278,12 +278,6 @@ def refine(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor, coarse: tf.
                     tf.reshape(c, shape))
 
 
-def _max_square(x: tf.Tensor, side: int) -> tf.Tensor:
-    """Maximum over a side x side square (SAME: beyond the edges nothing counts)."""
-    x = tf.nn.max_pool2d(x, [1, side], 1, "SAME")
-    return tf.nn.max_pool2d(x, [side, 1], 1, "SAME")
-
-
 def outline_zone(coarse: tf.Tensor, k: Any, reach: int = MEASURE_REACH) -> tf.Tensor:
     """(N, H, W, 1) bool: the pixels within `reach` of G's pixels (k x k each, k an int or
     a scalar int32 tensor) of the outline of G's map `coarse` > 0.5 ((N, H, W, 1) at full
@@ -300,8 +294,8 @@ def outline_zone_grid(coarse: tf.Tensor, k: Any, reach: int = MEASURE_REACH) -> 
     standing for the full-resolution pixels [ik, ik + k) x [jk, jk + k)."""
     grid = tf.cast(coarse[:, ::k, ::k] > 0.5, tf.float32)
     # Outline: grid pixels whose 3 x 3 neighbourhood holds both sides.
-    edge = _max_square(grid, 3) + _max_square(-grid, 3)
-    return _max_square(edge, 2 * reach + 1) > 0.5
+    edge = max_square(grid, 3) + max_square(-grid, 3)
+    return max_square(edge, 2 * reach + 1) > 0.5
 
 
 def luminance(pixels: tf.Tensor, scale: float = 1.0) -> tf.Tensor:
@@ -330,67 +324,8 @@ def sum_modified_laplacian(grey: tf.Tensor,
         if window == 1:  # the modified Laplacian of the pixel itself
             sums.append(ml)
             continue
-        sums.append(_box_sum(ml, window))
+        sums.append(box_sum(ml, window))
     return sums
-
-
-# Whether box sums trace as one-channel convolutions (`box_sums_by_convolution`).
-_BOX_CONVOLUTION = [False]
-
-
-@contextlib.contextmanager
-def box_sums_by_convolution() -> Iterator[None]:
-    """Functions traced in this block compute the focus measure's box sums (`_box_sum`) as
-    two one-channel convolutions instead of by doubling (`_window_sums`).
-
-    For the LiteRT graphs: in a dynamic-size graph LiteRT runs the doubling's slices and
-    additions in reference kernels, 6x slower than the convolutions its CPU delegate takes
-    (a 15 x 15 sum of a 1728 x 1152 map: 0.78 s against 0.13 s; docs/benchmarks.md). In
-    TensorFlow it is the other way round (0.03 s against 0.35 s). Both give the same sums up
-    to float32 rounding.
-    """
-    _BOX_CONVOLUTION[0], before = True, _BOX_CONVOLUTION[0]
-    try:
-        yield
-    finally:
-        _BOX_CONVOLUTION[0] = before
-
-
-def _box_sum(x: tf.Tensor, window: int) -> tf.Tensor:
-    """Sums of (N, H, W, 1) over window x window boxes, mirrored at the edges (separable)."""
-    h = window // 2
-    padded = tf.pad(x, [[0, 0], [h, h], [h, h], [0, 0]], mode="SYMMETRIC")
-    if _BOX_CONVOLUTION[0]:
-        rows = tf.nn.conv2d(padded, tf.ones([window, 1, 1, 1]), 1, "VALID")
-        return tf.nn.conv2d(rows, tf.ones([1, window, 1, 1]), 1, "VALID")
-    return _window_sums(_window_sums(padded, window, 1), window, 2)
-
-
-def _window_sums(x: tf.Tensor, window: int, axis: int) -> tf.Tensor:
-    """Sums of `window` consecutive elements along `axis` (1 or 2) of (N, H, W, C): that
-    axis shrinks by window - 1. By doubling (sums of 2, 4, 8 ... elements from shifted
-    slices, then one piece per set bit of `window`): about 2 log2(window) additions of the
-    whole tensor. A one-channel convolution is slow on CPUs in TensorFlow (10x at 15 x 15 on
-    2 cores), and the differences of running sums lose float32 precision along a long row.
-    """
-    length = tf.shape(x)[axis]
-    count = length - (window - 1)  # the sums wanted
-
-    def part(t, start, size):
-        return t[:, start:start + size] if axis == 1 else t[:, :, start:start + size]
-
-    total, offset, run, width = None, 0, x, 1  # run: sums of `width` consecutive elements
-    remaining = window
-    while True:
-        if remaining & 1:
-            piece = part(run, offset, count)
-            total = piece if total is None else total + piece
-            offset += width
-        remaining >>= 1
-        if not remaining:
-            return total
-        run = part(run, 0, length - 2 * width + 1) + part(run, width, length - 2 * width + 1)
-        width *= 2
 
 
 def measure_context_rows(windows: Sequence[int] = MEASURE_WINDOWS,
@@ -469,7 +404,7 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
         side = 2 * band + 1
         # Shaped as the measure: a static channel for converters that need one.
         side_map = tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(sums[-1][0]))
-        count = _box_sum(side_map, side)
+        count = box_sum(side_map, side)
         near = tf.logical_and(count > 0.5, count < side * side - 0.5)
         a_sharp, b_sharp = _sharper(*sums[-1], pixel_ratio, MEASURE_FLOOR)
         f_hat = _take(f_hat, a_sharp, b_sharp,
@@ -477,8 +412,8 @@ def measure_check(grey_a: tf.Tensor, grey_b: tf.Tensor, f_hat: tf.Tensor,
         if unsure > 0:
             # The neighbours decided for I_A less those decided for I_B (one box sum: no
             # pixel is both).
-            votes = _box_sum(tf.cast(a_sharp, tf.float32) - tf.cast(b_sharp, tf.float32), 3)
-            count = _box_sum(tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(votes)), 3)
+            votes = box_sum(tf.cast(a_sharp, tf.float32) - tf.cast(b_sharp, tf.float32), 3)
+            count = box_sum(tf.reshape(tf.cast(f_hat > 0.5, tf.float32), tf.shape(votes)), 3)
             settle = tf.logical_and(tf.logical_and(count > 0.5, count < 8.5),
                                     tf.abs(f_hat - 0.5) < unsure)
             settle = tf.logical_and(settle, tf.logical_not(tf.logical_or(a_sharp, b_sharp)))

@@ -35,6 +35,7 @@ import tensorflow as tf
 from keras import layers
 
 from mfif_tf.common import REFINER_CONFIG_FILE, REFINER_WEIGHTS_FILE
+from mfif_tf.windows import max_square
 
 # c in (BAND_LOW, 1 - BAND_LOW) is uncertain; the band is that set grown by BAND_GROW pixels.
 BAND_LOW = 0.02
@@ -118,10 +119,8 @@ def build_refiner(config: RefinerConfig | None = None) -> Refiner:
 def band(coarse: tf.Tensor, grow: int = BAND_GROW) -> tf.Tensor:
     """(N, H, W, 1) bool: c in (BAND_LOW, 1 - BAND_LOW), grown by `grow` pixels (a square)."""
     uncertain = tf.cast(tf.logical_and(coarse > BAND_LOW, coarse < 1.0 - BAND_LOW), tf.float32)
-    if grow:  # the square's maximum as a row maximum of column maxima: 2k, not k^2, reads
-        side = 2 * grow + 1
-        uncertain = tf.nn.max_pool2d(uncertain, [1, side], 1, "SAME")
-        uncertain = tf.nn.max_pool2d(uncertain, [side, 1], 1, "SAME")
+    if grow:  # the square's maximum, separable (`windows.max_square`)
+        uncertain = max_square(uncertain, 2 * grow + 1)
     return uncertain > 0.5
 
 

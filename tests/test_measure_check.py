@@ -43,26 +43,6 @@ def test_sml_is_the_classical_baseline_measure():
         np.testing.assert_allclose(sml.numpy()[0, :, :, 0], expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("window", [3, 5, 9, 15, 31])
-def test_box_sums_by_doubling_and_by_convolution_agree(window):
-    """TensorFlow sums boxes by doubling, the LiteRT graphs by convolution
-    (`box_sums_by_convolution`): both are the exact sums of a float64 reference, mirrored at
-    the edges, up to float32 rounding, on sizes that are not multiples of the window."""
-    rng = np.random.default_rng(window)
-    x = rng.exponential(0.05, (2, 37, 61, 1)).astype(np.float32)
-    h = window // 2
-    padded = np.pad(x.astype(np.float64), [(0, 0), (h, h), (h, h), (0, 0)], mode="symmetric")
-    cumulative = np.pad(padded.cumsum(1).cumsum(2), [(0, 0), (1, 0), (1, 0), (0, 0)])
-    want = (cumulative[:, window:, window:] - cumulative[:, :-window, window:]
-            - cumulative[:, window:, :-window] + cumulative[:, :-window, :-window])
-    doubled = inference._box_sum(tf.constant(x), window).numpy()
-    with inference.box_sums_by_convolution():
-        convolved = tf.function(lambda t: inference._box_sum(t, window))(tf.constant(x))
-    assert doubled.shape == convolved.shape == x.shape
-    np.testing.assert_allclose(doubled, want, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(convolved.numpy(), want, rtol=1e-6, atol=1e-9)
-
-
 def test_zone_follows_g_outline_within_its_reach_in_g_pixels():
     """A vertical outline at column 80 of a map G drew at factor 2: the zone is every row's
     columns within `reach` G pixels (2 * reach full-size ones) of it, nothing further."""
