@@ -40,7 +40,6 @@ from mfif_tf.common import (COARSE_REFINER_KEY, DEFAULT_G_SIDE, GENERATOR_WEIGHT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGED_DIR = PACKAGED_MODEL_DIR
-GENERATOR_WEIGHTS = GENERATOR_WEIGHTS_FILE
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
 METHODS = ("refined", "refined_float32", "refined_unchecked", "refined_sequential",
@@ -143,7 +142,7 @@ def generator_dir(model: str) -> str | None:
     """The directory G is loaded from: --model, else the packaged model (None if absent)."""
     if model:
         return model
-    return PACKAGED_DIR if os.path.isfile(os.path.join(PACKAGED_DIR, GENERATOR_WEIGHTS)) \
+    return PACKAGED_DIR if os.path.isfile(os.path.join(PACKAGED_DIR, GENERATOR_WEIGHTS_FILE)) \
         else None
 
 
@@ -163,7 +162,7 @@ def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
     g_dir = generator_dir(model)
     signature: dict[str, Any] = {"generator": None}
     if g_dir:
-        signature["generator"] = (file_hash(os.path.join(g_dir, GENERATOR_WEIGHTS))
+        signature["generator"] = (file_hash(os.path.join(g_dir, GENERATOR_WEIGHTS_FILE))
                                   or os.path.realpath(g_dir))
     if uses_refiner(method):
         r_dir = refiner_dir(model, refiner, MODEL_METHODS[method]["mode"])
@@ -177,5 +176,5 @@ def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
                 os.path.join(c_dir, REFINER_WEIGHTS))
         cg_dir = find_coarse_generator_dir(model or None)
         if cg_dir:  # a G of its own below full size (absent: G's hash above serves)
-            signature["coarse_generator"] = file_hash(os.path.join(cg_dir, GENERATOR_WEIGHTS))
+            signature["coarse_generator"] = file_hash(os.path.join(cg_dir, GENERATOR_WEIGHTS_FILE))
     return signature

@@ -4,15 +4,14 @@ that grow R's band and G's outline zone (`refiner.band`, `inference.outline_zone
 
 TensorFlow computes them by doubling: sums (or maxima) of 2, 4, 8 ... consecutive elements
 from shifted slices of the last, then one piece per set bit of the window, about
-2 log2(window) whole-map additions (or maxima) per axis. On CPUs that is 10x faster than
-one-channel convolutions or pooling ops (a 15 x 15 sum of a 1728 x 1152 map on 2 cores:
-0.03 s against 0.35 s by convolution, 1.0 s by average pooling; a 25 x 25 maximum 1.1 s by
-max pooling), and maxima are exact, sums equal up to float32 rounding (a running sum's
-differences would lose precision along a long row).
+2 log2(window) whole-map additions (or maxima) per axis. On CPUs without AMX or AVX-512 that
+is an order of magnitude faster than TensorFlow's one-channel convolutions and pooling ops
+(docs/benchmarks.md, "Window sums and maxima by doubling"); maxima are exact, sums equal up
+to float32 rounding (a running sum's differences would lose precision along a long row).
 
 The LiteRT graphs take the convolution and pooling ops instead (`litert_window_ops`): in a
-dynamic-size graph LiteRT runs slices and additions in reference kernels, 6x slower than the
-convolutions and pools its CPU delegate takes.
+dynamic-size graph LiteRT runs slices and additions in reference kernels, several times
+slower than the convolutions and pools its CPU delegate takes.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Test tiers (docs/contributing.md). `slow` (registered in pytest.ini) goes on every test that
 # starts a Python process, exports or loads a SavedModel, converts to TFLite or runs training
 # steps; `python -m pytest -m "not slow" tests` is the quick loop,
-# `python -m pytest -q -n 2 --dist loadfile tests` runs everything. Test files may mark tests themselves; this hook also marks the files that
-# are not edited for it, by these rules:
+# `python -m pytest -q -n 2 --dist loadfile tests` runs everything. Test files may mark tests
+# themselves; this hook also marks the files that are not edited for it, by these rules:
 SLOW_MODULES = frozenset({
     "test_export",  # every test shares a SavedModel export (and TF1 serving sessions)
     "test_tflite",  # every test shares a SavedModel + TFLite export
