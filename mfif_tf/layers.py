@@ -17,11 +17,13 @@ _SUBPIXEL = [False]
 @contextlib.contextmanager
 def subpixel_upsampling() -> Iterator[None]:
     """Functions traced in this block compute every stride-2 transposed convolution of a
-    `ConvBNReLU` as the same linear map in sub-pixel form (`subpixel_transposed_conv`).
+    `ConvBNReLU` as the same linear map in sub-pixel form (`subpixel_transposed_conv`), and
+    G's head as the plain convolution (not `one_channel_conv`).
 
     For the LiteRT graph: a transposed convolution whose output shape depends on the input
     size (any dynamic-size graph) is not taken by LiteRT's CPU delegate (XNNPACK) and runs
-    in a slower reference kernel; a convolution and a depth-to-space are taken at any size.
+    in a slower reference kernel; a convolution and a depth-to-space are taken at any size,
+    while the slices and additions of the TensorFlow forms run in reference kernels there.
     """
     _SUBPIXEL[0], before = True, _SUBPIXEL[0]
     try:
@@ -30,10 +32,16 @@ def subpixel_upsampling() -> Iterator[None]:
         _SUBPIXEL[0] = before
 
 
-def subpixel_transposed_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-    """Keras' Conv2DTranspose(strides=2, padding="same", no bias) of `x` with `kernel`
-    (k, k, out, in), as a stride-1 convolution to 4 * out channels followed by a
-    depth-to-space of 2 ("sub-pixel convolution"); equal up to float summation order.
+def subpixel_active() -> bool:
+    """Whether the caller is tracing inside `subpixel_upsampling`."""
+    return _SUBPIXEL[0]
+
+
+def _subpixel_kernel(kernel: tf.Tensor, dtype: tf.DType):
+    """The stride-1 kernel of `subpixel_transposed_conv` for a stride-2 transposed `kernel`
+    (k, k, out, in), in `dtype`: (size, size, in, 4 * out), with the input padding it needs
+    (`low` <= 0 before, `high` after) and, per output parity p, the rows (and columns) of it
+    that are not all zero, `spans[p] = (first, end)`.
 
     The transposed convolution gives out[2m + p] = sum_t x[m + d] w[t] over the taps t with
     d = (p + b - t) / 2 an integer (b = (k - 2) // 2, its padding before), for each output
@@ -57,14 +65,68 @@ def subpixel_transposed_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
                 for dx, tx in taps[px].items():
                     index[dy - low, dx - low, 2 * py + px] = ty * k + tx
     out_channels, in_channels = kernel.shape[2], kernel.shape[3]
-    flat = tf.reshape(tf.transpose(tf.cast(kernel, x.dtype), [0, 1, 3, 2]),
+    flat = tf.reshape(tf.transpose(tf.cast(kernel, dtype), [0, 1, 3, 2]),
                       [k * k, in_channels, out_channels])
-    flat = tf.concat([flat, tf.zeros([1, in_channels, out_channels], x.dtype)], axis=0)
+    flat = tf.concat([flat, tf.zeros([1, in_channels, out_channels], dtype)], axis=0)
     sub = tf.gather(flat, index)  # (size, size, 4, in, out)
     sub = tf.reshape(tf.transpose(sub, [0, 1, 3, 2, 4]),
                      [size, size, in_channels, 4 * out_channels])
+    spans = {p: (min(taps[p]) - low, max(taps[p]) - low + 1) for p in (0, 1)}
+    return sub, low, high, spans
+
+
+def subpixel_transposed_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """Keras' Conv2DTranspose(strides=2, padding="same", no bias) of `x` with `kernel`
+    (k, k, out, in), as a stride-1 convolution to 4 * out channels followed by a
+    depth-to-space of 2 ("sub-pixel convolution"); equal up to float summation order
+    (`_subpixel_kernel` says how)."""
+    sub, low, high, _ = _subpixel_kernel(kernel, x.dtype)
     x = tf.pad(x, [[0, 0], [-low, high], [-low, high], [0, 0]])
     return tf.nn.depth_to_space(tf.nn.conv2d(x, sub, 1, "VALID"), 2)
+
+
+def parity_transposed_conv_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """relu(`subpixel_transposed_conv`(x, kernel) + bias), with one convolution per output
+    parity pair (py, px), each with only its own taps (2 x 2 of a 4 x 4 kernel) and with the
+    bias and ReLU fused into it, and the four results interleaved by a stack and a reshape:
+    the sub-pixel kernel's zero blocks are not multiplied. On CPUs this is faster than both
+    the transposed convolution and the sub-pixel form (docs/benchmarks.md, "G's decoder by
+    output parity"). TensorFlow graphs use it in inference; LiteRT graphs keep the single
+    convolution (`subpixel_upsampling`), which the delegate runs whole.
+    """
+    sub, low, high, spans = _subpixel_kernel(kernel, x.dtype)
+    out_channels = int(kernel.shape[2])
+    shape = tf.shape(x)
+    x = tf.pad(x, [[0, 0], [-low, high], [-low, high], [0, 0]])
+    rows = []
+    for py in (0, 1):
+        cols = []
+        for px in (0, 1):
+            (r0, r1), (c0, c1) = spans[py], spans[px]
+            block = 2 * py + px
+            part = sub[r0:r1, c0:c1, :, block * out_channels:(block + 1) * out_channels]
+            window = x[:, r0:r0 + shape[1] + r1 - r0 - 1, c0:c0 + shape[2] + c1 - c0 - 1]
+            cols.append(tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(window, part, 1, "VALID"), bias)))
+        rows.append(tf.stack(cols, axis=3))  # (N, h, w, 2: px, C)
+    y = tf.stack(rows, axis=2)  # (N, h, 2: py, w, 2: px, C)
+    return tf.reshape(y, [shape[0], 2 * shape[1], 2 * shape[2], out_channels])
+
+
+def one_channel_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """A "valid" stride-1 convolution of `x` (N, H, W, C) with `kernel` (k, k, C, 1), as one
+    convolution of 1 x k taps to k channels (channel t: kernel row t) and the sum of those
+    channels shifted down by t rows, in float32. The same sum in another order; on CPUs a
+    convolution to a single channel runs far below the speed of one to several.
+    Returns (N, H - k + 1, W - k + 1, 1) float32.
+    """
+    k = int(kernel.shape[0])
+    rows = tf.transpose(tf.cast(kernel, x.dtype)[..., 0], [1, 2, 0])[None]  # (1, k, C, k)
+    y = tf.cast(tf.nn.conv2d(x, rows, 1, "VALID"), tf.float32)  # (N, H, W - k + 1, k)
+    height = tf.shape(y)[1] - (k - 1)
+    total = y[:, 0:height, :, 0:1]
+    for t in range(1, k):
+        total += y[:, t:t + height, :, t:t + 1]
+    return total
 
 
 def batchnorm_affine(bn: layers.BatchNormalization) -> tuple[tf.Tensor, tf.Tensor]:
@@ -147,7 +209,7 @@ class ConvBNReLU(layers.Layer):
                 y = self.conv(x)
             return tf.nn.relu(self.bn(y, training=training))
         # Inference: BatchNorm folded into the convolution (`folded_batchnorm`).
-        if self.transpose and not (self.strides == 2 and _SUBPIXEL[0]):
+        if self.transpose and self.strides != 2:
             # Keras' own transposed convolution (its output size and padding), then BN as
             # a per-channel scale and offset.
             scale, offset = batchnorm_affine(self.bn)
@@ -155,7 +217,9 @@ class ConvBNReLU(layers.Layer):
             return tf.nn.relu(tf.nn.bias_add(y, tf.cast(offset, x.dtype)))
         kernel, bias = folded_batchnorm(self.conv.kernel.value, self.bn,
                                         2 if self.transpose else 3, x.dtype)
-        if self.transpose:
+        if self.transpose and not _SUBPIXEL[0]:  # stride 2, TensorFlow
+            return parity_transposed_conv_relu(x, kernel, bias)
+        if self.transpose:  # stride 2, LiteRT
             y = subpixel_transposed_conv(x, kernel)
         else:
             y = tf.nn.conv2d(x, kernel, self.strides, "VALID" if self.reflect else "SAME")

@@ -15,7 +15,7 @@ from keras import layers
 
 from mfif_tf.config import ModelConfig, model_config, model_config_from_dict
 from mfif_tf.inference import BT601
-from mfif_tf.layers import ConvBNReLU, SEResBlock
+from mfif_tf.layers import ConvBNReLU, SEResBlock, one_channel_conv, subpixel_active
 
 # The paper's encoder halves the resolution twice and the decoder doubles it twice, so G
 # works on multiples of 4. A config with n stride-2 stages (`len(down_channels)`) works on
@@ -238,7 +238,10 @@ class Generator(keras.Model):
             x = layer(x, training=training)
         p = self.head_pad
         x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
-        return tf.sigmoid(tf.cast(self.head(x), tf.float32))
+        if training or subpixel_active() or not self.head.built:  # the first call builds it
+            return tf.sigmoid(tf.cast(self.head(x), tf.float32))
+        # Inference in TensorFlow: the same sum, faster on CPUs (`one_channel_conv`).
+        return tf.sigmoid(one_channel_conv(x, self.head.kernel.value))
 
     def call(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)

@@ -169,10 +169,75 @@ def test_subpixel_form_equals_the_transposed_convolution(kernel_size):
     np.testing.assert_allclose(traced(x).numpy(), plain.numpy(), atol=2e-6)
     direct = subpixel_transposed_conv(x, block.conv.kernel)
     np.testing.assert_allclose(direct.numpy(), block.conv(x).numpy(), atol=2e-6)
-    # Outside the block the layer traces as before.
+    # Outside the block the layer traces by output parity (`parity_transposed_conv_relu`).
     outside = tf.function(lambda t: block(t, training=False)).get_concrete_function(
         tf.TensorSpec([1, None, None, 5]))
-    assert "Conv2DBackpropInput" in {op.type for op in outside.graph.get_operations()}
+    outside_ops = [op.type for op in outside.graph.get_operations()]
+    assert outside_ops.count("Conv2D") == 4 and "Conv2DBackpropInput" not in outside_ops
+
+
+@pytest.mark.parametrize("kernel_size", [3, 4, 5, 6])
+def test_parity_form_equals_the_transposed_convolution(kernel_size):
+    """`parity_transposed_conv_relu`: four convolutions, one per output parity pair, with
+    the bias and ReLU, interleaved, give relu(transposed convolution + bias) at odd and
+    even sizes and with a batch."""
+    from mfif_tf.layers import parity_transposed_conv_relu
+
+    conv = keras.layers.Conv2DTranspose(6, kernel_size, strides=2, padding="same",
+                                        use_bias=False)
+    bias = tf.random.stateless_normal([6], seed=[2, kernel_size])
+    for shape in ([2, 9, 14, 5], [1, 8, 7, 5], [1, 1, 1, 5]):
+        x = tf.random.stateless_normal(shape, seed=[4, kernel_size])
+        expected = tf.nn.relu(conv(x) + bias).numpy()
+        traced = tf.function(lambda t: parity_transposed_conv_relu(t, conv.kernel.value, bias))
+        got = traced.get_concrete_function(tf.TensorSpec([None, None, None, 5]))(x).numpy()
+        assert got.shape == expected.shape == (shape[0], 2 * shape[1], 2 * shape[2], 6)
+        assert (expected == 0).any() and (expected > 0.5).any()
+        np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+@pytest.mark.parametrize("kernel_size,channels", [(7, 32), (3, 5), (1, 4)])
+def test_one_channel_conv_equals_the_convolution(kernel_size, channels):
+    """`one_channel_conv` (rows of taps as channels, then shifted sums) equals the "valid"
+    convolution to one channel, in float32 and (to bfloat16's precision) in bfloat16."""
+    from mfif_tf.layers import one_channel_conv
+
+    x = tf.random.stateless_normal([2, 23, 17, channels], seed=[5, kernel_size])
+    kernel = tf.random.stateless_normal([kernel_size, kernel_size, channels, 1],
+                                        seed=[6, kernel_size]) * 0.1
+    expected = tf.nn.conv2d(tf.cast(x, tf.float64), tf.cast(kernel, tf.float64), 1,
+                            "VALID").numpy()
+    got = one_channel_conv(x, kernel)
+    assert got.dtype == tf.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected, atol=5e-6)
+    low = one_channel_conv(tf.cast(x, tf.bfloat16), kernel)
+    assert low.dtype == tf.float32
+    np.testing.assert_allclose(low.numpy(), expected, atol=0.05 * np.abs(expected).max())
+
+
+def test_generator_inference_forms_agree():
+    """G in inference gives the same F_hat in TensorFlow's forms (decoder by output parity,
+    head by `one_channel_conv`) as in the LiteRT graph's (sub-pixel decoder, plain head
+    convolution); only the TensorFlow forms are free of one-channel convolutions."""
+    from mfif_tf.layers import subpixel_upsampling
+
+    g = build_generator(model_config("compact"))
+    x = tf.random.stateless_uniform([1, 37, 42, 6], seed=[8, 1], minval=-1.0, maxval=1.0)
+    g(x, training=False)
+    _randomise_batchnorms(g, 3)
+    spec = tf.TensorSpec([1, None, None, 6])
+    plain = tf.function(lambda t: g(t, training=False)).get_concrete_function(spec)
+    with subpixel_upsampling():
+        litert = tf.function(lambda t: g(t, training=False)).get_concrete_function(spec)
+
+    def one_channel_convs(fn):
+        return [op for op in fn.graph.get_operations()
+                if op.type == "Conv2D" and op.outputs[0].shape[-1] == 1]
+
+    assert not one_channel_convs(plain) and len(one_channel_convs(litert)) == 1
+    a, b = plain(x).numpy(), litert(x).numpy()
+    assert a.shape == (1, 37, 42, 1) and a.std() > 1e-3
+    np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def _randomise_batchnorms(layer, seed):
