@@ -37,22 +37,28 @@ def subpixel_active() -> bool:
     return _SUBPIXEL[0]
 
 
+def _parity_taps(k: int) -> dict[int, dict[int, int]]:
+    """For a stride-2 transposed convolution of kernel side k (Keras' "same" padding), per
+    output parity p: {offset d: tap t}, out[2m + p] = sum over them of x[m + d] w[t]
+    (`_subpixel_kernel`). The offsets of each parity are consecutive."""
+    before = (k - 2) // 2
+    return {p: {(p + before - t) // 2: t for t in range(k) if (p + before - t) % 2 == 0}
+            for p in (0, 1)}
+
+
 def _subpixel_kernel(kernel: tf.Tensor, dtype: tf.DType):
     """The stride-1 kernel of `subpixel_transposed_conv` for a stride-2 transposed `kernel`
     (k, k, out, in), in `dtype`: (size, size, in, 4 * out), with the input padding it needs
-    (`low` <= 0 before, `high` after) and, per output parity p, the rows (and columns) of it
-    that are not all zero, `spans[p] = (first, end)`.
+    (`low` <= 0 before, `high` after).
 
     The transposed convolution gives out[2m + p] = sum_t x[m + d] w[t] over the taps t with
     d = (p + b - t) / 2 an integer (b = (k - 2) // 2, its padding before), for each output
-    parity p and in each dimension; the stride-1 kernel holds w[t] at offset d in the
-    channel block of the parity pair (py, px), zero elsewhere. Built with TensorFlow ops from
-    the kernel, so that a traced graph keeps reading the layer's weights.
+    parity p and in each dimension (`_parity_taps`); the stride-1 kernel holds w[t] at
+    offset d in the channel block of the parity pair (py, px), zero elsewhere. Built with
+    TensorFlow ops from the kernel, so that a traced graph keeps reading the layer's weights.
     """
     k = int(kernel.shape[0])
-    before = (k - 2) // 2
-    taps = {p: {(p + before - t) // 2: t for t in range(k) if (p + before - t) % 2 == 0}
-            for p in (0, 1)}
+    taps = _parity_taps(k)
     offsets = [d for p in (0, 1) for d in taps[p]]
     low, high = min(offsets), max(offsets)
     size = high - low + 1
@@ -71,8 +77,7 @@ def _subpixel_kernel(kernel: tf.Tensor, dtype: tf.DType):
     sub = tf.gather(flat, index)  # (size, size, 4, in, out)
     sub = tf.reshape(tf.transpose(sub, [0, 1, 3, 2, 4]),
                      [size, size, in_channels, 4 * out_channels])
-    spans = {p: (min(taps[p]) - low, max(taps[p]) - low + 1) for p in (0, 1)}
-    return sub, low, high, spans
+    return sub, low, high
 
 
 def subpixel_transposed_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -80,7 +85,7 @@ def subpixel_transposed_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     (k, k, out, in), as a stride-1 convolution to 4 * out channels followed by a
     depth-to-space of 2 ("sub-pixel convolution"); equal up to float summation order
     (`_subpixel_kernel` says how)."""
-    sub, low, high, _ = _subpixel_kernel(kernel, x.dtype)
+    sub, low, high = _subpixel_kernel(kernel, x.dtype)
     x = tf.pad(x, [[0, 0], [-low, high], [-low, high], [0, 0]])
     return tf.nn.depth_to_space(tf.nn.conv2d(x, sub, 1, "VALID"), 2)
 
@@ -94,19 +99,30 @@ def parity_transposed_conv_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor
     output parity"). TensorFlow graphs use it in inference; LiteRT graphs keep the single
     convolution (`subpixel_upsampling`), which the delegate runs whole.
     """
-    sub, low, high, spans = _subpixel_kernel(kernel, x.dtype)
-    out_channels = int(kernel.shape[2])
+    k = int(kernel.shape[0])
+    out_channels, in_channels = int(kernel.shape[2]), int(kernel.shape[3])
+    taps = _parity_taps(k)
+    low = min(min(t) for t in taps.values())
+    high = max(max(t) for t in taps.values())
+    flat = tf.reshape(tf.transpose(tf.cast(kernel, x.dtype), [0, 1, 3, 2]),
+                      [k * k, in_channels, out_channels])
     shape = tf.shape(x)
     x = tf.pad(x, [[0, 0], [-low, high], [-low, high], [0, 0]])
+
+    def window(p: int) -> slice:  # the padded rows (columns) that parity p reads
+        first, last = min(taps[p]) - low, max(taps[p]) - low
+        end = last - (high - low)  # rows after the last one read, negated
+        return slice(first, end if end < 0 else None)
+
     rows = []
     for py in (0, 1):
         cols = []
         for px in (0, 1):
-            (r0, r1), (c0, c1) = spans[py], spans[px]
-            block = 2 * py + px
-            part = sub[r0:r1, c0:c1, :, block * out_channels:(block + 1) * out_channels]
-            window = x[:, r0:r0 + shape[1] + r1 - r0 - 1, c0:c0 + shape[2] + c1 - c0 - 1]
-            cols.append(tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(window, part, 1, "VALID"), bias)))
+            index = np.array([[taps[py][dy] * k + taps[px][dx] for dx in sorted(taps[px])]
+                              for dy in sorted(taps[py])], np.int32)
+            part = tf.gather(flat, index)  # (taps in y, taps in x, in, out)
+            y = tf.nn.conv2d(x[:, window(py), window(px)], part, 1, "VALID")
+            cols.append(tf.nn.relu(tf.nn.bias_add(y, bias)))
         rows.append(tf.stack(cols, axis=3))  # (N, h, w, 2: px, C)
     y = tf.stack(rows, axis=2)  # (N, h, 2: py, w, 2: px, C)
     return tf.reshape(y, [shape[0], 2 * shape[1], 2 * shape[2], out_channels])
@@ -122,10 +138,14 @@ def one_channel_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     k = int(kernel.shape[0])
     rows = tf.transpose(tf.cast(kernel, x.dtype)[..., 0], [1, 2, 0])[None]  # (1, k, C, k)
     y = tf.cast(tf.nn.conv2d(x, rows, 1, "VALID"), tf.float32)  # (N, H, W - k + 1, k)
-    height = tf.shape(y)[1] - (k - 1)
-    total = y[:, 0:height, :, 0:1]
+
+    def shifted(t: int) -> tf.Tensor:  # channel t, rows t to t + H - k
+        end = t - (k - 1)
+        return y[:, t:end if end < 0 else None, :, t:t + 1]
+
+    total = shifted(0)
     for t in range(1, k):
-        total += y[:, t:t + height, :, t:t + 1]
+        total += shifted(t)
     return total
 
 
