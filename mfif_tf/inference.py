@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 # R runs on square tiles of this side that touch its band; the rest keeps c. Each tile carries
 # R's halo (6 px a side), so smaller tiles compute more halo and fewer pixels outside the band:
-# 32 took 0.84-0.97x the fusion time of 64 in TensorFlow and 0.87-1.01x in LiteRT, 24 no less
+# 32 took 0.84-0.97x the fusion time of 64 in TensorFlow and 0.87-1.04x in LiteRT, 24 no less
 # than 32 (docs/benchmarks.md, "R on 32 x 32 tiles").
 REFINER_TILE = 32
 _INT32_MAX = 2**31 - 1

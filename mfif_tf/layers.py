@@ -37,13 +37,24 @@ def subpixel_active() -> bool:
     return _SUBPIXEL[0]
 
 
-def _parity_taps(k: int) -> dict[int, dict[int, int]]:
+def _parity_taps(k: int) -> tuple[dict[int, dict[int, int]], int, int]:
     """For a stride-2 transposed convolution of kernel side k (Keras' "same" padding), per
     output parity p: {offset d: tap t}, out[2m + p] = sum over them of x[m + d] w[t]
-    (`_subpixel_kernel`). The offsets of each parity are consecutive."""
+    (`_subpixel_kernel`), and the lowest (<= 0) and highest offset of both parities, the
+    input padding the stride-1 forms need. The offsets of each parity are consecutive."""
     before = (k - 2) // 2
-    return {p: {(p + before - t) // 2: t for t in range(k) if (p + before - t) % 2 == 0}
+    taps = {p: {(p + before - t) // 2: t for t in range(k) if (p + before - t) % 2 == 0}
             for p in (0, 1)}
+    offsets = [d for p in (0, 1) for d in taps[p]]
+    return taps, min(offsets), max(offsets)
+
+
+def _flat_taps(kernel: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """A transposed convolution's kernel (k, k, out, in) as (k * k, in, out) in `dtype`,
+    tap ty * k + tx first."""
+    k, out_channels, in_channels = int(kernel.shape[0]), kernel.shape[2], kernel.shape[3]
+    return tf.reshape(tf.transpose(tf.cast(kernel, dtype), [0, 1, 3, 2]),
+                      [k * k, in_channels, out_channels])
 
 
 def _subpixel_kernel(kernel: tf.Tensor, dtype: tf.DType):
@@ -58,9 +69,7 @@ def _subpixel_kernel(kernel: tf.Tensor, dtype: tf.DType):
     TensorFlow ops from the kernel, so that a traced graph keeps reading the layer's weights.
     """
     k = int(kernel.shape[0])
-    taps = _parity_taps(k)
-    offsets = [d for p in (0, 1) for d in taps[p]]
-    low, high = min(offsets), max(offsets)
+    taps, low, high = _parity_taps(k)
     size = high - low + 1
     # index[r, c, block]: the flat tap (ty * k + tx) at kernel position (r, c) of the channel
     # block 2 py + px, or k * k (a zero tap).
@@ -71,9 +80,8 @@ def _subpixel_kernel(kernel: tf.Tensor, dtype: tf.DType):
                 for dx, tx in taps[px].items():
                     index[dy - low, dx - low, 2 * py + px] = ty * k + tx
     out_channels, in_channels = kernel.shape[2], kernel.shape[3]
-    flat = tf.reshape(tf.transpose(tf.cast(kernel, dtype), [0, 1, 3, 2]),
-                      [k * k, in_channels, out_channels])
-    flat = tf.concat([flat, tf.zeros([1, in_channels, out_channels], dtype)], axis=0)
+    flat = tf.concat([_flat_taps(kernel, dtype), tf.zeros([1, in_channels, out_channels], dtype)],
+                     axis=0)
     sub = tf.gather(flat, index)  # (size, size, 4, in, out)
     sub = tf.reshape(tf.transpose(sub, [0, 1, 3, 2, 4]),
                      [size, size, in_channels, 4 * out_channels])
@@ -99,13 +107,9 @@ def parity_transposed_conv_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor
     output parity"). TensorFlow graphs use it in inference; LiteRT graphs keep the single
     convolution (`subpixel_upsampling`), which the delegate runs whole.
     """
-    k = int(kernel.shape[0])
-    out_channels, in_channels = int(kernel.shape[2]), int(kernel.shape[3])
-    taps = _parity_taps(k)
-    low = min(min(t) for t in taps.values())
-    high = max(max(t) for t in taps.values())
-    flat = tf.reshape(tf.transpose(tf.cast(kernel, x.dtype), [0, 1, 3, 2]),
-                      [k * k, in_channels, out_channels])
+    k, out_channels = int(kernel.shape[0]), int(kernel.shape[2])
+    taps, low, high = _parity_taps(k)
+    flat = _flat_taps(kernel, x.dtype)
     shape = tf.shape(x)
     x = tf.pad(x, [[0, 0], [-low, high], [-low, high], [0, 0]])
 
