@@ -14,7 +14,7 @@ setup(
     include_package_data=True,
     package_data={
         "mfif_tf": ["pretrained/*", "pretrained/coarse_to_fine/*", "pretrained/g_side/*",
-                    "pretrained/six_branch/*", "configs/*"],
+                    "pretrained/six_branch/*", "pretrained/small/*", "configs/*"],
         "data_pipeline": ["dummy_data/**/*", "**/dummy_data/**/*", "**/*.txt"],
     },
     install_requires=[

@@ -24,6 +24,9 @@ and where their weights come from (no TensorFlow here: the suite process stays l
   refined_six_branch  refined with the six-branch G (`mfif_tf/pretrained/six_branch`, the
                     default G before the two-branch one distilled from it) and the packaged
                     R: the previous default, run beside the present one.
+  refined_small     refined with the small G (`mfif_tf/pretrained/small`, `--model=small`:
+                    a quarter of the packaged G's channels, distilled from it) and the
+                    packaged R.
   classical         `mfif_tf.classical.fuse_classical` (sum-modified-Laplacian + SRR + eq. 14).
   enfuse            Hugin's enfuse with focus-stacking options (`benchmarks.enfuse`).
 """
@@ -35,16 +38,16 @@ import os
 from typing import Any
 
 from mfif_tf.common import (COARSE_REFINER_KEY, DEFAULT_G_SIDE, GENERATOR_WEIGHTS_FILE,
-                            PACKAGED_MODEL_DIR, REFINER_WEIGHTS_FILE, cpu_default_precision,
-                            find_coarse_generator_dir, find_refiner_dir)
+                            PACKAGED_MODEL_DIR, PACKAGED_MODELS, REFINER_WEIGHTS_FILE,
+                            cpu_default_precision, find_coarse_generator_dir, find_refiner_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGED_DIR = PACKAGED_MODEL_DIR
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
 METHODS = ("refined", "refined_float32", "refined_unchecked", "refined_sequential",
-           "coarse_to_fine", "paper", "paper_two_scales", "refined_six_branch", "classical",
-           "enfuse")
+           "coarse_to_fine", "paper", "paper_two_scales", "refined_six_branch", "refined_small",
+           "classical", "enfuse")
 # Methods that differ from another only on stacks: the stack section runs them, the pair
 # sections leave them out.
 STACK_ONLY_METHODS = ("refined_sequential",)
@@ -67,10 +70,11 @@ MODEL_METHODS: dict[str, dict[str, Any]] = {
     "paper": {"mode": "paper", "scales": None, "precision": None},
     "paper_two_scales": {"mode": "paper", "scales": [1.0, 0.5], "precision": None},
     "refined_six_branch": {"mode": "refined", "scales": None, "precision": None},
+    "refined_small": {"mode": "refined", "scales": None, "precision": None},
 }
 # Methods that run a packaged G of their own whatever --model says.
-SIX_BRANCH_DIR = os.path.join(PACKAGED_MODEL_DIR, "six_branch")
-OWN_GENERATORS = {"refined_six_branch": SIX_BRANCH_DIR}
+SIX_BRANCH_DIR = PACKAGED_MODELS["six_branch"]
+OWN_GENERATORS = {"refined_six_branch": SIX_BRANCH_DIR, "refined_small": PACKAGED_MODELS["small"]}
 LABELS = {
     "refined": "refined (default: G at full size, R redraws the outline)",
     "coarse_to_fine": "coarse_to_fine (G at the working side, R to full size)",
@@ -78,6 +82,7 @@ LABELS = {
     "paper_two_scales": "paper_two_scales (mode paper, scales 1 + 1/2: the default before "
                         "coarse_to_fine)",
     "refined_six_branch": "refined_six_branch (the previous default: six-branch G, same R)",
+    "refined_small": "refined_small (--model=small: the small G, same R)",
     "refined_float32": "refined_float32 (refined in float32 whatever the CPU)",
     "refined_unchecked": "refined_unchecked (refined without the focus-measure check of "
                          "G's outline)",
@@ -88,8 +93,8 @@ LABELS = {
 }
 # Whole-process section: the command-line tools as a user runs them (`python -m
 # mfif_tf.fuse` in its default mode, refined, with its default engine, which is LiteRT for
-# the packaged model, and with --engine=tensorflow).
-PROCESS_METHODS = ("refined", "refined_tensorflow", "enfuse")
+# the packaged model, with --engine=tensorflow, and with --model=small, LiteRT too).
+PROCESS_METHODS = ("refined", "refined_tensorflow", "refined_small", "enfuse")
 # Process-only methods: (the model method they run, the --engine they pass).
 PROCESS_VARIANTS = {"refined_tensorflow": ("refined", "tensorflow")}
 LABELS["refined_tensorflow"] = "refined, --engine=tensorflow (TensorFlow start-up included)"

@@ -517,7 +517,10 @@ def process_task(spec: dict[str, Any]) -> dict[str, Any]:
                                                   spec.get("refiner", ""))
         else:
             raise ValueError(f"whole-process timing has no command for {method!r}")
-        row["command"] = " ".join(shown).replace(tmp + os.sep, "")
+        # No machine paths in the reports: the packaged models' folders relative to the
+        # project, where the command runs.
+        row["command"] = " ".join(shown).replace(tmp + os.sep, "").replace(
+            methods_lib.ROOT + os.sep, "")
 
         def once():
             if os.path.exists(out):

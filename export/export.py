@@ -19,7 +19,8 @@ from mfif_tf.cli import fail, parse_flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("weights", "default",
-                    "Model directory or training work dir of G; 'default' is the packaged model.")
+                    "Model directory or training work dir of G; 'default' is the packaged model, "
+                    "'small' and 'six_branch' the other packaged Gs.")
 flags.DEFINE_string("export_dir", None, "Root folder of the export.")
 flags.DEFINE_string("model_name", "mfif", "TF Serving model name (folder under --export_dir).")
 flags.DEFINE_integer("version", None, "TF Serving version number (integer folder).")

@@ -1,10 +1,11 @@
-"""Writes the LiteRT graph that ships in the package for `mfif-fuse`'s LiteRT engine:
+"""Writes a LiteRT graph that ships in the package for `mfif-fuse`'s LiteRT engine:
 
-  python -m export.litert_package [--output mfif_tf/pretrained/fusion_refined_float32.tflite]
-      [--overwrite]
+  python -m export.litert_package [--model default|small]
+      [--output mfif_tf/pretrained/fusion_refined_float32.tflite] [--overwrite]
 
 The graph is the dynamic-shape float32 TFLite model of `export.tflite` (the on-device
-export) built from the packaged G and R in refined mode: F_hat, SRR with N = 0.001 W H and
+export) built from a packaged G (the default one, or the small one in `pretrained/small/`,
+written beside it) and the packaged R in refined mode: F_hat, SRR with N = 0.001 W H and
 eq. 14 inside (`mfif_tf.litert_engine`; like every TFLite export, the decoder's transposed
 convolutions in sub-pixel form, `mfif_tf.layers.subpixel_upsampling`). Run it whenever the
 packaged weights, or the way G and R are traced, change; the tests check that the shipped
@@ -21,17 +22,21 @@ from mfif_tf.cli import fail, parse_flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("output", None, "Where to write the graph (default: the package's).")
+flags.DEFINE_string("model", "default", "The packaged G: 'default' or the name of another "
+                    "packaged G with a graph ('small').")
+flags.DEFINE_string("output", None, "Where to write the graph (default: the package's, in the "
+                    "model's folder).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing file.")
 
 
-def build_graph(generator=None, refiner=None) -> bytes:
-    """The packaged graph's flatbuffer for G and R (default: the packaged ones)."""
+def build_graph(generator=None, refiner=None, model: str = "default") -> bytes:
+    """The packaged graph's flatbuffer for G and R (default: the packaged model `model`'s G
+    and the R `fuse` takes with it)."""
     from export.tflite import TFLiteModule, convert
     from mfif_tf import fusion, model_io
 
-    generator = generator or model_io.load_generator("default", "float32")
-    refiner = refiner or fusion.resolve_refiner(None)
+    generator = generator or model_io.load_generator(model, "float32")
+    refiner = refiner or fusion.resolve_refiner(None, None if model == "default" else model)
     # No R for G below full size: the engine takes images of at most 1 MP
     # (`litert_engine.MAX_PIXELS`), whose shorter side is at most 1000, where G always runs
     # at full size; without it the graph has no IF op between the two Rs.
@@ -42,9 +47,12 @@ def build_graph(generator=None, refiner=None) -> bytes:
 def main(argv) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    from mfif_tf.litert_engine import PACKAGED_GRAPH
+    from mfif_tf.litert_engine import graph_path
 
-    output = FLAGS.output or PACKAGED_GRAPH
+    default_output = graph_path(FLAGS.model)
+    if default_output is None:
+        fail(f"--model={FLAGS.model}: not a packaged model with a graph (default, small)")
+    output = FLAGS.output or default_output
     if os.path.isdir(output):
         fail(f"{output}: is a directory, expected a .tflite file name")
     if os.path.exists(output) and not FLAGS.overwrite:
@@ -52,7 +60,7 @@ def main(argv) -> None:
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         fail(f"{folder}: no such folder")
-    data = build_graph()
+    data = build_graph(model=FLAGS.model)
     part = f"{output}.{os.getpid()}.part"
     with open(part, "wb") as f:
         f.write(data)

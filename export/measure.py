@@ -22,7 +22,8 @@ from mfif_tf.cli import fail, parse_flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("weights", "default",
-                    "Model directory or training work dir of G; 'default' is the packaged model.")
+                    "Model directory or training work dir of G; 'default' is the packaged model, "
+                    "'small' and 'six_branch' the other packaged Gs.")
 flags.DEFINE_string("image_a", "", "First source I_A (any format PIL reads).")
 flags.DEFINE_string("image_b", "", "Second source I_B, same size as I_A.")
 flags.DEFINE_integer("synthetic_size", 520, "Side of the synthetic pair without images.")

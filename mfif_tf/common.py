@@ -14,6 +14,16 @@ import numpy as np
 
 # The model shipped with the package: G and R weights, and their LiteRT graph.
 PACKAGED_MODEL_DIR = os.path.join(os.path.dirname(__file__), "pretrained")
+# The other Gs in the package, by the name `--model` (and `fuse_arrays(generator=)`) takes in
+# place of a path: `model_directory`.
+PACKAGED_MODELS = {"small": os.path.join(PACKAGED_MODEL_DIR, "small"),
+                   "six_branch": os.path.join(PACKAGED_MODEL_DIR, "six_branch")}
+# The G that runs below full size (`find_coarse_generator_dir`) for a packaged G that has no
+# g_side/ of its own: the small G is as sure as the default one at full size, but on sources
+# box-averaged 2-4x it leaves up to 9x as many pixels unsure, whose band R then redraws (a
+# synthetic 24 MP pair: 3x the default's time; MODEL_CARD.md, "The small G"), so there the
+# default G runs.
+PACKAGED_COARSE_GENERATORS = {"small": PACKAGED_MODEL_DIR}
 # What G and R may compute in (`model_io.with_precision`, `model_io.refiner_with_precision`).
 PRECISIONS = ("float32", "bfloat16")
 # CPU flags (Linux /proc/cpuinfo, x86) of instructions that compute in bfloat16: AVX512_BF16
@@ -78,6 +88,7 @@ def find_refiner_dir(refiner: str | os.PathLike | None, model: str | os.PathLike
     when none of these holds R's weights (`refiner` is returned as given)."""
     if refiner:
         return os.fspath(refiner)
+    model = model_directory(model)
     candidates = []
     if model and os.fspath(model) != "default":
         candidates += [os.fspath(model), os.path.join(os.fspath(model), "refiner")]
@@ -96,10 +107,29 @@ def find_coarse_generator_dir(model: str | os.PathLike | None) -> str | None:
     """The directory of the G that runs below full size in the refined mode (sources
     box-averaged by `g_factor` > 1), when it is not the model's own G: the `COARSE_REFINER_KEY`
     subfolder of the model directory `model` (the packaged one for None or "default") when it
-    holds a G. None: the model's G serves every size."""
+    holds a G, else `PACKAGED_COARSE_GENERATORS`' for a packaged G. None: the model's G serves
+    every size."""
+    model = model_directory(model)
     base = PACKAGED_MODEL_DIR if model in (None, "", "default") else os.fspath(model)
     path = os.path.join(base, COARSE_REFINER_KEY)
-    return path if os.path.isfile(os.path.join(path, GENERATOR_WEIGHTS_FILE)) else None
+    if os.path.isfile(os.path.join(path, GENERATOR_WEIGHTS_FILE)):
+        return path
+    for name, coarse in PACKAGED_COARSE_GENERATORS.items():
+        if os.path.realpath(base) == os.path.realpath(PACKAGED_MODELS[name]):
+            return coarse
+    return None
+
+
+def model_directory(model: Any) -> Any:
+    """`model` with the name of a packaged G (`PACKAGED_MODELS`) replaced by its folder, unless
+    a file or folder of that name exists in the working directory (then it is that path, as
+    before the name existed); anything else (None, "default", a path, a model object) as
+    given."""
+    if isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model)
+        if name in PACKAGED_MODELS and not os.path.exists(name):
+            return PACKAGED_MODELS[name]
+    return model
 
 
 class ModelNotFoundError(FileNotFoundError):

@@ -34,7 +34,8 @@ flags.DEFINE_multi_string("name", [], "Names of the --fused_dir methods (default
 flags.DEFINE_multi_string("fused_map_dir", [],
                           "Focus maps F_final of the --fused_dir methods by stem, one per "
                           "--fused_dir in order ('' for none); scored against DIR/MAP/.")
-flags.DEFINE_string("model", None, "Fuse the dataset first with our model: a path or 'default'.")
+flags.DEFINE_string("model", None, "Fuse the dataset first with our model: a path, 'default', "
+                    "'small' or 'six_branch'.")
 flags.DEFINE_bool("classical", False, "Also fuse the dataset with the classical baseline "
                   "(sum-modified-Laplacian, SRR, eq. 14; mfif_tf.classical), method 'classical'.")
 flags.DEFINE_bool("srr", True, "With --model or --classical: apply small region removal "

@@ -33,8 +33,10 @@ flags.DEFINE_string("focus_map", None, "Also write F_final here (pairs; 255 = fi
                     "In batch mode: a folder.")
 flags.DEFINE_string("index_map", None, "Also write the index map here: the number (0-based) of "
                     "the source each pixel comes from. In batch mode: a folder.")
-flags.DEFINE_string("model", None, "Model directory or training work dir; default: the model "
-                    "shipped with the package.")
+flags.DEFINE_string("model", None, "Model directory or training work dir, or a packaged G: "
+                    "'small' (a quarter of the channels: about 2x faster up to a shorter side of "
+                    "1024, less exact on some photos; MODEL_CARD.md) or 'six_branch'; default: "
+                    "the model shipped with the package.")
 flags.DEFINE_bool("no_srr", False, "Skip small region removal (eq. 14 then blends with F_hat).")
 flags.DEFINE_integer("min_size", None, "SRR's N in pixels; default 0.001 * W * H.")
 flags.DEFINE_float("min_size_fraction", 0.001, "N = fraction * W * H when --min_size is unset.")

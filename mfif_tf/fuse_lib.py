@@ -166,7 +166,8 @@ def litert_blockers(options: FuseOptions, generator: Generator | str | None) -> 
         flips=options.flips, precision=options.precision, tile_size=options.tile_size,
         min_size=options.min_size, min_size_fraction=options.min_size_fraction,
         g_side=options.g_side, measure_ratio=options.measure_ratio)
-    missing = litert_engine.missing()
+    graph = litert_engine.graph_path(model)
+    missing = litert_engine.missing(graph) if graph else None
     return reasons + ([missing] if missing else [])
 
 
@@ -256,7 +257,8 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
         result = litert_engine.fuse_stack(
             frames, srr=options.srr, edge_pixels=options.edge_pixels, align=options.align,
             align_model=options.align_model, names=list(sources), progress=options.progress,
-            num_threads=options.threads, stack_order=options.stack_order)
+            num_threads=options.threads, stack_order=options.stack_order,
+            graph=litert_engine.graph_path(generator))
     else:
         start_tensorflow(options.threads)
         from mfif_tf import fusion
@@ -453,8 +455,13 @@ def fuse_batch(input_dir: str, output_dir: str, generator: Generator | str | Non
         start_tensorflow(options.threads)
         from mfif_tf import fusion
 
-        model = fusion.resolve_generator(
+        loaded = fusion.resolve_generator(
             generator, fusion.effective_precision(generator, options.precision))
+        # A path or a packaged name is passed on as such (the loaded models are cached), so
+        # that each item also finds the G that runs below full size for it (the default G
+        # for `--model=small`: `common.find_coarse_generator_dir`).
+        if not isinstance(generator, (str, os.PathLike, type(None))):
+            model = loaded
     item_options = dataclasses.replace(options, progress=False, remove_stale_parts=False)
     if model is not generator:
         item_options.precision = None  # `model` is in it already

@@ -35,7 +35,7 @@ import numpy as np
 from mfif_tf import inference, model_io, tiling
 from mfif_tf import refiner as refiner_lib
 from mfif_tf.image_io import InputError
-from mfif_tf.common import find_coarse_generator_dir, find_refiner_dir
+from mfif_tf.common import find_coarse_generator_dir, find_refiner_dir, model_directory
 from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
@@ -83,7 +83,7 @@ def resolve_generator(generator: Generator | str | os.PathLike | None,
         raise TypeError(f"generator must be a Generator, a path or None, got "
                         f"{type(generator).__name__}")
     precision = precision or "float32"
-    path = os.fspath(generator) if generator is not None else "default"
+    path = os.fspath(model_directory(generator)) if generator is not None else "default"
     if path in ("", "default"):
         if not model_io.packaged_model_available():
             return model_io.load_generator("default")  # raises ModelNotFoundError

@@ -3,17 +3,19 @@
 `mfif-fuse` spends most of a small job starting TensorFlow (importing it takes seconds, the
 fusion of a 520 x 520 pair a fraction of one). The package therefore ships the TFLite graph
 of its own G and R (`PACKAGED_GRAPH`, written by `python -m export.litert_package` with
-`export.tflite`, the exporter of the on-device models): the refined mode's F_hat, SRR with
+`export.tflite`, the exporter of the on-device models; the small G's graph beside it in
+`pretrained/small/`, `graph_path`): the refined mode's F_hat, SRR with
 N = 0.001 W H and eq. 14, float32, any image size. This module runs that graph with the
 LiteRT interpreter (`ai_edge_litert`) and the stack loop of `mfif_tf.stacking`, importing
 only NumPy, OpenCV (alignment) and LiteRT.
 
 What the graph computes is fixed when it is exported, so this engine covers the default
-job: the packaged model in refined mode, float32, SRR with the paper's N or no SRR
-(`focus_map_raw`), any `edge_pixels`, alignment, pairs, stacks and batches. Eq. 14 runs on
-the original pixels from the graph's F_final, as the TensorFlow path does, so 16-bit and grey
-sources keep their depth and layout. Everything else (a `--model` work dir, another mode,
-scales, flips, bfloat16, tiles, another N) needs TensorFlow (`unsupported`), and so do
+job: a packaged model with a graph (the default, `--model=small`) in refined mode, float32,
+SRR with the paper's N or no SRR (`focus_map_raw`), any `edge_pixels`, alignment, pairs,
+stacks and batches. Eq. 14 runs on the original pixels from the graph's F_final, as the
+TensorFlow path does, so 16-bit and grey sources keep their depth and layout. Everything
+else (a `--model` work dir, another mode, scales, flips, bfloat16, tiles, another N) needs
+TensorFlow (`unsupported`), and so do
 images above `MAX_PIXELS`: the graph runs the whole image at once, and the process's peak
 memory grows by about 2 kB per pixel (0.69 GB at 520 x 520, 2.1 GB at 1000 x 1000), where
 the TensorFlow path switches to tiles in bounded memory.
@@ -30,8 +32,8 @@ import numpy as np
 
 from mfif_tf.cli import quiet_native_stderr
 from mfif_tf.common import (DEFAULT_G_SIDE, DEFAULT_MODE, MEASURE_RATIO, PACKAGED_MODEL_DIR,
-                            PAPER_MIN_SIZE_FRACTION, ModelNotFoundError, to_unit_rgb,
-                            usable_cpus)
+                            PACKAGED_MODELS, PAPER_MIN_SIZE_FRACTION, ModelNotFoundError,
+                            model_directory, to_unit_rgb, usable_cpus)
 from mfif_tf.image_io import InputError
 from mfif_tf.stacking import (DEFAULT_STACK_ORDER, FusionResult, check_edge_and_size,
                               check_stack_order, diffuse_map, fuse_frames)
@@ -45,10 +47,26 @@ ENGINES = ("auto", "litert", "tensorflow")
 _RUNNERS: dict[tuple, "GraphRunner"] = {}
 
 
-def missing() -> str | None:
-    """Why the engine cannot run here (no packaged graph, no LiteRT), or None."""
-    if not os.path.isfile(PACKAGED_GRAPH):
-        return f"the packaged LiteRT graph is not installed ({GRAPH_FILE})"
+def graph_path(model: Any = None) -> str | None:
+    """The graph of a packaged model: `PACKAGED_GRAPH` for the default one (None, "" or
+    "default"), its folder's `GRAPH_FILE` for a packaged G named in `common.PACKAGED_MODELS`
+    (`--model=small`); None for any other model (a path, a `Generator`), which has no graph."""
+    if model in (None, "", "default"):
+        return PACKAGED_GRAPH
+    folder = model_directory(model)
+    if isinstance(folder, (str, os.PathLike)):
+        folder = os.path.realpath(folder)
+        for packaged in PACKAGED_MODELS.values():
+            if os.path.realpath(packaged) == folder:
+                return os.path.join(packaged, GRAPH_FILE)
+    return None
+
+
+def missing(graph: str = PACKAGED_GRAPH) -> str | None:
+    """Why the engine cannot run `graph` here (not installed, no LiteRT), or None."""
+    if not os.path.isfile(graph):
+        name = os.path.relpath(graph, PACKAGED_MODEL_DIR)
+        return f"the packaged LiteRT graph is not installed ({name})"
     try:
         import ai_edge_litert.interpreter  # noqa: F401 (only whether it imports)
     except ImportError:
@@ -68,8 +86,8 @@ def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = N
     # sqrt(MAX_PIXELS), so any g_side from there on (or 0) gives the same maps.
     if g_side and g_side * g_side < MAX_PIXELS:
         reasons.append(f"--g_side={g_side} (the graph runs the network at full size)")
-    if model not in (None, "", "default"):
-        reasons.append("--model (the graph holds the packaged model only)")
+    if graph_path(model) is None:
+        reasons.append("--model (the graphs hold the packaged models only)")
     if mode != DEFAULT_MODE:
         reasons.append(f"--mode={mode} (the graph is the {DEFAULT_MODE} mode)")
     if refiner is not None:
@@ -129,15 +147,16 @@ class GraphRunner:
         return out["focus_map_raw"][0, :, :, 0], out["focus_map"][0, :, :, 0]
 
 
-def packaged_runner(num_threads: int | None = None) -> GraphRunner:
-    """The packaged graph's runner, created once per thread count."""
-    key = (PACKAGED_GRAPH, int(num_threads or usable_cpus()))
+def packaged_runner(num_threads: int | None = None, graph: str = PACKAGED_GRAPH) -> GraphRunner:
+    """A packaged graph's runner (the default model's unless `graph`), created once per
+    thread count."""
+    key = (graph, int(num_threads or usable_cpus()))
     if key not in _RUNNERS:
-        reason = missing()
+        reason = missing(graph)
         if reason is not None:
             raise ModelNotFoundError(reason)
         _RUNNERS.clear()
-        _RUNNERS[key] = GraphRunner(PACKAGED_GRAPH, key[1])
+        _RUNNERS[key] = GraphRunner(graph, key[1])
     return _RUNNERS[key]
 
 
@@ -153,13 +172,15 @@ def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, 
                srr: bool = True, edge_pixels: int = 0, align: bool = False,
                align_model: str = "similarity", names: Sequence[str] | None = None,
                progress: bool | None = False, num_threads: int | None = None,
-               stack_order: str = DEFAULT_STACK_ORDER) -> FusionResult:
-    """Fuses a pair or a stack with the packaged graph, as `mfif_tf.fusion.fuse_stack` does
+               stack_order: str = DEFAULT_STACK_ORDER,
+               graph: str = PACKAGED_GRAPH) -> FusionResult:
+    """Fuses a pair or a stack with a packaged graph, as `mfif_tf.fusion.fuse_stack` does
     with the same settings in refined mode (see there for the arguments).
 
     `srr` False takes the graph's F_hat as F_final (eq. 14 then blends softly);
     `edge_pixels` grows or shrinks F_final (section 4.2.4) before eq. 14. `runner` defaults
-    to the packaged graph with `num_threads` threads.
+    to the packaged graph `graph` (the default model's; `graph_path`) with `num_threads`
+    threads.
     """
     check_stack_order(stack_order)
     check_edge_and_size(edge_pixels, None)
@@ -169,7 +190,7 @@ def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, 
         nonlocal runner
         check_size(*frame.shape[:2], names[0] if names else "source 0")
         if runner is None:
-            runner = packaged_runner(num_threads)
+            runner = packaged_runner(num_threads, graph)
         bar.total += 1
         bar.refresh()
         start = time.perf_counter()

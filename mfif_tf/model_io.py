@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from mfif_tf.common import (BF16_CPU_FLAGS, GENERATOR_WEIGHTS_FILE,  # noqa: F401
                             PACKAGED_MODEL_DIR, PRECISIONS, ModelNotFoundError,
-                            cpu_default_precision, cpu_flags, cpu_has_bf16)
+                            cpu_default_precision, cpu_flags, cpu_has_bf16, model_directory)
 from mfif_tf.config import ModelConfig, model_config_from_dict
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
@@ -137,12 +137,14 @@ def refiner_with_precision(refiner: Refiner, precision: str) -> Refiner:
 
 
 def load_generator(path: str | None = "default", precision: str | None = None) -> Generator:
-    """Loads G from a model directory, a training work dir, or "default"/None (packaged).
+    """Loads G from a model directory, a training work dir, "default"/None (packaged) or the
+    name of another packaged G (`common.PACKAGED_MODELS`: "small", "six_branch").
 
     `precision` "float32" or "bfloat16" (see `with_precision`); None builds G under Keras'
     global dtype policy (float32 unless changed)."""
     if precision is not None:
         check_precision(precision)
+    path = model_directory(path)
     if path in (None, "", "default"):
         if not packaged_model_available():
             raise ModelNotFoundError(

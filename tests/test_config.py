@@ -2,6 +2,7 @@
 
 import dataclasses
 import glob
+import json
 import os
 import re
 import subprocess
@@ -80,6 +81,16 @@ def test_shipped_flagfiles_say_what_they_claim(monkeypatch):
     finetune = resolve(["--flagfile=configs/pretrained_finetune.flags"])
     assert finetune.data.image_size == 256 and finetune.data.sigma_range == (1.0, 4.5)
     assert resolve(["--flagfile=configs/ablations/no_se.flags"]).model.use_se is False
+    # The small G's flagfile makes the network that ships in pretrained/small/, for the
+    # steps its model.json gives, distilled from the packaged G.
+    small = resolve(["--flagfile=configs/pretrained_small.flags"])
+    with open(os.path.join(ROOT, "mfif_tf", "pretrained", "small", "model.json")) as f:
+        meta = json.load(f)
+    assert small.model == config_lib.model_config_from_dict(meta["model"])
+    assert small.model.down_channels == (16, 32)
+    assert small.teacher == "default" and small.data.synthesis == "mixed"
+    assert list(meta["info"]["steps"].values()) == [small.num_steps]
+    assert meta["info"]["flagfiles"] == ["configs/pretrained_small.flags"]
 
 
 def test_flags_override_presets_and_sections():

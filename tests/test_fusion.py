@@ -275,8 +275,10 @@ def test_no_installed_model_is_said_plainly(tmp_path, monkeypatch):
         fusion.resolve_generator(None)
 
 
-def test_the_shipped_model_loads_and_finds_the_sharp_half():
-    """The packaged weights load by default and pick the sharp side of a half-blurred pair."""
+@pytest.mark.parametrize("model", [None, "small"])
+def test_the_shipped_model_loads_and_finds_the_sharp_half(model):
+    """The packaged weights (the default G's, and the small G's by its name) load and pick
+    the sharp side of a half-blurred pair."""
     assert model_io.packaged_model_available()
     rng = np.random.default_rng(3)
     sharp = rng.integers(0, 256, size=(96, 128, 3)).astype(np.uint8)
@@ -285,9 +287,36 @@ def test_the_shipped_model_loads_and_finds_the_sharp_half():
     blurred = gaussian_filter(sharp.astype(np.float32), sigma=(3, 3, 0)).astype(np.uint8)
     a, b = sharp.copy(), blurred.copy()
     a[:, 64:], b[:, 64:] = blurred[:, 64:], sharp[:, 64:]
-    result = fusion.fuse_arrays([a, b])
+    result = fusion.fuse_arrays([a, b], model)
     assert result.f_final[:, 8:56].mean() > 0.9
     assert result.f_final[:, 72:120].mean() < 0.1
+
+
+def test_packaged_models_by_name(tmp_path, monkeypatch):
+    """`--model=small` and `--model=six_branch` name the packaged Gs (the small one a
+    quarter of the default's channels); a folder of that name where the command runs is read
+    as that folder; the default R and the default's R below full size serve them."""
+    from mfif_tf import common
+
+    small = common.PACKAGED_MODELS["small"]
+    assert common.model_directory("small") == small
+    assert common.model_directory("default") == "default"
+    assert common.model_directory(None) is None
+    config = model_io.load_generator("small").config
+    assert (config.stem_channels, config.down_channels, config.num_blocks) == (16, (16, 32), 6)
+    assert model_io.load_generator("six_branch").config.branches == "six"
+    assert common.find_refiner_dir(None, "small", "refined") == common.PACKAGED_MODEL_DIR
+    assert common.find_refiner_dir(None, "small", "g_side") == \
+        common.PACKAGED_REFINER_DIRS["g_side"]
+    # Below full size the default G runs (it stays sure of flat regions there).
+    assert common.find_coarse_generator_dir("small") == common.PACKAGED_MODEL_DIR
+    assert common.find_coarse_generator_dir("six_branch") is None
+    monkeypatch.chdir(tmp_path)
+    assert common.model_directory("small") == small
+    (tmp_path / "small").mkdir()
+    assert common.model_directory("small") == "small"
+    with pytest.raises(model_io.ModelNotFoundError, match="holds neither"):
+        model_io.load_generator("small")
 
 
 def test_coarse_to_fine_uses_its_own_packaged_refiner(tmp_path):

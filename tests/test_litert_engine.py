@@ -211,6 +211,19 @@ def test_cli_litert_job_never_imports_tensorflow(tmp_path, pair):
     assert proc.stderr.strip() == ("mfif-fuse: error: --engine=litert cannot run this job: "
                                    "--flips (use --engine=auto or tensorflow)")
     assert not (tmp_path / "h.png").exists()
+    # The small G has its own graph: --model=small runs without TensorFlow too, and its map
+    # is its own.
+    result, proc = _cli(["a.png", "b.png", "-o", "s.png", "--focus_map", "sm.png",
+                         "--model=small"], tmp_path)
+    assert result == {"code": 0, "tensorflow": False}, proc.stderr
+    small_map = image_io.read_image(str(tmp_path / "sm.png")).pixels
+    assert 0.95 < _agreement(small_map, lite_map) < 1.0
+    result, proc = _cli(["a.png", "b.png", "-o", "k.png", "--engine=litert",
+                         f"--model={tmp_path}"], tmp_path)
+    assert result["code"] == 2
+    assert proc.stderr.strip() == ("mfif-fuse: error: --engine=litert cannot run this job: "
+                                   "--model (the graphs hold the packaged models only) (use "
+                                   "--engine=auto or tensorflow)")
 
 
 @pytest.mark.slow  # a TFLite conversion
@@ -244,3 +257,34 @@ def test_packaging_tool_refuses_to_replace_a_file_without_overwrite(tmp_path):
                               env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}", proc.stderr
     assert target.read_bytes() == b"keep"
+
+
+def test_small_model_has_its_own_graph(pair, tmp_path, monkeypatch):
+    """`--model=small` names the packaged small G, whose graph ships beside it and gives the
+    TensorFlow path's maps with the small weights; other models have no graph."""
+    from mfif_tf import common, fusion
+
+    small = common.PACKAGED_MODELS["small"]
+    assert litert_engine.graph_path(None) == litert_engine.PACKAGED_GRAPH
+    assert litert_engine.graph_path("small") == os.path.join(small, litert_engine.GRAPH_FILE)
+    assert litert_engine.graph_path(small) == litert_engine.graph_path("small")
+    assert litert_engine.graph_path(str(tmp_path)) is None
+    assert litert_engine.unsupported(model="small") == []
+    assert litert_engine.unsupported(model=str(tmp_path)) == [
+        "--model (the graphs hold the packaged models only)"]
+    # A folder called "small" where the command runs is that folder, not the packaged G.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small").mkdir()
+    assert litert_engine.graph_path("small") is None
+    monkeypatch.undo()
+
+    image_a, image_b, mask = pair
+    lite = litert_engine.fuse_stack(iter([image_a, image_b]),
+                                    graph=litert_engine.graph_path("small"))
+    ref = fusion.fuse_stack(iter([image_a, image_b]), "small", precision="float32")
+    default = litert_engine.fuse_stack(iter([image_a, image_b]))
+    assert _agreement(lite.f_final > 0.5, mask.astype(bool)) > 0.95
+    assert np.abs(lite.f_hat - ref.f_hat).max() < 1e-3
+    assert _agreement(lite.f_final, ref.f_final) >= 0.999
+    # A graph of other weights: the default model's maps differ.
+    assert np.abs(lite.f_hat - default.f_hat).max() > 1e-2
