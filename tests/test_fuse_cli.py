@@ -709,3 +709,36 @@ def test_jpeg_decoding_of_fuse_and_the_savedmodel_agree(tmp_path):
         docs = " ".join(f.read().split())
     assert "JPEG sources and the SavedModel" in docs
     assert 'dct_method="INTEGER_ACCURATE"' in docs
+
+
+def test_batch_with_a_packaged_name_runs_the_default_g_below_full_size(tmp_path):
+    """`--model=small` in batch mode on TensorFlow: every item finds the G that runs below
+    full size for the small G (the default G, `common.PACKAGED_COARSE_GENERATORS`), as a
+    single job does; the small G itself there gives another map."""
+    import cv2
+
+    from data_pipeline.embedded import load_embedded
+
+    photo = dict(load_embedded("val"))["coffee"]
+    h, w = photo.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    cv2.ellipse(mask, (w // 2, h // 2), (w // 4, h // 3), 20, 0, 360, 1, -1)
+    blurred = cv2.GaussianBlur(photo, (0, 0), 3.0)
+    inside = mask.astype(bool)[:, :, None]
+    a, b = np.where(inside, photo, blurred), np.where(inside, blurred, photo)
+    for letter, pixels in (("A", a), ("B", b)):
+        (tmp_path / "in" / letter).mkdir(parents=True)
+        save(tmp_path / "in" / letter / "01.png", pixels)
+    # A shorter side of 128 puts G below full size on this photo.
+    opts = fuse_lib.FuseOptions(engine="tensorflow", g_side=128, precision="float32",
+                                progress=False)
+    report = fuse_lib.fuse_batch(str(tmp_path / "in"), str(tmp_path / "out"), "small", opts,
+                                 focus_map_dir=str(tmp_path / "maps"))
+    assert report.done == ["01"] and not report.failed
+    written = image_io.read_image(str(tmp_path / "maps" / "01.png")).pixels > 127
+    single = fusion.fuse_arrays([a, b], "small", g_side=128, precision="float32").f_final
+    np.testing.assert_array_equal(written, single > 0.5)
+    small_below = fusion.fuse_arrays([a, b], fusion.resolve_generator("small", "float32"),
+                                     g_side=128).f_final
+    assert np.mean(written == (small_below > 0.5)) < 0.9999
+    assert np.mean(written == mask.astype(bool)) > 0.99
