@@ -73,8 +73,8 @@ MODEL_METHODS: dict[str, dict[str, Any]] = {
     "refined_small": {"mode": "refined", "scales": None, "precision": None},
 }
 # Methods that run a packaged G of their own whatever --model says.
-SIX_BRANCH_DIR = PACKAGED_MODELS["six_branch"]
-OWN_GENERATORS = {"refined_six_branch": SIX_BRANCH_DIR, "refined_small": PACKAGED_MODELS["small"]}
+OWN_GENERATORS = {"refined_six_branch": PACKAGED_MODELS["six_branch"],
+                  "refined_small": PACKAGED_MODELS["small"]}
 LABELS = {
     "refined": "refined (default: G at full size, R redraws the outline)",
     "coarse_to_fine": "coarse_to_fine (G at the working side, R to full size)",

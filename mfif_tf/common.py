@@ -114,10 +114,7 @@ def find_coarse_generator_dir(model: str | os.PathLike | None) -> str | None:
     path = os.path.join(base, COARSE_REFINER_KEY)
     if os.path.isfile(os.path.join(path, GENERATOR_WEIGHTS_FILE)):
         return path
-    for name, coarse in PACKAGED_COARSE_GENERATORS.items():
-        if os.path.realpath(base) == os.path.realpath(PACKAGED_MODELS[name]):
-            return coarse
-    return None
+    return PACKAGED_COARSE_GENERATORS.get(packaged_name(base))
 
 
 def model_directory(model: Any) -> Any:
@@ -130,6 +127,17 @@ def model_directory(model: Any) -> Any:
         if name in PACKAGED_MODELS and not os.path.exists(name):
             return PACKAGED_MODELS[name]
     return model
+
+
+def packaged_name(model: Any) -> str | None:
+    """The name in `PACKAGED_MODELS` of the packaged G that `model` (a name or a path) is,
+    or None."""
+    folder = model_directory(model)
+    if not isinstance(folder, (str, os.PathLike)):
+        return None
+    folder = os.path.realpath(folder)
+    return next((name for name, path in PACKAGED_MODELS.items()
+                 if os.path.realpath(path) == folder), None)
 
 
 class ModelNotFoundError(FileNotFoundError):

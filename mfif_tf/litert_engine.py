@@ -15,10 +15,10 @@ SRR with the paper's N or no SRR (`focus_map_raw`), any `edge_pixels`, alignment
 stacks and batches. Eq. 14 runs on the original pixels from the graph's F_final, as the
 TensorFlow path does, so 16-bit and grey sources keep their depth and layout. Everything
 else (a `--model` work dir, another mode, scales, flips, bfloat16, tiles, another N) needs
-TensorFlow (`unsupported`), and so do
-images above `MAX_PIXELS`: the graph runs the whole image at once, and the process's peak
-memory grows by about 2 kB per pixel (0.69 GB at 520 x 520, 2.1 GB at 1000 x 1000), where
-the TensorFlow path switches to tiles in bounded memory.
+TensorFlow (`unsupported`), and so do images above `MAX_PIXELS`: the graph runs the whole
+image at once, and the process's peak memory grows by about 2 kB per pixel (0.69 GB at
+520 x 520, 2.1 GB at 1000 x 1000), where the TensorFlow path switches to tiles in bounded
+memory.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 from mfif_tf.cli import quiet_native_stderr
 from mfif_tf.common import (DEFAULT_G_SIDE, DEFAULT_MODE, MEASURE_RATIO, PACKAGED_MODEL_DIR,
                             PACKAGED_MODELS, PAPER_MIN_SIZE_FRACTION, ModelNotFoundError,
-                            model_directory, to_unit_rgb, usable_cpus)
+                            packaged_name, to_unit_rgb, usable_cpus)
 from mfif_tf.image_io import InputError
 from mfif_tf.stacking import (DEFAULT_STACK_ORDER, FusionResult, check_edge_and_size,
                               check_stack_order, diffuse_map, fuse_frames)
@@ -49,17 +49,13 @@ _RUNNERS: dict[tuple, "GraphRunner"] = {}
 
 def graph_path(model: Any = None) -> str | None:
     """The graph of a packaged model: `PACKAGED_GRAPH` for the default one (None, "" or
-    "default"), its folder's `GRAPH_FILE` for a packaged G named in `common.PACKAGED_MODELS`
-    (`--model=small`); None for any other model (a path, a `Generator`), which has no graph."""
+    "default"), its folder's `GRAPH_FILE` for a packaged G of `common.PACKAGED_MODELS` that
+    has one (`--model=small`); None for any other model (a path, a `Generator`)."""
     if model in (None, "", "default"):
         return PACKAGED_GRAPH
-    folder = model_directory(model)
-    if isinstance(folder, (str, os.PathLike)):
-        folder = os.path.realpath(folder)
-        for packaged in PACKAGED_MODELS.values():
-            if os.path.realpath(packaged) == folder:
-                return os.path.join(packaged, GRAPH_FILE)
-    return None
+    name = packaged_name(model)
+    graph = name and os.path.join(PACKAGED_MODELS[name], GRAPH_FILE)
+    return graph if graph and os.path.isfile(graph) else None
 
 
 def missing(graph: str = PACKAGED_GRAPH) -> str | None:
