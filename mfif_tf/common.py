@@ -84,11 +84,18 @@ def find_refiner_dir(refiner: str | os.PathLike | None, model: str | os.PathLike
                      mode: str | None = None) -> str | None:
     """The directory R is loaded from: `refiner` when given; else beside a model directory
     `model` (the folder itself, then its refiner/: a training work dir of `train_refiner`);
-    else the packaged R of `mode` (`PACKAGED_REFINER_DIRS`), then the packaged one. None
-    when none of these holds R's weights (`refiner` is returned as given)."""
+    else the packaged R of `mode` (`PACKAGED_REFINER_DIRS`), then the packaged one. For the
+    `COARSE_REFINER_KEY` of a packaged G that another packaged G stands in for below full size
+    (`PACKAGED_COARSE_GENERATORS`), that G's. None when none of these holds R's weights
+    (`refiner` is returned as given)."""
     if refiner:
         return os.fspath(refiner)
     model = model_directory(model)
+    coarse_model = PACKAGED_COARSE_GENERATORS.get(packaged_name(model))
+    if mode == COARSE_REFINER_KEY and coarse_model is not None:
+        # Below full size another packaged G runs (`find_coarse_generator_dir`): its R
+        # follows it, not the one beside this model's G.
+        model = None if coarse_model == PACKAGED_MODEL_DIR else coarse_model
     candidates = []
     if model and os.fspath(model) != "default":
         candidates += [os.fspath(model), os.path.join(os.fspath(model), "refiner")]

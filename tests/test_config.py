@@ -81,16 +81,24 @@ def test_shipped_flagfiles_say_what_they_claim(monkeypatch):
     finetune = resolve(["--flagfile=configs/pretrained_finetune.flags"])
     assert finetune.data.image_size == 256 and finetune.data.sigma_range == (1.0, 4.5)
     assert resolve(["--flagfile=configs/ablations/no_se.flags"]).model.use_se is False
-    # The small G's flagfile makes the network that ships in pretrained/small/, for the
-    # steps its model.json gives, distilled from the packaged G.
+    # The small G's two flagfiles make the network that ships in pretrained/small/, for the
+    # steps its model.json gives, distilled from the packaged G; the second starts from the
+    # first one's export.
     small = resolve(["--flagfile=configs/pretrained_small.flags"])
+    small_ft = resolve(["--flagfile=configs/pretrained_small_finetune.flags"])
     with open(os.path.join(ROOT, "mfif_tf", "pretrained", "small", "model.json")) as f:
         meta = json.load(f)
-    assert small.model == config_lib.model_config_from_dict(meta["model"])
+    for stage in (small, small_ft):
+        assert stage.model == config_lib.model_config_from_dict(meta["model"])
+        assert stage.teacher == "default" and stage.data.synthesis == "mixed"
     assert small.model.down_channels == (16, 32)
-    assert small.teacher == "default" and small.data.synthesis == "mixed"
-    assert list(meta["info"]["steps"].values()) == [small.num_steps]
-    assert meta["info"]["flagfiles"] == ["configs/pretrained_small.flags"]
+    assert not small.init_checkpoint
+    assert small_ft.init_checkpoint == "runs/pretrained_small/export"
+    assert list(meta["info"]["steps"].values()) == [small.num_steps, small_ft.num_steps]
+    assert meta["info"]["flagfiles"] == ["configs/pretrained_small.flags",
+                                         "configs/pretrained_small_finetune.flags"]
+    assert meta["info"]["training_config"]["optim"]["learning_rate"] == \
+        small_ft.optim.learning_rate
 
 
 def test_flags_override_presets_and_sections():

@@ -295,7 +295,8 @@ def test_the_shipped_model_loads_and_finds_the_sharp_half(model):
 def test_packaged_models_by_name(tmp_path, monkeypatch):
     """`--model=small` and `--model=six_branch` name the packaged Gs (the small one a
     quarter of the default's channels); a folder of that name where the command runs is read
-    as that folder; the default R and the default's R below full size serve them."""
+    as that folder. The small G has its own R at full size; below full size the default G
+    and the default's R for that step run for it."""
     from mfif_tf import common
 
     small = common.PACKAGED_MODELS["small"]
@@ -305,9 +306,11 @@ def test_packaged_models_by_name(tmp_path, monkeypatch):
     config = model_io.load_generator("small").config
     assert (config.stem_channels, config.down_channels, config.num_blocks) == (16, (16, 32), 6)
     assert model_io.load_generator("six_branch").config.branches == "six"
-    assert common.find_refiner_dir(None, "small", "refined") == common.PACKAGED_MODEL_DIR
+    assert common.find_refiner_dir(None, "small", "refined") == small
+    assert common.find_refiner_dir(None, small, None) == small
     assert common.find_refiner_dir(None, "small", "g_side") == \
         common.PACKAGED_REFINER_DIRS["g_side"]
+    assert common.find_refiner_dir(None, "six_branch", "refined") == common.PACKAGED_MODEL_DIR
     # Below full size the default G runs (it stays sure of flat regions there).
     assert common.find_coarse_generator_dir("small") == common.PACKAGED_MODEL_DIR
     assert common.find_coarse_generator_dir("six_branch") is None
