@@ -252,7 +252,8 @@ def test_shipped_refiner_flagfiles_parse():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["configs/refiner.flags", "configs/refiner_coarse_to_fine.flags",
                                    "configs/refiner_g_side.flags",
-                                   "configs/refiner_g_side_texture.flags"]
+                                   "configs/refiner_g_side_texture.flags",
+                                   "configs/refiner_small.flags"]
 
 
 def test_packaged_refiners_name_the_flagfiles_that_made_them():
@@ -261,7 +262,7 @@ def test_packaged_refiners_name_the_flagfiles_that_made_them():
 
     names = glob.glob(os.path.join(ROOT, "mfif_tf", "pretrained", "**", "refiner.json"),
                       recursive=True)
-    assert len(names) == 3
+    assert len(names) == 4  # refined, coarse_to_fine, g_side, and the small G's
     for name in names:
         info = json.load(open(name))["info"]
         for key in ("first_stage", "flagfile"):
