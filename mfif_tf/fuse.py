@@ -24,6 +24,7 @@ from typing import NoReturn
 
 from absl import app, flags
 
+from mfif_tf import common
 from mfif_tf.cli import fail, parse_flags
 
 FLAGS = flags.FLAGS
@@ -39,25 +40,29 @@ flags.DEFINE_string("model", None, "Model directory or training work dir, or a p
                     "the model shipped with the package.")
 flags.DEFINE_bool("no_srr", False, "Skip small region removal (eq. 14 then blends with F_hat).")
 flags.DEFINE_integer("min_size", None, "SRR's N in pixels; default 0.001 * W * H.")
-flags.DEFINE_float("min_size_fraction", 0.001, "N = fraction * W * H when --min_size is unset.")
+flags.DEFINE_float("min_size_fraction", common.PAPER_MIN_SIZE_FRACTION,
+                   "N = fraction * W * H when --min_size is unset.")
 flags.DEFINE_integer("edge_pixels", 0, "Grow (> 0) or shrink (< 0) the foreground of F_final "
                      "by this many pixels.")
 flags.DEFINE_bool("flips", False, "Average F_hat over the sources mirrored left-right and "
                   "top-bottom (test-time augmentation: 3x network time, slightly better maps).")
-flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
+flags.DEFINE_enum("mode", common.DEFAULT_MODE, list(common.MODES),
                   "refined (default): one network pass at full resolution, then a "
                   "refinement head redraws the map's outline on the pixels; paper: the "
                   "network pass alone, as in the paper; coarse_to_fine: the network decides "
                   "at a working resolution near the scale it learned and the refinement head "
                   "brings the map up to full resolution (faster on big photos, less accurate).")
-flags.DEFINE_integer("working_side", 448, "coarse_to_fine: shorter side of the network's "
+flags.DEFINE_integer("working_side", common.DEFAULT_WORKING_SIDE,
+                     "coarse_to_fine: shorter side of the network's "
                      "working resolution in pixels (sources are area-downscaled to it, never "
                      "enlarged).")
-flags.DEFINE_integer("g_side", 1024, "refined: the largest shorter side the network runs at; "
+flags.DEFINE_integer("g_side", common.DEFAULT_G_SIDE,
+                     "refined: the largest shorter side the network runs at; "
                      "larger sources are box-averaged by a power of two first and a "
                      "refinement head trained for it redraws the outline at full size "
                      "(0: the network at full size whatever the size).")
-flags.DEFINE_float("measure_ratio", 3.0, "refined, above --g_side: near the network's outline, "
+flags.DEFINE_float("measure_ratio", common.MEASURE_RATIO,
+                   "refined, above --g_side: near the network's outline, "
                    "take the source whose sum-modified-Laplacian focus measure is more than "
                    "this many times the other's, whatever the map says; then, at any size, "
                    "within 4 px of the outline the source whose pixel's own measure is more "

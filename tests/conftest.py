@@ -66,6 +66,13 @@ LONG_MODULES = ("test_training", "test_multi_worker", "test_train_refiner", "tes
                 "test_tfds_builders", "test_export", "test_precision", "test_fuse_cli")
 
 
+def pytest_configure(config):
+    # pytest-xdist reorders files by their number of tests unless told not to, which would
+    # undo the order below (most long files hold few tests).
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slow") is None and is_slow(item):

@@ -2,6 +2,7 @@
 mask folder writes loadable weights, resumes, and refuses bad flags in one line."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -44,13 +45,21 @@ def _flags(data, workdir, steps):
             "--log_every=1"]
 
 
-def test_short_run_writes_weights_and_resumes(mask_folder, tmp_path):
+@pytest.fixture(scope="module")
+def two_steps(mask_folder, tmp_path_factory):
+    """A finished 2-step run: (its work dir, the process). Tests copy it before resuming."""
+    workdir = tmp_path_factory.mktemp("two_steps") / "run"
+    first = _run(*_flags(mask_folder, workdir, 2))
+    assert first.returncode == 0, first.stderr[-2000:]
+    return workdir, first
+
+
+def test_short_run_writes_weights_and_resumes(mask_folder, two_steps, tmp_path):
     from mfif_tf import refiner as refiner_lib
 
     workdir = tmp_path / "run"
-    first = _run(*_flags(mask_folder, workdir, 2))
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert "step 2/2" in first.stdout
+    shutil.copytree(two_steps[0], workdir)
+    assert "step 2/2" in two_steps[1].stdout
     loaded = refiner_lib.load_refiner(str(workdir / "refiner"))
     assert loaded.config == refiner_lib.RefinerConfig(channels=4, layers=2)
     # Trained: the delta head (zero at initialisation) has moved.
@@ -92,15 +101,15 @@ def test_bad_flags_are_one_line(mask_folder, tmp_path, flag, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_init_refiner_starts_from_saved_weights_unless_resuming(mask_folder, tmp_path):
+def test_init_refiner_starts_from_saved_weights_unless_resuming(mask_folder, two_steps,
+                                                                tmp_path):
     from mfif_tf import refiner as refiner_lib
 
-    first = _run(*_flags(mask_folder, tmp_path / "a", 2))
-    assert first.returncode == 0, first.stderr[-2000:]
-    start = refiner_lib.load_refiner(str(tmp_path / "a" / "refiner"))
+    source = two_steps[0]
+    start = refiner_lib.load_refiner(str(source / "refiner"))
     # With a learning rate of 0 the weights written after one step are the ones it started
     # from: those of the given work dir's R, not a fresh initialisation.
-    out = _run(*_flags(mask_folder, tmp_path / "b", 1), f"--init_refiner={tmp_path / 'a'}",
+    out = _run(*_flags(mask_folder, tmp_path / "b", 1), f"--init_refiner={source}",
                "--learning_rate=0")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "R starts from" in out.stdout
@@ -110,9 +119,9 @@ def test_init_refiner_starts_from_saved_weights_unless_resuming(mask_folder, tmp
     import json
 
     info = json.loads((tmp_path / "b" / "refiner" / "refiner.json").read_text())["info"]
-    assert info["init_refiner"] == str(tmp_path / "a")
+    assert info["init_refiner"] == str(source)
     # A work dir with a checkpoint resumes from it; --init_refiner is not applied again.
-    again = _run(*_flags(mask_folder, tmp_path / "b", 2), f"--init_refiner={tmp_path / 'a'}")
+    again = _run(*_flags(mask_folder, tmp_path / "b", 2), f"--init_refiner={source}")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed from" in again.stdout and "R starts from" not in again.stdout
 

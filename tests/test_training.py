@@ -84,6 +84,9 @@ def test_one_batch_overfit_lowers_l1():
     assert last < 0.5 * first, (first, last)
 
 
+SMOKE_SMALL = ["--flagfile=configs/smoke.flags", "--num_blocks=1", "--critic_layers=3"]
+
+
 def _run_cli(args, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, "-m", "mfif_tf.train", *args], cwd=ROOT, env=env,
@@ -91,15 +94,16 @@ def _run_cli(args, timeout=300):
 
 
 def test_smoke_flagfile_on_two_logical_devices(tmp_path):
-    """The smoke flagfile under MirroredStrategy: the first run makes the two warm-up steps
-    (L1 alone) and its checkpoint, the second resumes and makes a WGAN-GP step, so each
-    process traces one kind of step."""
-    proc = _run_cli(["--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--cpu_devices=2",
+    """The smoke flagfile under MirroredStrategy (with one SE-ResNet block and a 3-layer
+    critic: tracing the replicated steps is most of the time): the first run makes the two
+    warm-up steps (L1 alone) and its checkpoint, the second resumes and makes a WGAN-GP step,
+    so each process traces one kind of step."""
+    proc = _run_cli([*SMOKE_SMALL, f"--workdir={tmp_path}", "--cpu_devices=2",
                      "--distribution=mirrored", "--num_steps=2"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 2/2" in proc.stderr and "d_loss" not in proc.stderr
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) is not None
-    proc = _run_cli(["--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--cpu_devices=2",
+    proc = _run_cli([*SMOKE_SMALL, f"--workdir={tmp_path}", "--cpu_devices=2",
                      "--distribution=mirrored", "--num_steps=3"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stderr and "step 3/3" in proc.stderr
