@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from mfif_tf import common
 from mfif_tf.cli import fail, parse_flags
 
 FLAGS = flags.FLAGS
@@ -25,14 +26,15 @@ flags.DEFINE_string("export_dir", None, "Root folder of the export.")
 flags.DEFINE_string("model_name", "mfif", "TF Serving model name (folder under --export_dir).")
 flags.DEFINE_integer("version", None, "TF Serving version number (integer folder).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
-flags.DEFINE_float("min_size_fraction", 0.001,
+flags.DEFINE_float("min_size_fraction", common.PAPER_MIN_SIZE_FRACTION,
                    "SRR: regions below this fraction of W * H are removed (section 3.3).")
-flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
+flags.DEFINE_enum("mode", common.DEFAULT_MODE, list(common.MODES),
                   "Fusion mode of every exported graph: refined (default: one "
                   "full-resolution pass, its outline redrawn by the refinement head), paper "
                   "(the pass alone) or coarse_to_fine (G at the working resolution, the "
                   "refinement head to full resolution).")
-flags.DEFINE_integer("working_side", 448, "coarse_to_fine: shorter side of G's working "
+flags.DEFINE_integer("working_side", common.DEFAULT_WORKING_SIDE,
+                     "coarse_to_fine: shorter side of G's working "
                      "resolution in pixels.")
 flags.DEFINE_string("refiner", None, "refined, coarse_to_fine: folder of the refinement head "
                     "(default: "

@@ -19,7 +19,7 @@ import sys
 
 from absl import app, flags
 
-from mfif_tf import evaluate_lib
+from mfif_tf import common, evaluate_lib
 from mfif_tf.cli import fail, parse_flags, quiet_native_stderr
 from mfif_tf import metrics as metrics_lib
 from mfif_tf.scales import parse_scales
@@ -42,17 +42,20 @@ flags.DEFINE_bool("srr", True, "With --model or --classical: apply small region 
                   "(section 3.3).")
 flags.DEFINE_bool("flips", False, "With --model: average F_hat over the inputs mirrored "
                   "left-right and top-bottom (test-time augmentation, 3x network time).")
-flags.DEFINE_enum("mode", "refined", ["refined", "paper", "coarse_to_fine"],
+flags.DEFINE_enum("mode", common.DEFAULT_MODE, list(common.MODES),
                   "With --model: refined (default: G at full resolution, its outline "
                   "redrawn on the pixels by the refinement head), paper (G at full "
                   "resolution, one pass) or coarse_to_fine (G at the working resolution, the "
                   "refinement head up to full resolution).")
-flags.DEFINE_integer("working_side", 448, "With --model, coarse_to_fine: shorter side of G's "
+flags.DEFINE_integer("working_side", common.DEFAULT_WORKING_SIDE,
+                     "With --model, coarse_to_fine: shorter side of G's "
                      "working resolution in pixels (never enlarged).")
-flags.DEFINE_integer("g_side", 1024, "With --model, refined: the largest shorter side G runs "
+flags.DEFINE_integer("g_side", common.DEFAULT_G_SIDE,
+                     "With --model, refined: the largest shorter side G runs "
                      "at; larger sources are box-averaged by a power of two first (0: G at "
                      "full size).")
-flags.DEFINE_float("measure_ratio", 3.0, "With --model, refined: the focus-measure check "
+flags.DEFINE_float("measure_ratio", common.MEASURE_RATIO,
+                   "With --model, refined: the focus-measure check "
                    "of the network's outline, over windows above --g_side, pixels and the "
                    "outline's unsure pixels at any size (0: off; mfif-fuse --measure_ratio).")
 flags.DEFINE_string("refiner", None, "With --model, refined/coarse_to_fine: folder of the "
