@@ -45,6 +45,11 @@ def build_dataset(config: TrainConfig, seed_offset: int = 0) -> tf.data.Dataset:
     """The training stream of dicts (`image_a`, `image_b`, `focus`, `image`), global batch."""
     from data_pipeline.pipeline import training_dataset
 
+    # tf.data's shuffle and random coins draw from the global seed as well as their own:
+    # build the stream with none set, as the first run of a process does (the shipped
+    # recipes' runs), so that every run of these settings sees the same batches, also after
+    # an earlier run in the same process has set the global seed (`_train`).
+    tf.random.set_seed(None)
     return training_dataset(config.data, batch_size=config.batch_size,
                             seed=config.seed + seed_offset)
 
@@ -206,6 +211,7 @@ def _train(config: TrainConfig, workdir: str, out_dir: str, strategy: tf.distrib
         # with a seed derived from the step, so it does not replay the batches it has seen.
         done = int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
         dataset = build_dataset(config, seed_offset=done)
+        tf.random.set_seed(config.seed)  # as set above; `build_dataset` clears it
         log(f"multi-device resume: input pipeline reseeded at step {done}")
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Every worker makes the same global batches and keeps its share of each (sharding

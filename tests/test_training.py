@@ -31,22 +31,32 @@ def weights_of(trainer):
     return [v.numpy() for v in trainer.generator.weights + trainer.critic.weights]
 
 
-def test_short_run_writes_checkpoint_config_and_summaries(tmp_path):
-    trainer = train_and_evaluate(tiny_config(), str(tmp_path), log=lambda m: None)
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """`tiny_config()` trained from scratch to its end in one go: (work dir, weights)."""
+    workdir = tmp_path_factory.mktemp("straight")
+    trainer = train_and_evaluate(tiny_config(), str(workdir), log=lambda m: None)
     assert int(trainer.step.numpy()) == 4
-    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-4")
-    assert (tmp_path / "config.json").exists()
-    assert (tmp_path / "export" / "generator.weights.h5").exists()
-    assert os.listdir(tmp_path / "tensorboard")
-    assert all(np.all(np.isfinite(w)) for w in weights_of(trainer))
+    return workdir, weights_of(trainer)
 
 
-def test_resume_after_interruption_is_exact(tmp_path):
-    straight = train_and_evaluate(tiny_config(), str(tmp_path / "a"), log=lambda m: None)
+def test_short_run_writes_checkpoint_config_and_summaries(straight_run):
+    workdir, weights = straight_run
+    assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-4")
+    assert (workdir / "config.json").exists()
+    assert (workdir / "export" / "generator.weights.h5").exists()
+    assert os.listdir(workdir / "tensorboard")
+    assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+def test_resume_after_interruption_is_exact(tmp_path, straight_run):
+    # Whatever ran before in the process (another run, a user's seed), the same settings
+    # give the same batches: tf.data's shuffle also draws from the global seed.
+    tf.random.set_seed(4321)
     train_and_evaluate(tiny_config(), str(tmp_path / "b"), stop_after_steps=2, log=lambda m: None)
     resumed = train_and_evaluate(tiny_config(), str(tmp_path / "b"), log=lambda m: None)
     assert int(resumed.step.numpy()) == 4
-    for w1, w2 in zip(weights_of(straight), weights_of(resumed)):
+    for w1, w2 in zip(straight_run[1], weights_of(resumed)):
         np.testing.assert_allclose(w1, w2, rtol=1e-5, atol=1e-6)
 
 
