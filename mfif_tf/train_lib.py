@@ -200,9 +200,6 @@ def _train(config: TrainConfig, workdir: str, out_dir: str, strategy: tf.distrib
     checkpoints, summaries and the export to `out_dir` (`workdir` but on a non-chief
     worker)."""
     _set_precision(config)
-    keras.utils.set_random_seed(config.seed)  # Python, NumPy, TF and Keras initialisers
-    trainer = Trainer(config, strategy)
-
     # Every worker resumes from the chief's checkpoints: the same state everywhere.
     latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     if strategy.num_replicas_in_sync > 1 and latest and own_dataset:
@@ -211,8 +208,10 @@ def _train(config: TrainConfig, workdir: str, out_dir: str, strategy: tf.distrib
         # with a seed derived from the step, so it does not replay the batches it has seen.
         done = int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
         dataset = build_dataset(config, seed_offset=done)
-        tf.random.set_seed(config.seed)  # as set above; `build_dataset` clears it
         log(f"multi-device resume: input pipeline reseeded at step {done}")
+    # After the stream is built (`build_dataset` clears the global seed).
+    keras.utils.set_random_seed(config.seed)  # Python, NumPy, TF and Keras initialisers
+    trainer = Trainer(config, strategy)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Every worker makes the same global batches and keeps its share of each (sharding
         # by data, not by files): the batches of a run do not depend on how many workers

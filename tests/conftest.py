@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Under pytest-xdist each worker process (and every process a test starts, which inherits
 # this) gets its share of the CPUs for TensorFlow's thread pools, instead of every worker
 # using all of them: on 2 cores with `-n 2`, two pools of 2 threads each fight over the cores
-# and four of the test files took 1.17x as long (165 s against 141 s).
+# and four of the test files took 1.10-1.17x as long (two comparisons).
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     _share = str(max(1, len(os.sched_getaffinity(0)) // _workers))
@@ -71,6 +71,10 @@ def is_slow(item: pytest.Item) -> bool:
 # The files that take longest (minutes each on 2 cores), longest first. They run first, so that
 # with `-n 2 --dist loadfile` (pytest-xdist hands out whole files in collection order) the
 # two processes end together instead of one waiting for a long file picked up last.
+# The training CLI's smoke flagfile with one SE-ResNet block and a 3-layer critic: tracing the
+# replicated steps of the multi-device and multi-worker tests is most of their time.
+SMOKE_SMALL = ("--flagfile=configs/smoke.flags", "--num_blocks=1", "--critic_layers=3")
+
 LONG_MODULES = ("test_training", "test_multi_worker", "test_train_refiner", "test_tflite",
                 "test_tfds_builders", "test_export", "test_precision", "test_fuse_cli")
 

@@ -16,11 +16,11 @@ import pytest
 
 from mfif_tf import config as config_lib
 from mfif_tf.workdir import output_dir
+from tests.conftest import SMOKE_SMALL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/smoke.flags with smaller networks: the embedded sample photos, 32x32 crops.
-TINY = ["--flagfile=configs/smoke.flags", "--num_blocks=1", "--critic_layers=3",
-        "--image_every=1000"]
+TINY = [*SMOKE_SMALL, "--image_every=1000"]
 TIMEOUT = 240  # seconds for one process: a collective waiting for a dead peer fails CI
 
 

@@ -12,6 +12,7 @@ from data_pipeline import PipelineConfig
 from mfif_tf import config as config_lib
 from mfif_tf.train_lib import train_and_evaluate
 from mfif_tf.trainer import Trainer
+from tests.conftest import SMOKE_SMALL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,9 +93,6 @@ def test_one_batch_overfit_lowers_l1():
     for _ in range(39):
         last = float(trainer.warmup_step(batch)["rec"])
     assert last < 0.5 * first, (first, last)
-
-
-SMOKE_SMALL = ["--flagfile=configs/smoke.flags", "--num_blocks=1", "--critic_layers=3"]
 
 
 def _run_cli(args, timeout=300):
