@@ -553,13 +553,19 @@ def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.
         k = g_factor_tensor(shape[1], shape[2], g_side)
         if coarse_predict is None:
             coarse = scales_lib.multiscale_by(predict, image_a, image_b, scales, k)
-            return tf.cond(k > 1, lambda: below_full_size(coarse, k),
-                           lambda: full_size(coarse))
-        return tf.cond(
-            k > 1,
-            lambda: below_full_size(scales_lib.multiscale_by(coarse_predict, image_a, image_b,
-                                                             scales, k), k),
-            lambda: full_size(scales_lib.multiscale_by(predict, image_a, image_b, scales, k)))
+            f_hat = tf.cond(k > 1, lambda: below_full_size(coarse, k),
+                            lambda: full_size(coarse))
+        else:
+            f_hat = tf.cond(
+                k > 1,
+                lambda: below_full_size(scales_lib.multiscale_by(coarse_predict, image_a,
+                                                                 image_b, scales, k), k),
+                lambda: full_size(scales_lib.multiscale_by(predict, image_a, image_b, scales,
+                                                           k)))
+        # The branches' static shapes differ (the measure check's is unknown); the map's is
+        # the sources' with one channel, as signatures and callers declare it.
+        f_hat.set_shape(image_a.shape[:3].concatenate([1]))
+        return f_hat
     if image_a.shape[0] == 1:
         sizes = tuple(image_a.shape[1:3]) if None not in image_a.shape[1:3] else None
         return coarse_to_fine(predict, refiner, image_a, image_b, working_side, sizes)

@@ -54,6 +54,20 @@ def two_steps(mask_folder, tmp_path_factory):
     return workdir, first
 
 
+@pytest.fixture(scope="module")
+def mixed_run(mask_folder, tmp_path_factory):
+    """A finished 2-step run with image-scale regimes, texture on the larger one only, a
+    band width and B focused between the layers: (its work dir, the process). The tests of
+    those flags share it."""
+    workdir = tmp_path_factory.mktemp("mixed") / "run"
+    out = _run(*_flags(mask_folder, workdir, 2), "--batch_size=4",
+               "--regimes=64:1:2,96:2:6", "--texture=1,3", "--texture_min_shorter=96",
+               "--band_grow=7", "--pair_focus=0.3,0.7", "--pair_focus_share=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "step 2/2" in out.stdout
+    return workdir, out
+
+
 def test_short_run_writes_weights_and_resumes(mask_folder, two_steps, tmp_path):
     from mfif_tf import refiner as refiner_lib
 
@@ -126,35 +140,29 @@ def test_init_refiner_starts_from_saved_weights_unless_resuming(mask_folder, two
     assert "resumed from" in again.stdout and "R starts from" not in again.stdout
 
 
-def test_regimes_mix_image_scales_in_every_step(mask_folder, tmp_path):
+def test_regimes_mix_image_scales_in_every_step(mixed_run):
     from mfif_tf import train_refiner
 
     assert train_refiner.parse_regimes([], 288, (1.0, 6.0)) == [(288, (1.0, 6.0))]
     assert train_refiner.parse_regimes(["288:1:6", "640:1:16"], 0, ()) == [
         (288, (1.0, 6.0)), (640, (1.0, 16.0))]
-    out = _run(*_flags(mask_folder, tmp_path / "run", 1), "--batch_size=4",
-               "--regimes=64:1:2,96:2:6")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "step 1/1" in out.stdout
-    assert (tmp_path / "run" / "refiner" / "refiner.weights.h5").exists()
+    assert (mixed_run[0] / "refiner" / "refiner.weights.h5").exists()
 
 
-def test_texture_synthesises_the_sources_again_at_the_training_resolution(mask_folder,
-                                                                          tmp_path):
-    out = _run(*_flags(mask_folder, tmp_path / "run", 2), "--batch_size=4",
-               "--regimes=64:1:2,96:2:6", "--texture=1,3", "--band_grow=7")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "step 2/2" in out.stdout
+def test_texture_synthesises_the_sources_again_at_the_training_resolution(mixed_run):
     import json
 
-    assert json.loads((tmp_path / "run" / "flags.json").read_text())["texture"] == ["1", "3"]
+    workdir = mixed_run[0]
+    assert json.loads((workdir / "flags.json").read_text())["texture"] == ["1", "3"]
     # --band_grow is a setting of the fusion, written with the weights.
     from mfif_tf import refiner as refiner_lib
 
-    assert refiner_lib.load_refiner(str(tmp_path / "run" / "refiner")).config.band_grow == 7
+    assert refiner_lib.load_refiner(str(workdir / "refiner")).config.band_grow == 7
 
 
-def test_texture_min_shorter_picks_the_regimes_that_get_texture(mask_folder, tmp_path):
+def test_texture_min_shorter_picks_the_regimes_that_get_texture(mixed_run):
+    import json
+
     from mfif_tf import train_refiner
 
     regimes = [(288, (1.0, 6.0)), (640, (1.0, 16.0))]
@@ -162,10 +170,8 @@ def test_texture_min_shorter_picks_the_regimes_that_get_texture(mask_folder, tmp
     assert train_refiner.textured_samples(8, regimes, 0) == [1.0] * 8
     assert train_refiner.textured_samples(8, regimes, 640) == [0.0] * 4 + [1.0] * 4
     assert train_refiner.textured_samples(8, regimes, 641) == [0.0] * 8
-    out = _run(*_flags(mask_folder, tmp_path / "run", 1), "--batch_size=4",
-               "--regimes=64:1:2,96:2:6", "--texture=1,3", "--texture_min_shorter=96")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "step 1/1" in out.stdout
+    recorded = json.loads((mixed_run[0] / "flags.json").read_text())
+    assert recorded["texture_min_shorter"] == 96
 
 
 def test_textured_pairs_follow_each_samples_model_and_keep_texture_in_focus_only():
@@ -199,7 +205,7 @@ def test_textured_pairs_follow_each_samples_model_and_keep_texture_in_focus_only
     assert np.std((b - plain_b).numpy()[core]) < 1 / 255
 
 
-def test_pair_focus_makes_b_focused_between_the_layers(mask_folder, tmp_path):
+def test_pair_focus_makes_b_focused_between_the_layers(mixed_run):
     import tensorflow as tf
 
     from data_pipeline import synthesis
@@ -223,14 +229,9 @@ def test_pair_focus_makes_b_focused_between_the_layers(mask_folder, tmp_path):
                                        (1 - t[i]) * sigma[i], method)
         np.testing.assert_allclose(b[i], want, atol=1e-6)
         assert np.abs(b[i] - pair_b[i]).max() > 0.05
-    out = _run(*_flags(mask_folder, tmp_path / "run", 2), "--batch_size=4",
-               "--regimes=64:1:2,96:2:6", "--texture=1,3", "--pair_focus=0.3,0.7",
-               "--pair_focus_share=1")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "step 2/2" in out.stdout
     import json
 
-    recorded = json.loads((tmp_path / "run" / "flags.json").read_text())
+    recorded = json.loads((mixed_run[0] / "flags.json").read_text())
     assert recorded["pair_focus"] == ["0.3", "0.7"] and recorded["pair_focus_share"] == 1.0
 
 

@@ -1,6 +1,7 @@
 """Training loop: smoke run, exact resume, overfitting one batch, two logical devices, CLI errors."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -151,10 +152,11 @@ def snapshot(folder):
     return found
 
 
-def test_resume_with_other_networks_changes_nothing(tmp_path):
+def test_resume_with_other_networks_changes_nothing(tmp_path, straight_run):
     from mfif_tf.model_io import load_generator
 
-    train_and_evaluate(tiny_config(), str(tmp_path), stop_after_steps=2, log=lambda m: None)
+    tmp_path = tmp_path / "run"
+    shutil.copytree(straight_run[0], tmp_path)
     before = snapshot(tmp_path)
     other = tiny_config()
     other.model = config_lib.model_config("compact", num_blocks=3, critic_layers=4,
@@ -238,19 +240,18 @@ def test_stale_files_of_killed_runs_are_removed_and_nothing_else(tmp_path):
     assert sum("left by an interrupted run" in m for m in logs) == 6
 
 
-def test_fine_tuning_starts_from_a_model_directory(tmp_path):
+def test_fine_tuning_starts_from_a_model_directory(tmp_path, straight_run):
     """--init_checkpoint takes a model directory (model.json + generator.weights.h5): G starts
     from its weights; a model of another network is refused in one line."""
     from data_pipeline.readers import DataError
     from mfif_tf import model_io
 
-    source = train_and_evaluate(tiny_config(num_steps=2), str(tmp_path / "a"),
-                                log=lambda m: None)
-    model_dir = str(tmp_path / "a" / "export")
+    model_dir = str(straight_run[0] / "export")
     cfg = tiny_config(num_steps=0, init_checkpoint=model_dir)
     tuned = train_and_evaluate(cfg, str(tmp_path / "b"), log=lambda m: None)
-    for w1, w2 in zip(source.generator.weights, tuned.generator.weights):
-        np.testing.assert_array_equal(w1.numpy(), w2.numpy())
+    trained = straight_run[1][:len(tuned.generator.weights)]  # G's weights come first
+    for w1, w2 in zip(trained, tuned.generator.weights):
+        np.testing.assert_array_equal(w1, w2.numpy())
     assert model_io.load_generator(model_dir).config == tuned.generator.config
     other = tiny_config(num_steps=0, init_checkpoint=model_dir)
     other.model = config_lib.model_config("compact", num_blocks=1, critic_layers=4)
@@ -258,7 +259,7 @@ def test_fine_tuning_starts_from_a_model_directory(tmp_path):
         train_and_evaluate(other, str(tmp_path / "c"), log=lambda m: None)
 
 
-def test_distillation_target_and_six_to_two_branches(tmp_path):
+def test_distillation_target_and_six_to_two_branches(tmp_path, straight_run):
     """--teacher: G learns w F_teacher + (1 - w) F, the teacher's map in inference mode; a
     six-branch model starts a two-branch run with the same weights."""
     import dataclasses
@@ -266,8 +267,7 @@ def test_distillation_target_and_six_to_two_branches(tmp_path):
     from mfif_tf import model_io
     from mfif_tf.trainer import Trainer
 
-    train_and_evaluate(tiny_config(num_steps=2), str(tmp_path / "a"), log=lambda m: None)
-    teacher_dir = str(tmp_path / "a" / "export")
+    teacher_dir = str(straight_run[0] / "export")
     teacher = model_io.load_generator(teacher_dir, "float32")
     rng = np.random.default_rng(0)
     batch = {"image_a": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 3)), tf.float32),
