@@ -37,9 +37,9 @@ def build_graph(generator=None, refiner=None, model: str = "default") -> bytes:
 
     generator = generator or model_io.load_generator(model, "float32")
     refiner = refiner or fusion.resolve_refiner(None, None if model == "default" else model)
-    # No R for G below full size: the engine takes images of at most 1 MP
-    # (`litert_engine.MAX_PIXELS`), whose shorter side is at most 1000, where G always runs
-    # at full size; without it the graph has no IF op between the two Rs.
+    # No R for G below full size: the engine takes only images that `fuse` runs G on at
+    # full size (`litert_engine.size_blocker`: at most 1 MP, a shorter side of at most
+    # --g_side); without it the graph has no IF op between the two Rs.
     module = TFLiteModule(generator, mode="refined", refiner=refiner)  # `GRAPH_FILE`
     return convert(module, "dynamic", "float32")
 

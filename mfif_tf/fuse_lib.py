@@ -158,7 +158,7 @@ def check_job(sources: Sequence[str], output: str | None, options: FuseOptions,
 
 def litert_blockers(options: FuseOptions, generator: Generator | str | None) -> list[str]:
     """Why the LiteRT engine cannot run a job with these settings (empty: it can, for
-    images up to `litert_engine.MAX_PIXELS`)."""
+    the image sizes it runs, `litert_engine.size_blocker`)."""
     model = "a Generator" if not isinstance(generator, (str, os.PathLike, type(None))) \
         else generator
     reasons = litert_engine.unsupported(
@@ -195,7 +195,8 @@ def choose_engine(options: FuseOptions, generator: Generator | str | None,
     `frames`: how many sources).
 
     `options.engine` "auto" picks LiteRT when the packaged graph computes what was asked
-    (`litert_engine.unsupported`), the image is at most `litert_engine.MAX_PIXELS` and the
+    (`litert_engine.unsupported`), the image is one it runs (`litert_engine.size_blocker`:
+    at most `litert_engine.MAX_PIXELS`, a shorter side of at most `g_side`) and the
     job is too small to repay TensorFlow's start-up (`tensorflow_pays`: a pair never is; a
     stack of 1 MP frames from 6 frames on in bfloat16), else TensorFlow; "litert" refuses a
     job it cannot run, naming the flags; "tensorflow" always runs TensorFlow.
@@ -208,7 +209,7 @@ def choose_engine(options: FuseOptions, generator: Generator | str | None,
             raise InputError("--engine=litert cannot run this job: " + "; ".join(blockers)
                              + " (use --engine=auto or tensorflow)")
         return "litert"
-    too_big = shape is not None and shape[0] * shape[1] > litert_engine.MAX_PIXELS
+    too_big = shape is not None and litert_engine.size_blocker(*shape[:2], options.g_side)
     pays = shape is not None and tensorflow_pays(frames, shape[0] * shape[1], options.precision)
     return "tensorflow" if blockers or too_big or pays else "litert"
 
@@ -258,7 +259,7 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
             frames, srr=options.srr, edge_pixels=options.edge_pixels, align=options.align,
             align_model=options.align_model, names=list(sources), progress=options.progress,
             num_threads=options.threads, stack_order=options.stack_order,
-            graph=litert_engine.graph_path(generator))
+            graph=litert_engine.graph_path(generator), g_side=options.g_side)
     else:
         start_tensorflow(options.threads)
         from mfif_tf import fusion

@@ -15,10 +15,12 @@ SRR with the paper's N or no SRR (`focus_map_raw`), any `edge_pixels`, alignment
 stacks and batches. Eq. 14 runs on the original pixels from the graph's F_final, as the
 TensorFlow path does, so 16-bit and grey sources keep their depth and layout. Everything
 else (a `--model` work dir, another mode, scales, flips, bfloat16, tiles, another N) needs
-TensorFlow (`unsupported`), and so do images above `MAX_PIXELS`: the graph runs the whole
-image at once, and the process's peak memory grows by about 2 kB per pixel (0.69 GB at
-520 x 520, 2.1 GB at 1000 x 1000), where the TensorFlow path switches to tiles in bounded
-memory.
+TensorFlow (`unsupported`), and so do the images it does not run (`size_blocker`): those
+above `MAX_PIXELS` (the graph runs the whole image at once, and the process's peak memory
+grows by about 2 kB per pixel, 0.69 GB at 520 x 520, 2.1 GB at 1000 x 1000, where the
+TensorFlow path switches to tiles in bounded memory), and those with a shorter side above
+`--g_side`, where `fuse` runs G on box-averaged sources and the graph would run it at full
+size.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 from mfif_tf.cli import quiet_native_stderr
 from mfif_tf.common import (DEFAULT_G_SIDE, DEFAULT_MODE, MEASURE_RATIO, PACKAGED_MODEL_DIR,
                             PACKAGED_MODELS, PAPER_MIN_SIZE_FRACTION, ModelNotFoundError,
-                            packaged_name, to_unit_rgb, usable_cpus)
+                            g_factor, packaged_name, to_unit_rgb, usable_cpus)
 from mfif_tf.image_io import InputError
 from mfif_tf.stacking import (DEFAULT_STACK_ORDER, FusionResult, check_edge_and_size,
                               check_stack_order, diffuse_map, fuse_frames)
@@ -77,11 +79,9 @@ def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = N
                 g_side: int = DEFAULT_G_SIDE, measure_ratio: float = MEASURE_RATIO) -> list[str]:
     """The settings of a job that the packaged graph does not compute (empty: it can run),
     each named as its `mfif-fuse` flag."""
+    # `g_side` is the images' business, not the job's: the graph runs G at full size, which
+    # is what any g_side gives an image whose shorter side is at most g_side (`runs_size`).
     reasons = []
-    # The graph runs G at full size; up to MAX_PIXELS the shorter side is at most
-    # sqrt(MAX_PIXELS), so any g_side from there on (or 0) gives the same maps.
-    if g_side and g_side * g_side < MAX_PIXELS:
-        reasons.append(f"--g_side={g_side} (the graph runs the network at full size)")
     if graph_path(model) is None:
         reasons.append("--model (the graphs hold the packaged models only)")
     if mode != DEFAULT_MODE:
@@ -156,12 +156,24 @@ def packaged_runner(num_threads: int | None = None, graph: str = PACKAGED_GRAPH)
     return _RUNNERS[key]
 
 
-def check_size(height: int, width: int, name: str) -> None:
-    """InputError when an image is too large for the graph (see `MAX_PIXELS`)."""
+def size_blocker(height: int, width: int, g_side: int = DEFAULT_G_SIDE) -> str | None:
+    """Why the graph cannot fuse an image of this size as `fuse` does with `g_side`, or
+    None: it runs the whole image at once (at most `MAX_PIXELS`), with G at full size,
+    which `fuse` does up to a shorter side of `g_side` (any size with 0)."""
     if height * width > MAX_PIXELS:
-        raise InputError(f"{name}: {width}x{height} is above the LiteRT engine's "
-                         f"{MAX_PIXELS / 1e6:g} megapixels (it runs the whole image at "
-                         f"once); use --engine=tensorflow, which tiles large images")
+        return (f"{width}x{height} is above the LiteRT engine's {MAX_PIXELS / 1e6:g} "
+                "megapixels (it runs the whole image at once)")
+    if g_factor(height, width, g_side) > 1:
+        return (f"{width}x{height}: its shorter side is above --g_side={g_side}, where G runs "
+                "on box-averaged sources; the LiteRT graph runs it at full size")
+    return None
+
+
+def check_size(height: int, width: int, name: str, g_side: int = DEFAULT_G_SIDE) -> None:
+    """InputError when the graph cannot fuse an image of this size (`size_blocker`)."""
+    reason = size_blocker(height, width, g_side)
+    if reason:
+        raise InputError(f"{name}: {reason}; use --engine=tensorflow (or auto)")
 
 
 def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, *,
@@ -169,7 +181,7 @@ def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, 
                align_model: str = "similarity", names: Sequence[str] | None = None,
                progress: bool | None = False, num_threads: int | None = None,
                stack_order: str = DEFAULT_STACK_ORDER,
-               graph: str = PACKAGED_GRAPH) -> FusionResult:
+               graph: str = PACKAGED_GRAPH, g_side: int = DEFAULT_G_SIDE) -> FusionResult:
     """Fuses a pair or a stack with a packaged graph, as `mfif_tf.fusion.fuse_stack` does
     with the same settings in refined mode (see there for the arguments).
 
@@ -184,7 +196,7 @@ def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, 
 
     def pair_maps(running, frame, bar, timings):
         nonlocal runner
-        check_size(*frame.shape[:2], names[0] if names else "source 0")
+        check_size(*frame.shape[:2], names[0] if names else "source 0", g_side)
         if runner is None:
             runner = packaged_runner(num_threads, graph)
         bar.total += 1

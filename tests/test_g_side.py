@@ -126,13 +126,23 @@ def test_bad_g_side_is_refused_with_its_name(bad):
         fuse_lib.FuseOptions(g_side=bad).validate()
 
 
-def test_litert_engine_runs_only_g_sides_it_computes_the_same():
-    """The packaged LiteRT graph runs G at full size on images up to 1 MP: any g_side of at
-    least 1000 (or 0) gives the same maps there; a smaller one sends the job to TensorFlow."""
-    for side in (0, 1000, common.DEFAULT_G_SIDE, 4096):
-        assert not any("g_side" in r for r in litert_engine.unsupported(g_side=side))
-    assert any("--g_side=512" in r for r in litert_engine.unsupported(g_side=512))
-    assert fuse_lib.litert_blockers(fuse_lib.FuseOptions(g_side=512), None)
+def test_litert_engine_runs_only_images_g_sees_at_full_size():
+    """The packaged LiteRT graph runs G at full size, as `fuse` does up to a shorter side of
+    g_side: larger images (by default, or with a smaller g_side) go to TensorFlow, and a
+    forced LiteRT job refuses them in one line naming the flag."""
+    for side in (0, 1000, 4096):
+        assert litert_engine.size_blocker(1000, 1000, side) is None
+        assert not litert_engine.unsupported(g_side=side)
+    assert "--g_side=512" in litert_engine.size_blocker(750, 1000, 512)
+    assert litert_engine.size_blocker(512, 700, 512) is None
+    auto = fuse_lib.FuseOptions(g_side=512)
+    auto.validate()
+    assert fuse_lib.choose_engine(auto, None, (750, 1000, 3)) == "tensorflow"
+    assert fuse_lib.choose_engine(auto, None, (480, 640, 3)) == "litert"
+    a, b = _pair(64, 80)
+    with pytest.raises(InputError, match=r"a\.png: 80x64: its shorter side is above "
+                                         r"--g_side=32, .*; use --engine=tensorflow"):
+        litert_engine.fuse_stack(iter([a, b]), names=["a.png", "b.png"], g_side=32)
 
 
 @pytest.mark.parametrize("variant", ["dynamic", "fixed"])
