@@ -45,8 +45,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGED_DIR = PACKAGED_MODEL_DIR
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
-METHODS = ("refined", "refined_float32", "refined_unchecked", "refined_sequential",
-           "coarse_to_fine", "paper", "paper_two_scales", "refined_six_branch", "refined_small",
+METHODS = ("refined", "refined_g1024", "refined_float32", "refined_unchecked",
+           "refined_sequential", "coarse_to_fine", "paper", "paper_two_scales", "refined_six_branch", "refined_small",
            "classical", "enfuse")
 # Methods that differ from another only on stacks: the stack section runs them, the pair
 # sections leave them out.
@@ -61,6 +61,7 @@ REFINED_MODES = ("refined", "coarse_to_fine")
 # coarse_to_fine add the refiner; coarse_to_fine also working_side (when set).
 MODEL_METHODS: dict[str, dict[str, Any]] = {
     "refined": {"mode": "refined", "scales": None, "precision": None},
+    "refined_g1024": {"mode": "refined", "scales": None, "precision": None, "g_side": 1024},
     "refined_float32": {"mode": "refined", "scales": None, "precision": "float32"},
     "refined_unchecked": {"mode": "refined", "scales": None, "precision": None,
                           "measure_ratio": 0.0},
@@ -76,13 +77,16 @@ MODEL_METHODS: dict[str, dict[str, Any]] = {
 OWN_GENERATORS = {"refined_six_branch": PACKAGED_MODELS["six_branch"],
                   "refined_small": PACKAGED_MODELS["small"]}
 LABELS = {
-    "refined": "refined (default: G at full size, R redraws the outline)",
+    "refined": "refined (default: G at full size up to a shorter side of 640, on box means "
+               "above; R redraws the outline)",
     "coarse_to_fine": "coarse_to_fine (G at the working side, R to full size)",
     "paper": "paper (mode paper, one full-resolution pass)",
     "paper_two_scales": "paper_two_scales (mode paper, scales 1 + 1/2: the default before "
                         "coarse_to_fine)",
     "refined_six_branch": "refined_six_branch (the previous default: six-branch G, same R)",
     "refined_small": "refined_small (--model=small: the small G, same R)",
+    "refined_g1024": "refined_g1024 (refined with G at full size up to a shorter side of 1024: "
+                     "the default before 640)",
     "refined_float32": "refined_float32 (refined in float32 whatever the CPU)",
     "refined_unchecked": "refined_unchecked (refined without the focus-measure check of "
                          "G's outline)",
@@ -122,8 +126,8 @@ def is_paper_mode(method: str) -> bool:
 
 def full_resolution_g(method: str) -> bool:
     """G runs at the sources' full resolution at every size (mode paper; refined runs it
-    on sources box-averaged to a shorter side of at most 1024): minutes, tiled, on the
-    largest sizes."""
+    on sources box-averaged to a shorter side of at most `DEFAULT_G_SIDE`, by at most 4):
+    minutes, tiled, on the largest sizes."""
     return MODEL_METHODS.get(method, {}).get("mode") == "paper"
 
 
@@ -174,7 +178,7 @@ def weights_signature(method: str, model: str, refiner: str) -> dict[str, Any]:
         signature["refiner"] = r_dir and file_hash(os.path.join(r_dir, REFINER_WEIGHTS))
     if MODEL_METHODS[method]["mode"] == "refined":
         # G's size and the R that follows G below full size (`fusion.fuse_stack`'s choice).
-        signature["g_side"] = DEFAULT_G_SIDE
+        signature["g_side"] = MODEL_METHODS[method].get("g_side") or DEFAULT_G_SIDE
         if not refiner:
             c_dir = refiner_dir(model, None, COARSE_REFINER_KEY)
             signature["coarse_refiner"] = c_dir and file_hash(

@@ -114,6 +114,9 @@ def model_fuse(spec: dict[str, Any]):
     if spec.get("stack_order"):
         kwargs["stack_order"] = spec["stack_order"]
         info["stack_order"] = spec["stack_order"]
+    if spec["mode"] == "refined":
+        kwargs["g_side"] = int(spec.get("g_side") or inference.DEFAULT_G_SIDE)
+        info["g_side"] = kwargs["g_side"]
     if spec["mode"] == "coarse_to_fine":
         if spec.get("working_side"):
             kwargs["working_side"] = int(spec["working_side"])
@@ -128,7 +131,7 @@ def model_fuse(spec: dict[str, Any]):
 
 def _network_plan(generator, info: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     """Where G runs for this size: its input size, whole image or tiles, R's levels (refined:
-    G on the sources box-averaged by `g_factor` of the default g_side, R once at full
+    G on the sources box-averaged by `g_factor` of the method's g_side, R once at full
     resolution; coarse_to_fine: one R level per octave from the working size)."""
     from mfif_tf import inference, tiling
 
@@ -139,7 +142,7 @@ def _network_plan(generator, info: dict[str, Any], height: int, width: int) -> d
                 "refiner_levels": inference.level_count(height, width, work_h, work_w)}
     k = 1
     if info["mode"] == "refined":
-        k = inference.g_factor(height, width, inference.DEFAULT_G_SIDE)
+        k = inference.g_factor(height, width, info.get("g_side", inference.DEFAULT_G_SIDE))
     g_h, g_w = -(-height // k), -(-width // k)
     plan = {"network_input": [g_w, g_h],
             "tile_size": tiling.plan_tile_size(generator, g_h, g_w)}
@@ -495,6 +498,8 @@ def process_task(spec: dict[str, Any]) -> dict[str, Any]:
                 command.append(f"--refiner={spec['refiner']}")
             if spec.get("working_side") and mode == "coarse_to_fine":
                 command.append(f"--working_side={int(spec['working_side'])}")
+            if spec.get("g_side") and mode == "refined":
+                command.append(f"--g_side={int(spec['g_side'])}")
             if spec.get("scales") and mode != "coarse_to_fine":
                 command.append("--scales=" + ",".join(f"{v:g}" for v in spec["scales"]))
             if spec.get("engine"):

@@ -14,9 +14,9 @@ Three modes make F_hat:
                   (`mfif_tf.refiner`) then redraws on the full-resolution pixels: R runs
                   only in the band where F_hat is neither clearly 0 nor clearly 1, so the
                   regions G decided stay as they are and the added cost is linear in the
-                  outline's length. Above a shorter side of `g_side` (1024) G runs on the
+                  outline's length. Above a shorter side of `g_side` (640) G runs on the
                   sources box-averaged by the smallest power of two that brings them to
-                  it, and an R trained for that step (`COARSE_REFINER_KEY`) redraws the
+                  it (at most `MAX_G_FACTOR`, 4), and an R trained for that step (`COARSE_REFINER_KEY`) redraws the
                   outline instead.
   coarse_to_fine  G at a working resolution near the scale it learned, then R redraws the
                   outline on the pixels, one octave at a time, up to full resolution:
@@ -51,8 +51,8 @@ from mfif_tf import refiner as refiner_lib
 # The graph's constants and its NumPy side live in `common` (no TensorFlow there) and are
 # re-exported here.
 from mfif_tf.common import (  # noqa: F401
-    BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MIN_IMAGE_SIDE,
-    MEASURE_BAND, MEASURE_FLOOR, MEASURE_PIXEL_RATIO, MEASURE_RATIO, MEASURE_REACH,
+    BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MAX_G_FACTOR,
+    MIN_IMAGE_SIDE, MEASURE_BAND, MEASURE_FLOOR, MEASURE_PIXEL_RATIO, MEASURE_RATIO, MEASURE_REACH,
     MEASURE_UNSURE, MEASURE_WINDOWS, MIN_WORKING_SIDE, MODES,
     PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_measure_ratio, check_mode,
     check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
@@ -492,11 +492,12 @@ def _refine_pairs(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor,
 
 
 def g_factor_tensor(height: tf.Tensor, width: tf.Tensor, g_side: int) -> tf.Tensor:
-    """`common.g_factor` as a graph: the smallest power of two k (up to 2^15) with
-    min(height, width) / k <= g_side, in exact integer arithmetic."""
+    """`common.g_factor` as a graph: the smallest power of two k (up to `MAX_G_FACTOR`)
+    with min(height, width) / k <= g_side, in exact integer arithmetic."""
     shorter = tf.minimum(height, width)
-    powers = tf.constant([1 << n for n in range(16)], tf.int32)
-    return tf.reduce_min(tf.where(shorter <= g_side * powers, powers, 1 << 15))
+    count = MAX_G_FACTOR.bit_length()
+    powers = tf.constant([1 << n for n in range(count)], tf.int32)
+    return tf.reduce_min(tf.where(shorter <= g_side * powers, powers, 1 << (count - 1)))
 
 
 def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.Tensor,

@@ -59,7 +59,7 @@ def refiner():
 
 @pytest.fixture(scope="module")
 def coarse_refiner():
-    """R for G below full size: used only for pairs above G's side (1024 pixels)."""
+    """R for G below full size: used only for pairs above G's side (`DEFAULT_G_SIDE`)."""
     return random_refiner(seed=7)
 
 
@@ -361,7 +361,7 @@ def test_serving_session_matches_eager_and_srr_input(generator, server, pairs):
 def test_savedmodel_runs_g_box_averaged_above_g_side(generator, refiner, coarse_refiner,
                                                      loaded):
     """Exported with the R for G below full size, the reloaded SavedModel picks G's factor
-    from each request's size: a 1040 x 1100 pair (shorter side above 1024) gets G on 2 x 2
+    from each request's size: a 1040 x 1100 pair (shorter side above G's) gets G on 2 x 2
     box means and that R, as `fuse_arrays` does."""
     model = loaded
     a, b, _ = compare.synthetic_pair(1040, 1100, seed=3)

@@ -27,9 +27,12 @@ def _pair(height=200, width=264, seed=3, sigma=3.0):
 @pytest.mark.parametrize("size", [(10, 10), (64, 64), (64, 65), (65, 65), (128, 300), (129, 129),
                                   (257, 1000), (4000, 6000), (6000, 4000)])
 def test_g_factor_graph_equals_python(size):
+    """The smallest power of two that brings the shorter side to at most g_side, at most
+    MAX_G_FACTOR (4: the factors R below full size was trained on)."""
     expected = common.g_factor(*size, 64)
     assert expected >= 1 and expected & (expected - 1) == 0  # a power of two
-    assert min(size) / expected <= 64 and (expected == 1 or min(size) / (expected // 2) > 64)
+    assert expected == common.MAX_G_FACTOR == 4 or min(size) / expected <= 64
+    assert expected == 1 or min(size) / (expected // 2) > 64
     got = inference.g_factor_tensor(tf.constant(size[0]), tf.constant(size[1]), 64)
     assert int(got) == expected
     assert common.g_factor(*size, 0) == 1

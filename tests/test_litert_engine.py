@@ -124,11 +124,12 @@ def test_choose_engine_takes_litert_only_for_what_the_graph_computes(tmp_path):
 
 def test_auto_engine_takes_tensorflow_for_stacks_that_repay_its_start_up():
     # With the constants measured: 1 MP frames in float32 from 9 frames on, 520 x 520 from
-    # 30; in bfloat16 from 6 and 16. A pair never (it would need more than 4 MP).
+    # 30; in bfloat16 from 6 and 16. A pair never (it would need more than 4 MP). The 1 MP
+    # frames are 640 x 1560, whose shorter side G runs at full size by default.
     f32 = fuse_lib.FuseOptions(precision="float32")
     f32.validate()
-    assert fuse_lib.choose_engine(f32, None, (1000, 1000, 3), frames=8) == "litert"
-    assert fuse_lib.choose_engine(f32, None, (1000, 1000, 3), frames=9) == "tensorflow"
+    assert fuse_lib.choose_engine(f32, None, (640, 1560, 3), frames=8) == "litert"
+    assert fuse_lib.choose_engine(f32, None, (640, 1560, 3), frames=9) == "tensorflow"
     assert fuse_lib.choose_engine(f32, None, (520, 520, 3), frames=29) == "litert"
     assert fuse_lib.choose_engine(f32, None, (520, 520, 3), frames=30) == "tensorflow"
     assert not fuse_lib.tensorflow_pays(5, 1_000_000, "bfloat16")
@@ -136,7 +137,7 @@ def test_auto_engine_takes_tensorflow_for_stacks_that_repay_its_start_up():
     assert not fuse_lib.tensorflow_pays(2, litert_engine.MAX_PIXELS, "bfloat16")
     # Forced engines are not second-guessed.
     forced = fuse_lib.FuseOptions(engine="litert", precision="float32")
-    assert fuse_lib.choose_engine(forced, None, (1000, 1000, 3), frames=50) == "litert"
+    assert fuse_lib.choose_engine(forced, None, (640, 1560, 3), frames=50) == "litert"
 
 
 def test_fuse_files_weighs_the_stack_depth(tmp_path, pair, monkeypatch):
