@@ -5,8 +5,9 @@
 
 The graph is the dynamic-shape float32 TFLite model of `export.tflite` (the on-device
 export) built from a packaged G (the default one, or the small one in `pretrained/small/`,
-written beside it) and the packaged R in refined mode: F_hat, SRR with N = 0.001 W H and
-eq. 14 inside (`mfif_tf.litert_engine`; like every TFLite export, the decoder's transposed
+written beside it) and the packaged Rs in refined mode (G at full size up to a shorter side
+of `litert_engine.GRAPH_G_SIDE`, on box means and with the R for that step above): F_hat, SRR
+with N = 0.001 W H and eq. 14 inside (`mfif_tf.litert_engine`; like every TFLite export, the decoder's transposed
 convolutions in sub-pixel form, `mfif_tf.layers.subpixel_upsampling`). Run it whenever the
 packaged weights, or the way G and R are traced, change; the tests check that the shipped
 graph gives the packaged weights' maps.
@@ -35,12 +36,20 @@ def build_graph(generator=None, refiner=None, model: str = "default") -> bytes:
     from export.tflite import TFLiteModule, convert
     from mfif_tf import fusion, model_io
 
+    from mfif_tf.common import COARSE_REFINER_KEY
+    from mfif_tf.litert_engine import GRAPH_G_SIDE
+
+    name = None if model == "default" else model
     generator = generator or model_io.load_generator(model, "float32")
-    refiner = refiner or fusion.resolve_refiner(None, None if model == "default" else model)
-    # No R for G below full size: the engine takes only images that `fuse` runs G on at
-    # full size (`litert_engine.size_blocker`: at most 1 MP, a shorter side of at most
-    # --g_side); without it the graph has no IF op between the two Rs.
-    module = TFLiteModule(generator, mode="refined", refiner=refiner)  # `GRAPH_FILE`
+    refiner = refiner or fusion.resolve_refiner(None, name)
+    # Above a shorter side of `GRAPH_G_SIDE` G runs on box means, followed by the R for that
+    # step, as in `fuse` (the engine's images are at most 1 MP: k = 1 or 2); the G below
+    # full size is the model's own there when it has one (the small model: the default G).
+    coarse_refiner = fusion.resolve_refiner(None, name, COARSE_REFINER_KEY)
+    coarse_generator = fusion.resolve_coarse_generator(None, name, "float32")
+    module = TFLiteModule(generator, mode="refined", refiner=refiner,  # `GRAPH_FILE`
+                          coarse_refiner=coarse_refiner, g_side=GRAPH_G_SIDE,
+                          coarse_generator=coarse_generator)
     return convert(module, "dynamic", "float32")
 
 

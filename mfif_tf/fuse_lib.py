@@ -209,7 +209,8 @@ def choose_engine(options: FuseOptions, generator: Generator | str | None,
             raise InputError("--engine=litert cannot run this job: " + "; ".join(blockers)
                              + " (use --engine=auto or tensorflow)")
         return "litert"
-    too_big = shape is not None and litert_engine.size_blocker(*shape[:2], options.g_side)
+    too_big = shape is not None and litert_engine.size_blocker(*shape[:2], options.g_side,
+                                                               options.measure_ratio)
     pays = shape is not None and tensorflow_pays(frames, shape[0] * shape[1], options.precision)
     return "tensorflow" if blockers or too_big or pays else "litert"
 
@@ -259,7 +260,8 @@ def fuse_files(sources: Sequence[str], output: str | None, generator: Generator 
             frames, srr=options.srr, edge_pixels=options.edge_pixels, align=options.align,
             align_model=options.align_model, names=list(sources), progress=options.progress,
             num_threads=options.threads, stack_order=options.stack_order,
-            graph=litert_engine.graph_path(generator), g_side=options.g_side)
+            graph=litert_engine.graph_path(generator), g_side=options.g_side,
+            measure_ratio=options.measure_ratio)
     else:
         start_tensorflow(options.threads)
         from mfif_tf import fusion

@@ -4,7 +4,8 @@
 fusion of a 520 x 520 pair a fraction of one). The package therefore ships the TFLite graph
 of its own G and R (`PACKAGED_GRAPH`, written by `python -m export.litert_package` with
 `export.tflite`, the exporter of the on-device models; the small G's graph beside it in
-`pretrained/small/`, `graph_path`): the refined mode's F_hat, SRR with
+`pretrained/small/`, `graph_path`): the refined mode's F_hat (G on box means above a
+shorter side of `GRAPH_G_SIDE`, as in `fuse`), SRR with
 N = 0.001 W H and eq. 14, float32, any image size. This module runs that graph with the
 LiteRT interpreter (`ai_edge_litert`) and the stack loop of `mfif_tf.stacking`, importing
 only NumPy, OpenCV (alignment) and LiteRT.
@@ -18,9 +19,8 @@ else (a `--model` work dir, another mode, scales, flips, bfloat16, tiles, anothe
 TensorFlow (`unsupported`), and so do the images it does not run (`size_blocker`): those
 above `MAX_PIXELS` (the graph runs the whole image at once, and the process's peak memory
 grows by about 2 kB per pixel, 0.69 GB at 520 x 520, 2.1 GB at 1000 x 1000, where the
-TensorFlow path switches to tiles in bounded memory), and those with a shorter side above
-`--g_side`, where `fuse` runs G on box-averaged sources and the graph would run it at full
-size.
+TensorFlow path switches to tiles in bounded memory), and those where `--g_side` gives G
+another box factor than the graph's side (`GRAPH_G_SIDE`, the default) does.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ GRAPH_FILE = "fusion_refined_float32.tflite"
 PACKAGED_GRAPH = os.path.join(PACKAGED_MODEL_DIR, GRAPH_FILE)
 # Largest image (pixels) the graph runs on; above it the TensorFlow engine tiles G.
 MAX_PIXELS = 1_000_000
+# The g_side the packaged graphs are built with (`export.litert_package`): G at full size up
+# to this shorter side, on box means above, as `fuse` does by default.
+GRAPH_G_SIDE = DEFAULT_G_SIDE
 ENGINES = ("auto", "litert", "tensorflow")
 
 _RUNNERS: dict[tuple, "GraphRunner"] = {}
@@ -97,7 +100,7 @@ def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = N
     if tile_size is not None:
         reasons.append("--tile_size (the graph runs the whole image)")
     # At full size only the check's pixel and outline steps run, whatever its ratio: only
-    # 0 differs.
+    # 0 differs; below full size another ratio is the images' business (`size_blocker`).
     if not measure_ratio:
         reasons.append("--measure_ratio=0 (the graph checks the outline)")
     if min_size is not None or min_size_fraction != PAPER_MIN_SIZE_FRACTION:
@@ -156,22 +159,34 @@ def packaged_runner(num_threads: int | None = None, graph: str = PACKAGED_GRAPH)
     return _RUNNERS[key]
 
 
-def size_blocker(height: int, width: int, g_side: int = DEFAULT_G_SIDE) -> str | None:
-    """Why the graph cannot fuse an image of this size as `fuse` does with `g_side`, or
-    None: it runs the whole image at once (at most `MAX_PIXELS`), with G at full size,
-    which `fuse` does up to a shorter side of `g_side` (any size with 0)."""
+def size_blocker(height: int, width: int, g_side: int = DEFAULT_G_SIDE,
+                 measure_ratio: float = MEASURE_RATIO) -> str | None:
+    """Why the graph cannot fuse an image of this size as `fuse` does with `g_side` and
+    `measure_ratio`, or None: it runs the whole image at once (at most `MAX_PIXELS`), and G
+    on it with the box factor of `GRAPH_G_SIDE`, which must be the one `fuse` takes with
+    `g_side`; below full size the focus-measure check's windows use the graph's ratio
+    (`MEASURE_RATIO`)."""
     if height * width > MAX_PIXELS:
         return (f"{width}x{height} is above the LiteRT engine's {MAX_PIXELS / 1e6:g} "
                 "megapixels (it runs the whole image at once)")
-    if g_factor(height, width, g_side) > 1:
-        return (f"{width}x{height}: its shorter side is above --g_side={g_side}, where G runs "
-                "on box-averaged sources; the LiteRT graph runs it at full size")
+    want, graph = g_factor(height, width, g_side), g_factor(height, width, GRAPH_G_SIDE)
+    if want != graph:
+        def where(k):
+            return "at full size" if k == 1 else f"on {k} x {k} box means"
+
+        return (f"{width}x{height}: with --g_side={g_side} G runs {where(want)}; the LiteRT "
+                f"graph runs it {where(graph)} (its side is {GRAPH_G_SIDE})")
+    if graph > 1 and measure_ratio and measure_ratio != MEASURE_RATIO:
+        return (f"{width}x{height}: G runs on {graph} x {graph} box means, where the LiteRT "
+                f"graph's focus-measure check has --measure_ratio={MEASURE_RATIO:g}, not "
+                f"{measure_ratio:g}")
     return None
 
 
-def check_size(height: int, width: int, name: str, g_side: int = DEFAULT_G_SIDE) -> None:
+def check_size(height: int, width: int, name: str, g_side: int = DEFAULT_G_SIDE,
+               measure_ratio: float = MEASURE_RATIO) -> None:
     """InputError when the graph cannot fuse an image of this size (`size_blocker`)."""
-    reason = size_blocker(height, width, g_side)
+    reason = size_blocker(height, width, g_side, measure_ratio)
     if reason:
         raise InputError(f"{name}: {reason}; use --engine=tensorflow (or auto)")
 
@@ -181,7 +196,8 @@ def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, 
                align_model: str = "similarity", names: Sequence[str] | None = None,
                progress: bool | None = False, num_threads: int | None = None,
                stack_order: str = DEFAULT_STACK_ORDER,
-               graph: str = PACKAGED_GRAPH, g_side: int = DEFAULT_G_SIDE) -> FusionResult:
+               graph: str = PACKAGED_GRAPH, g_side: int = DEFAULT_G_SIDE,
+               measure_ratio: float = MEASURE_RATIO) -> FusionResult:
     """Fuses a pair or a stack with a packaged graph, as `mfif_tf.fusion.fuse_stack` does
     with the same settings in refined mode (see there for the arguments).
 
@@ -196,7 +212,8 @@ def fuse_stack(frames: Iterable[np.ndarray], runner: GraphRunner | None = None, 
 
     def pair_maps(running, frame, bar, timings):
         nonlocal runner
-        check_size(*frame.shape[:2], names[0] if names else "source 0", g_side)
+        check_size(*frame.shape[:2], names[0] if names else "source 0", g_side,
+                   measure_ratio)
         if runner is None:
             runner = packaged_runner(num_threads, graph)
         bar.total += 1

@@ -129,22 +129,34 @@ def test_bad_g_side_is_refused_with_its_name(bad):
         fuse_lib.FuseOptions(g_side=bad).validate()
 
 
-def test_litert_engine_runs_only_images_g_sees_at_full_size():
-    """The packaged LiteRT graph runs G at full size, as `fuse` does up to a shorter side of
-    g_side: larger images (by default, or with a smaller g_side) go to TensorFlow, and a
-    forced LiteRT job refuses them in one line naming the flag."""
-    for side in (0, 1000, 4096):
-        assert litert_engine.size_blocker(1000, 1000, side) is None
-        assert not litert_engine.unsupported(g_side=side)
-    assert "--g_side=512" in litert_engine.size_blocker(750, 1000, 512)
-    assert litert_engine.size_blocker(512, 700, 512) is None
-    auto = fuse_lib.FuseOptions(g_side=512)
-    auto.validate()
-    assert fuse_lib.choose_engine(auto, None, (750, 1000, 3)) == "tensorflow"
-    assert fuse_lib.choose_engine(auto, None, (480, 640, 3)) == "litert"
+def test_litert_engine_runs_what_its_graph_side_gives():
+    """The packaged LiteRT graphs run G as `fuse` does with the default g_side (at full size
+    up to it, on box means above): an image for which another --g_side gives another box
+    factor goes to TensorFlow, and a forced LiteRT job refuses it in one line naming the
+    flag."""
+    assert litert_engine.GRAPH_G_SIDE == common.DEFAULT_G_SIDE == 640
+    for height, width, side in ((520, 520, 0), (520, 520, 1024), (750, 1000, 640),
+                                (750, 1000, 512), (1000, 1000, 700)):
+        assert litert_engine.size_blocker(height, width, side) is None, (height, width, side)
+    assert litert_engine.size_blocker(750, 1000, 1024) == (
+        "1000x750: with --g_side=1024 G runs at full size; the LiteRT graph runs it on 2 x 2 "
+        "box means (its side is 640)")
+    assert "--g_side=0" in litert_engine.size_blocker(750, 1000, 0)
+    assert not litert_engine.unsupported(g_side=1024)
+    assert fuse_lib.choose_engine(fuse_lib.FuseOptions(), None, (750, 1000, 3)) == "litert"
+    other = fuse_lib.FuseOptions(g_side=1024)
+    other.validate()
+    assert fuse_lib.choose_engine(other, None, (750, 1000, 3)) == "tensorflow"
+    assert fuse_lib.choose_engine(other, None, (480, 640, 3)) == "litert"
+    # Below full size the check's windows use the ratio: the graph's is 3.
+    ratio = fuse_lib.FuseOptions(measure_ratio=5)
+    ratio.validate()
+    assert fuse_lib.choose_engine(ratio, None, (480, 640, 3)) == "litert"
+    assert fuse_lib.choose_engine(ratio, None, (750, 1000, 3)) == "tensorflow"
+    assert "--measure_ratio=3, not 5" in litert_engine.size_blocker(750, 1000, 640, 5.0)
     a, b = _pair(64, 80)
-    with pytest.raises(InputError, match=r"a\.png: 80x64: its shorter side is above "
-                                         r"--g_side=32, .*; use --engine=tensorflow"):
+    with pytest.raises(InputError, match=r"a\.png: 80x64: with --g_side=32 G runs on 2 x 2 box "
+                                         r"means; .*; use --engine=tensorflow"):
         litert_engine.fuse_stack(iter([a, b]), names=["a.png", "b.png"], g_side=32)
 
 

@@ -64,6 +64,22 @@ def test_graph_matches_tensorflow_on_a_photo_pair(pair):
     assert set(np.unique(lite.f_final)) <= {0.0, 1.0}
 
 
+def test_graph_runs_g_on_box_means_above_its_side_as_tensorflow_does(pair):
+    """Above a shorter side of 640 (here 680) the graph runs G on 2 x 2 box means and the R
+    for that step, as `fuse` does: the same F_final."""
+    from mfif_tf import common
+
+    image_a, image_b, mask = (cv2.resize(x, None, fx=1.7, fy=1.7, interpolation=cv2.INTER_CUBIC)
+                              for x in pair)
+    assert min(image_a.shape[:2]) > 640 and image_a.shape[0] * image_a.shape[1] <= 1e6
+    assert common.g_factor(*image_a.shape[:2], common.DEFAULT_G_SIDE) == 2
+    lite = litert_engine.fuse_stack(iter([image_a, image_b]))
+    ref = _tensorflow([image_a, image_b])
+    assert _agreement(lite.f_final > 0.5, mask.astype(bool)) > 0.95
+    assert np.abs(lite.f_hat - ref.f_hat).max() < 1e-3
+    assert _agreement(lite.f_final, ref.f_final) >= 0.999
+
+
 @pytest.mark.parametrize("case", ["stack", "uint16", "grey", "no_srr", "edge"])
 def test_graph_matches_tensorflow_in_every_supported_setting(pair, case):
     image_a, image_b, _ = pair
