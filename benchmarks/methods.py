@@ -46,7 +46,8 @@ PACKAGED_DIR = PACKAGED_MODEL_DIR
 REFINER_WEIGHTS = REFINER_WEIGHTS_FILE
 
 METHODS = ("refined", "refined_g1024", "refined_float32", "refined_unchecked",
-           "refined_sequential", "coarse_to_fine", "paper", "paper_two_scales", "refined_six_branch", "refined_small",
+           "refined_sequential", "coarse_to_fine", "paper", "paper_two_scales",
+           "refined_six_branch", "refined_small",
            "classical", "enfuse")
 # Methods that differ from another only on stacks: the stack section runs them, the pair
 # sections leave them out.

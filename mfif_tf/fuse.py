@@ -36,7 +36,8 @@ flags.DEFINE_string("index_map", None, "Also write the index map here: the numbe
                     "the source each pixel comes from. In batch mode: a folder.")
 flags.DEFINE_string("model", None, "Model directory or training work dir, or a packaged G: "
                     "'small' (a quarter of the channels: about 2x faster up to a shorter side of "
-                    "640 (--g_side), less exact on some photos; MODEL_CARD.md) or 'six_branch'; default: "
+                    "640 (--g_side), less exact on some photos; MODEL_CARD.md) or "
+                    "'six_branch'; default: "
                     "the model shipped with the package.")
 flags.DEFINE_bool("no_srr", False, "Skip small region removal (eq. 14 then blends with F_hat).")
 flags.DEFINE_integer("min_size", None, "SRR's N in pixels; default 0.001 * W * H.")
@@ -58,7 +59,8 @@ flags.DEFINE_integer("working_side", common.DEFAULT_WORKING_SIDE,
                      "enlarged).")
 flags.DEFINE_integer("g_side", common.DEFAULT_G_SIDE,
                      "refined: the largest shorter side the network runs at; "
-                     "larger sources are box-averaged by a power of two (at most 4) first and a "
+                     "larger sources are box-averaged by a power of two (at most 4) first "
+                     "and a "
                      "refinement head trained for it redraws the outline at full size "
                      "(0: the network at full size whatever the size).")
 flags.DEFINE_float("measure_ratio", common.MEASURE_RATIO,

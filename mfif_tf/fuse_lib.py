@@ -196,7 +196,7 @@ def choose_engine(options: FuseOptions, generator: Generator | str | None,
 
     `options.engine` "auto" picks LiteRT when the packaged graph computes what was asked
     (`litert_engine.unsupported`), the image is one it runs (`litert_engine.size_blocker`:
-    at most `litert_engine.MAX_PIXELS`, a shorter side of at most `g_side`) and the
+    at most `litert_engine.MAX_PIXELS`, G's box factor that of the graph's side) and the
     job is too small to repay TensorFlow's start-up (`tensorflow_pays`: a pair never is; a
     stack of 1 MP frames from 6 frames on in bfloat16), else TensorFlow; "litert" refuses a
     job it cannot run, naming the flags; "tensorflow" always runs TensorFlow.

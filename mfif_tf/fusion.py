@@ -361,7 +361,8 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
         (the one beside the model directory, else the packaged one).
       g_side: refined mode: the largest shorter side G runs at (default
         `common.DEFAULT_G_SIDE`, 640). Larger sources are box-averaged by the smallest power
-        of two that brings them to it (at most `common.MAX_G_FACTOR`, 4), and the packaged R trained for that step (or `refiner`
+        of two that brings them to it (at most `common.MAX_G_FACTOR`, 4), and the packaged R
+        trained for that step (or `refiner`
         when given) redraws the outline on the full-resolution pixels. 0: G at full size
         whatever the size (the refined mode before this option).
       measure_ratio: refined mode, G below full size: inside a zone around G's outline

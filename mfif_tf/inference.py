@@ -16,7 +16,8 @@ Three modes make F_hat:
                   regions G decided stay as they are and the added cost is linear in the
                   outline's length. Above a shorter side of `g_side` (640) G runs on the
                   sources box-averaged by the smallest power of two that brings them to
-                  it (at most `MAX_G_FACTOR`, 4), and an R trained for that step (`COARSE_REFINER_KEY`) redraws the
+                  it (at most `MAX_G_FACTOR`, 4), and an R trained for that step
+                  (`COARSE_REFINER_KEY`) redraws the
                   outline instead.
   coarse_to_fine  G at a working resolution near the scale it learned, then R redraws the
                   outline on the pixels, one octave at a time, up to full resolution:

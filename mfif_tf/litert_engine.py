@@ -82,8 +82,8 @@ def unsupported(*, model: Any = None, mode: str = DEFAULT_MODE, refiner: Any = N
                 g_side: int = DEFAULT_G_SIDE, measure_ratio: float = MEASURE_RATIO) -> list[str]:
     """The settings of a job that the packaged graph does not compute (empty: it can run),
     each named as its `mfif-fuse` flag."""
-    # `g_side` is the images' business, not the job's: the graph runs G at full size, which
-    # is what any g_side gives an image whose shorter side is at most g_side (`runs_size`).
+    # `g_side` is the images' business, not the job's: whether it gives an image the box
+    # factor the graph's side does (`size_blocker`).
     reasons = []
     if graph_path(model) is None:
         reasons.append("--model (the graphs hold the packaged models only)")
