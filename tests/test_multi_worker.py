@@ -1,6 +1,6 @@
 """Multi-worker training (--distribution=multi_worker): two worker processes on this machine
-train as one process on two devices does, only the chief writes the work dir, a restarted
-cluster resumes from the chief's last checkpoint, and a bad TF_CONFIG fails with one line."""
+train as one process on two devices does (MirroredStrategy, which then resumes from its
+checkpoint), only the chief writes the work dir, a restarted cluster resumes from the chief's last checkpoint, and a bad TF_CONFIG fails with one line."""
 
 import json
 import os
@@ -109,8 +109,9 @@ def test_two_workers_train_as_one_process_on_two_devices(tmp_path):
     workers = start_workers(args, tmp_path / "mw", tmp_path, "mw")
     # The reference: one process, the same global batch split over two logical CPU devices
     # (G's BatchNorm normalises each replica's share, so one device would differ).
-    reference = start_train([*args, "--distribution=mirrored", "--cpu_devices=2",
-                             f"--workdir={tmp_path / 'ref'}"], tmp_path / "ref.log")
+    mirrored = [*args, "--distribution=mirrored", "--cpu_devices=2",
+                f"--workdir={tmp_path / 'ref'}"]
+    reference = start_train(mirrored, tmp_path / "ref.log")
     logs = [tmp_path / "mw-0.log", tmp_path / "mw-1.log", tmp_path / "ref.log"]
     wait_all([*workers, reference], logs)
     for log in logs:
@@ -130,6 +131,15 @@ def test_two_workers_train_as_one_process_on_two_devices(tmp_path):
                                                    "tensorboard"]
     assert len(os.listdir(tmp_path / "mw" / "tensorboard")) == 1
     assert os.listdir(tmp_path / "mw-tmp-0") == [] and os.listdir(tmp_path / "mw-tmp-1") == []
+
+    # The reference resumes under MirroredStrategy (with the data stream reseeded: iterators
+    # over several devices are not checkpointed) and makes one more WGAN-GP step.
+    resumed = start_train([*mirrored, "--num_steps=4"], tmp_path / "ref-2.log")
+    wait_all([resumed], [tmp_path / "ref-2.log"])
+    text = read(tmp_path / "ref-2.log")
+    assert f"resumed from {tmp_path / 'ref'}/checkpoints/ckpt-3 at step 3" in text
+    assert "input pipeline reseeded at step 3" in text
+    assert "step 4/4" in text and "d_loss" in text and "gp=" in text
 
 
 @pytest.mark.slow
