@@ -6,6 +6,7 @@ checks of `mfif-fuse` run on this alone, so a fusion through LiteRT never loads 
 
 from __future__ import annotations
 
+import fractions
 import functools
 import os
 from typing import Any
@@ -62,6 +63,12 @@ DEFAULT_G_SIDE = 640
 # The largest box factor of G's pass: the R that follows it was trained on factors 2-4; at
 # 8 (a 12 MP photo with a side of 640) its outline is 0.3-2.0 dB worse than at 4.
 MAX_G_FACTOR = 4
+# G runs at full size only up to this fraction of `g_side` (480 for 640); above it on box
+# means of 2 x 2 at least. On Lytro and on the 0.3-0.6 MP ground-truth pairs with a shorter
+# side of 481-640, G on 2 x 2 box means is level or better and takes half the time, while
+# box means of 4 x 4 from a shorter side of 961 on (a side of 480 alone) lose 0.7 dB at 2 MP
+# (MODEL_CARD.md, "Photo size").
+FULL_SIZE_FRACTION = fractions.Fraction(3, 4)
 
 
 def usable_cpus() -> int:
@@ -212,10 +219,15 @@ def check_g_side(side: Any) -> int:
 
 
 def g_factor(height: int, width: int, g_side: int) -> int:
-    """The box factor of G's pass in refined mode: the smallest power of two k with
-    min(height, width) / k <= `g_side`, at most `MAX_G_FACTOR` (1 when `g_side` is 0)."""
-    k = 1
-    while g_side and min(height, width) > g_side * k and k < MAX_G_FACTOR:
+    """The box factor of G's pass in refined mode: 1 (G at full size) up to a shorter side of
+    `FULL_SIZE_FRACTION` * `g_side`, else the smallest power of two k >= 2 with
+    min(height, width) / k <= `g_side`; at most `MAX_G_FACTOR` (1 when `g_side` is 0)."""
+    shorter = min(height, width)
+    if not g_side or shorter * FULL_SIZE_FRACTION.denominator <= (
+            g_side * FULL_SIZE_FRACTION.numerator):
+        return 1
+    k = 2
+    while shorter > g_side * k and k < MAX_G_FACTOR:
         k *= 2
     return k
 

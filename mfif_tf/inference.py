@@ -52,9 +52,10 @@ from mfif_tf import refiner as refiner_lib
 # The graph's constants and its NumPy side live in `common` (no TensorFlow there) and are
 # re-exported here.
 from mfif_tf.common import (  # noqa: F401
-    BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE, MAX_G_FACTOR,
-    MIN_IMAGE_SIDE, MEASURE_BAND, MEASURE_FLOOR, MEASURE_PIXEL_RATIO, MEASURE_RATIO, MEASURE_REACH,
-    MEASURE_UNSURE, MEASURE_WINDOWS, MIN_WORKING_SIDE, MODES,
+    BT601, COARSE_REFINER_KEY, DEFAULT_G_SIDE, DEFAULT_MODE, DEFAULT_WORKING_SIDE,
+    FULL_SIZE_FRACTION, MAX_G_FACTOR, MIN_IMAGE_SIDE, MEASURE_BAND, MEASURE_FLOOR,
+    MEASURE_PIXEL_RATIO, MEASURE_RATIO, MEASURE_REACH, MEASURE_UNSURE, MEASURE_WINDOWS,
+    MIN_WORKING_SIDE, MODES,
     PAPER_MIN_SIZE_FRACTION, REFINED_MODES, check_g_side, check_measure_ratio, check_mode,
     check_working_side, fuse_with_map, g_factor, to_unit_rgb, unit_scale)
 from mfif_tf import scales as scales_lib
@@ -493,12 +494,16 @@ def _refine_pairs(refiner: Refiner, image_a: tf.Tensor, image_b: tf.Tensor,
 
 
 def g_factor_tensor(height: tf.Tensor, width: tf.Tensor, g_side: int) -> tf.Tensor:
-    """`common.g_factor` as a graph: the smallest power of two k (up to `MAX_G_FACTOR`)
-    with min(height, width) / k <= g_side, in exact integer arithmetic."""
+    """`common.g_factor` as a graph: 1 up to a shorter side of `FULL_SIZE_FRACTION` *
+    g_side, else the smallest power of two k >= 2 (up to `MAX_G_FACTOR`) with
+    min(height, width) / k <= g_side, in exact integer arithmetic."""
     shorter = tf.minimum(height, width)
     count = MAX_G_FACTOR.bit_length()
     powers = tf.constant([1 << n for n in range(count)], tf.int32)
-    return tf.reduce_min(tf.where(shorter <= g_side * powers, powers, 1 << (count - 1)))
+    fits = tf.stack([shorter * FULL_SIZE_FRACTION.denominator
+                     <= g_side * FULL_SIZE_FRACTION.numerator]
+                    + [shorter <= g_side * (1 << n) for n in range(1, count)])
+    return tf.reduce_min(tf.where(fits, powers, 1 << (count - 1)))
 
 
 def focus_map(predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image_a: tf.Tensor,

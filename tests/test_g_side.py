@@ -24,15 +24,18 @@ def _pair(height=200, width=264, seed=3, sigma=3.0):
     return [(np.clip(x, 0, 1) * 255).round().astype(np.uint8) for x in (a, b)]
 
 
-@pytest.mark.parametrize("size", [(10, 10), (64, 64), (64, 65), (65, 65), (128, 300), (129, 129),
-                                  (257, 1000), (4000, 6000), (6000, 4000)])
+@pytest.mark.parametrize("size", [(10, 10), (48, 60), (49, 49), (64, 64), (64, 65), (65, 65),
+                                  (128, 300), (129, 129), (257, 1000), (4000, 6000),
+                                  (6000, 4000)])
 def test_g_factor_graph_equals_python(size):
-    """The smallest power of two that brings the shorter side to at most g_side, at most
-    MAX_G_FACTOR (4: the factors R below full size was trained on)."""
+    """1 up to a shorter side of 3/4 of g_side (48 here), else the smallest power of two
+    from 2 that brings the shorter side to at most g_side, at most MAX_G_FACTOR (4: the
+    factors R below full size was trained on)."""
     expected = common.g_factor(*size, 64)
     assert expected >= 1 and expected & (expected - 1) == 0  # a power of two
+    assert (expected == 1) == (min(size) <= 48)
     assert expected == common.MAX_G_FACTOR == 4 or min(size) / expected <= 64
-    assert expected == 1 or min(size) / (expected // 2) > 64
+    assert expected <= 2 or min(size) / (expected // 2) > 64
     got = inference.g_factor_tensor(tf.constant(size[0]), tf.constant(size[1]), 64)
     assert int(got) == expected
     assert common.g_factor(*size, 0) == 1
@@ -75,7 +78,7 @@ def test_large_pairs_run_g_box_averaged_and_the_coarse_refiner_after():
 
 def test_graph_chooses_the_factor_when_it_runs_and_agrees_with_fuse_arrays():
     """The SavedModel's refined graph (`FusionModule`, one trace for any size) picks G's
-    factor from the input size when it runs: 4 for a 200 x 264 pair, 1 for a 60 x 60 one;
+    factor from the input size when it runs: 4 for a 200 x 264 pair, 1 for a 48 x 48 one;
     its F_final agrees with `fuse_arrays` for both."""
     from export import serving
 
@@ -87,7 +90,7 @@ def test_graph_chooses_the_factor_when_it_runs_and_agrees_with_fuse_arrays():
                                   coarse_generator=fusion.resolve_coarse_generator(None, None))
     serve = tf.function(lambda x, y: module.serve(x, y, 44),
                         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)] * 2)
-    for height, width in ((200, 264), (60, 60)):
+    for height, width in ((200, 264), (48, 48)):
         a, b = _pair(height, width)
         out = serve(tf.constant(a[None] / 255.0, tf.float32),
                     tf.constant(b[None] / 255.0, tf.float32))
@@ -96,7 +99,7 @@ def test_graph_chooses_the_factor_when_it_runs_and_agrees_with_fuse_arrays():
         assert agree > 0.999, (height, width, agree)
         full = fusion.fuse_arrays([a, b], g_side=0, min_size=44, precision="float32")
         differs = np.abs(full.f_hat - expected.f_hat).max() > 0.05
-        assert differs == (height > 64), (height, width)
+        assert differs == (height > 48), (height, width)
     assert serve.experimental_get_tracing_count() == 1
 
 
@@ -135,11 +138,11 @@ def test_litert_engine_runs_what_its_graph_side_gives():
     factor goes to TensorFlow, and a forced LiteRT job refuses it in one line naming the
     flag."""
     assert litert_engine.GRAPH_G_SIDE == common.DEFAULT_G_SIDE == 640
-    for height, width, side in ((520, 520, 0), (520, 520, 1024), (750, 1000, 640),
+    for height, width, side in ((480, 640, 0), (480, 640, 1024), (520, 520, 640),
                                 (750, 1000, 512), (1000, 1000, 700)):
         assert litert_engine.size_blocker(height, width, side) is None, (height, width, side)
-    assert litert_engine.size_blocker(750, 1000, 1024) == (
-        "1000x750: with --g_side=1024 G runs at full size; the LiteRT graph runs it on 2 x 2 "
+    assert litert_engine.size_blocker(520, 520, 1024) == (
+        "520x520: with --g_side=1024 G runs at full size; the LiteRT graph runs it on 2 x 2 "
         "box means (its side is 640)")
     assert "--g_side=0" in litert_engine.size_blocker(750, 1000, 0)
     assert not litert_engine.unsupported(g_side=1024)
@@ -164,7 +167,7 @@ def test_litert_engine_runs_what_its_graph_side_gives():
 def test_tflite_models_run_g_box_averaged_as_fuse_does(variant):
     """TFLite models exported with the R for G below full size make `fuse`'s choice: the
     dynamic-size model picks the factor when it runs (4 for a 200 x 200 pair with g_side 64,
-    1 for a 60 x 60 one), the fixed-size model when it is built; F_final agrees with
+    1 for a 48 x 48 one), the fixed-size model when it is built; F_final agrees with
     `fuse_arrays` on at least 99.9 % of the pixels, and differs from G at full size."""
     from export import tflite
 
@@ -177,7 +180,7 @@ def test_tflite_models_run_g_box_averaged_as_fuse_does(variant):
     graph = tflite.convert(module, variant, "float32")
     assert ("IF" in tflite.op_names(graph)) == (variant == "dynamic")
     model = tflite.TFLiteFuser(graph, num_threads=2)
-    for side in (200, 60) if variant == "dynamic" else (200,):
+    for side in (200, 48) if variant == "dynamic" else (200,):
         a, b = _pair(side, side)
         out = model(a / np.float32(255), b / np.float32(255))
         expected = fusion.fuse_arrays([a, b], g_side=64, precision="float32")
@@ -185,7 +188,7 @@ def test_tflite_models_run_g_box_averaged_as_fuse_does(variant):
         assert agree >= 0.999, (variant, side, agree)
         np.testing.assert_allclose(out["focus_map_raw"][0, :, :, 0], expected.f_hat, atol=1e-3)
         full = fusion.fuse_arrays([a, b], g_side=0, precision="float32")
-        assert (np.abs(full.f_hat - expected.f_hat).max() > 0.05) == (side > 64), side
+        assert (np.abs(full.f_hat - expected.f_hat).max() > 0.05) == (side > 48), side
 
 
 def test_a_model_directory_may_hold_a_g_of_its_own_below_full_size(tmp_path):
@@ -209,14 +212,14 @@ def test_a_model_directory_may_hold_a_g_of_its_own_below_full_size(tmp_path):
                                   coarse_refiner=coarse_r, g_side=64, coarse_generator=small)
     serve = tf.function(lambda x, y: module.serve(x, y, 44),
                         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)] * 2)
-    for height, width in ((200, 264), (60, 60)):
+    for height, width in ((200, 264), (48, 48)):
         a, b = _pair(height, width)
         found = fusion.fuse_arrays([a, b], str(model), **kw)
         given = fusion.fuse_arrays([a, b], main, coarse_generator=small, **kw)
         alone = fusion.fuse_arrays([a, b], main, **kw)  # a Generator: no g_side/ to look in
         np.testing.assert_array_equal(found.f_hat, given.f_hat)
         differs = np.abs(given.f_hat - alone.f_hat).max() > 0.05
-        assert differs == (height > 64), (height, width)
+        assert differs == (height > 48), (height, width)
         out = serve(tf.constant(a[None] / 255.0, tf.float32),
                     tf.constant(b[None] / 255.0, tf.float32))
         agree = (out["focus_map"].numpy()[0, :, :, 0] == given.f_final).mean()

@@ -65,18 +65,20 @@ def test_graph_matches_tensorflow_on_a_photo_pair(pair):
 
 
 def test_graph_runs_g_on_box_means_above_its_side_as_tensorflow_does(pair):
-    """Above a shorter side of 640 (here 680) the graph runs G on 2 x 2 box means and the R
-    for that step, as `fuse` does: the same F_final."""
+    """Above a shorter side of 480 (3/4 of its side; here 520) the graph runs G on 2 x 2 box
+    means and the R for that step, as `fuse` does: the same F_final."""
     from mfif_tf import common
 
-    image_a, image_b, mask = (cv2.resize(x, None, fx=1.7, fy=1.7, interpolation=cv2.INTER_CUBIC)
+    image_a, image_b, mask = (cv2.resize(x, None, fx=1.3, fy=1.3, interpolation=cv2.INTER_CUBIC)
                               for x in pair)
-    assert min(image_a.shape[:2]) > 640 and image_a.shape[0] * image_a.shape[1] <= 1e6
+    assert 480 < min(image_a.shape[:2]) <= 640
     assert common.g_factor(*image_a.shape[:2], common.DEFAULT_G_SIDE) == 2
     lite = litert_engine.fuse_stack(iter([image_a, image_b]))
     ref = _tensorflow([image_a, image_b])
     assert _agreement(lite.f_final > 0.5, mask.astype(bool)) > 0.95
-    assert np.abs(lite.f_hat - ref.f_hat).max() < 1e-3
+    # The focus measure's pixel step is a comparison: float rounding may flip a pixel or two
+    # (2 of 405,600 here on one CPU), and no more.
+    assert np.mean(np.abs(lite.f_hat - ref.f_hat) > 1e-3) < 1e-4
     assert _agreement(lite.f_final, ref.f_final) >= 0.999
 
 
@@ -141,7 +143,7 @@ def test_choose_engine_takes_litert_only_for_what_the_graph_computes(tmp_path):
 def test_auto_engine_takes_tensorflow_for_stacks_that_repay_its_start_up():
     # With the constants measured: 1 MP frames in float32 from 9 frames on, 520 x 520 from
     # 30; in bfloat16 from 6 and 16. A pair never (it would need more than 4 MP). The 1 MP
-    # frames are 640 x 1560, whose shorter side G runs at full size by default.
+    # frames are 640 x 1560, which the graph runs as `fuse` does by default.
     f32 = fuse_lib.FuseOptions(precision="float32")
     f32.validate()
     assert fuse_lib.choose_engine(f32, None, (640, 1560, 3), frames=8) == "litert"
