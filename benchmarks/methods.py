@@ -78,7 +78,7 @@ MODEL_METHODS: dict[str, dict[str, Any]] = {
 OWN_GENERATORS = {"refined_six_branch": PACKAGED_MODELS["six_branch"],
                   "refined_small": PACKAGED_MODELS["small"]}
 LABELS = {
-    "refined": "refined (default: G at full size up to a shorter side of 640, on box means "
+    "refined": "refined (default: G at full size up to a shorter side of 480, on box means "
                "above; R redraws the outline)",
     "coarse_to_fine": "coarse_to_fine (G at the working side, R to full size)",
     "paper": "paper (mode paper, one full-resolution pass)",
@@ -86,8 +86,8 @@ LABELS = {
                         "coarse_to_fine)",
     "refined_six_branch": "refined_six_branch (the previous default: six-branch G, same R)",
     "refined_small": "refined_small (--model=small: the small G, same R)",
-    "refined_g1024": "refined_g1024 (refined with G at full size up to a shorter side of 1024: "
-                     "the default before 640)",
+    "refined_g1024": "refined_g1024 (refined with --g_side=1024: G at full size up to a "
+                     "shorter side of 768; up to 1024, the default before 640)",
     "refined_float32": "refined_float32 (refined in float32 whatever the CPU)",
     "refined_unchecked": "refined_unchecked (refined without the focus-measure check of "
                          "G's outline)",

@@ -4,7 +4,7 @@ Every model takes two float32 RGB images in [0, 1], `image_a` (I_A) and `image_b
 shape (1, H, W, 3), and returns `fused` (I_fused of eq. 14, float32 in [0, 1], (1, H, W, 3)),
 `focus_map` (F_final, float32 0/1, (1, H, W, 1)) and `focus_map_raw` (F_hat, float32 in
 [0, 1], built by `mfif_tf.inference` in the export's mode: refined by default, G at full
-resolution up to a shorter side of 640 and on 2 x 2 or 4 x 4 box means above it, its outline
+resolution up to a shorter side of 480 and on 2 x 2 or 4 x 4 box means above it, its outline
 redrawn at full resolution by the refinement head R trained for that step, as `fuse` does).
 SRR uses the paper's N = ceil(0.001 * W * H) (section 3.3).
 

@@ -52,11 +52,11 @@ flags.DEFINE_integer("working_side", common.DEFAULT_WORKING_SIDE,
                      "working resolution in pixels (never enlarged).")
 flags.DEFINE_integer("g_side", common.DEFAULT_G_SIDE,
                      "With --model, refined: the largest shorter side G runs "
-                     "at; larger sources are box-averaged by a power of two first (0: G at "
-                     "full size).")
+                     "at; sources above 3/4 of it are box-averaged by a power of two first "
+                     "(0: G at full size).")
 flags.DEFINE_float("measure_ratio", common.MEASURE_RATIO,
                    "With --model, refined: the focus-measure check "
-                   "of the network's outline, over windows above --g_side, pixels and the "
+                   "of the network's outline, over windows on box means, pixels and the "
                    "outline's unsure pixels at any size (0: off; mfif-fuse --measure_ratio).")
 flags.DEFINE_string("refiner", None, "With --model, refined/coarse_to_fine: folder of the "
                     "refinement "

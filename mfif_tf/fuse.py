@@ -36,7 +36,7 @@ flags.DEFINE_string("index_map", None, "Also write the index map here: the numbe
                     "the source each pixel comes from. In batch mode: a folder.")
 flags.DEFINE_string("model", None, "Model directory or training work dir, or a packaged G: "
                     "'small' (a quarter of the channels: about 2x faster up to a shorter side of "
-                    "640 (--g_side), less exact on some photos; MODEL_CARD.md) or "
+                    "480 (3/4 of --g_side), less exact on some photos; MODEL_CARD.md) or "
                     "'six_branch'; default: "
                     "the model shipped with the package.")
 flags.DEFINE_bool("no_srr", False, "Skip small region removal (eq. 14 then blends with F_hat).")
@@ -58,13 +58,12 @@ flags.DEFINE_integer("working_side", common.DEFAULT_WORKING_SIDE,
                      "working resolution in pixels (sources are area-downscaled to it, never "
                      "enlarged).")
 flags.DEFINE_integer("g_side", common.DEFAULT_G_SIDE,
-                     "refined: the largest shorter side the network runs at; "
-                     "larger sources are box-averaged by a power of two (at most 4) first "
-                     "and a "
-                     "refinement head trained for it redraws the outline at full size "
-                     "(0: the network at full size whatever the size).")
+                     "refined: the largest shorter side the network runs at; sources "
+                     "with a shorter side above 3/4 of it are box-averaged by a power of two "
+                     "(2 to 4) first and a refinement head trained for it redraws the "
+                     "outline at full size (0: the network at full size whatever the size).")
 flags.DEFINE_float("measure_ratio", common.MEASURE_RATIO,
-                   "refined, above --g_side: near the network's outline, "
+                   "refined, network on box means: near its outline, "
                    "take the source whose sum-modified-Laplacian focus measure is more than "
                    "this many times the other's, whatever the map says; then, at any size, "
                    "within 4 px of the outline the source whose pixel's own measure is more "

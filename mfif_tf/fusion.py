@@ -360,8 +360,9 @@ def fuse_arrays(sources: Sequence[np.ndarray], generator: Generator | str | None
       refiner: modes refined and coarse_to_fine: R, a directory with its weights, or None
         (the one beside the model directory, else the packaged one).
       g_side: refined mode: the largest shorter side G runs at (default
-        `common.DEFAULT_G_SIDE`, 640). Larger sources are box-averaged by the smallest power
-        of two that brings them to it (at most `common.MAX_G_FACTOR`, 4), and the packaged R
+        `common.DEFAULT_G_SIDE`, 640). Sources with a shorter side above 3/4 of it
+        (`common.FULL_SIZE_FRACTION`) are box-averaged by 2, or by the smallest power of two
+        that brings them to it (at most `common.MAX_G_FACTOR`, 4), and the packaged R
         trained for that step (or `refiner`
         when given) redraws the outline on the full-resolution pixels. 0: G at full size
         whatever the size (the refined mode before this option).

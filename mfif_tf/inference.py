@@ -14,11 +14,11 @@ Three modes make F_hat:
                   (`mfif_tf.refiner`) then redraws on the full-resolution pixels: R runs
                   only in the band where F_hat is neither clearly 0 nor clearly 1, so the
                   regions G decided stay as they are and the added cost is linear in the
-                  outline's length. Above a shorter side of `g_side` (640) G runs on the
-                  sources box-averaged by the smallest power of two that brings them to
-                  it (at most `MAX_G_FACTOR`, 4), and an R trained for that step
-                  (`COARSE_REFINER_KEY`) redraws the
-                  outline instead.
+                  outline's length. Above a shorter side of 3/4 of `g_side` (480 of 640)
+                  G runs on the sources box-averaged by 2, or by the smallest power of two
+                  that brings them to `g_side` (at most `MAX_G_FACTOR`, 4), and an R
+                  trained for that step (`COARSE_REFINER_KEY`) redraws the outline
+                  instead.
   coarse_to_fine  G at a working resolution near the scale it learned, then R redraws the
                   outline on the pixels, one octave at a time, up to full resolution:
 
