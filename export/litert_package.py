@@ -6,11 +6,12 @@
 The graph is the dynamic-shape float32 TFLite model of `export.tflite` (the on-device
 export) built from a packaged G (the default one, or the small one in `pretrained/small/`,
 written beside it) and the packaged Rs in refined mode (G at full size up to a shorter side
-of 3/4 of `litert_engine.GRAPH_G_SIDE`, on box means and with the R for that step above): F_hat, SRR
-with N = 0.001 W H and eq. 14 inside (`mfif_tf.litert_engine`; like every TFLite export, the
-decoder's transposed convolutions in sub-pixel form, `mfif_tf.layers.subpixel_upsampling`). Run
-it whenever the packaged weights, or the way G and R are traced, change; the tests check that
-the shipped graph gives the packaged weights' maps.
+of 3/4 of `litert_engine.GRAPH_G_SIDE`, on box means and with the R for that step above):
+F_hat, SRR with N = 0.001 W H and eq. 14 inside (`mfif_tf.litert_engine`; like every TFLite
+export, the decoder's transposed convolutions in sub-pixel form,
+`mfif_tf.layers.subpixel_upsampling`). Run it whenever the packaged weights, or the way G
+and R are traced, change; the tests check that the shipped graph gives the packaged weights'
+maps.
 """
 
 from __future__ import annotations

@@ -77,9 +77,9 @@ def predict_focus(generator: Any, image_a: tf.Tensor, image_b: tf.Tensor,
     scaled to [-1, 1]. Mode "paper": one full-resolution pass, or the mean over `scales`;
     "refined": that map, its outline redrawn by R (a `Refiner` or a `ModelHolder`);
     "coarse_to_fine": G at `working_side`, then R. In mode refined with `coarse_refiner`, G
-    runs on sources box-averaged (`common.g_factor`: above 3/4 of `g_side`) (`coarse_generator`,
-    when given, instead of G there) and `coarse_refiner` redraws the outline of such maps
-    (`inference.focus_map`).
+    runs on sources box-averaged by `common.g_factor` (above 3/4 of `g_side`;
+    `coarse_generator`, when given, instead of G there) and `coarse_refiner` redraws the
+    outline of such maps (`inference.focus_map`).
     Returns float32 (N, H, W, 1) in [0, 1].
     """
     if isinstance(generator, Generator):

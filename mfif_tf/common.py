@@ -66,8 +66,8 @@ MAX_G_FACTOR = 4
 # G runs at full size only up to this fraction of `g_side` (480 for 640); above it on box
 # means of 2 x 2 at least. On Lytro and on the 0.3-0.6 MP ground-truth pairs with a shorter
 # side of 481-640, G on 2 x 2 box means is level or better and takes half the time, while
-# box means of 4 x 4 from a shorter side of 961 on (a side of 480 alone) lose 0.7 dB at 2 MP
-# (MODEL_CARD.md, "Photo size").
+# box means of 4 x 4 from a shorter side of 961 on (a side of 480 alone) lose 0.9 dB at 2 MP
+# (MODEL_CARD.md, "G at full size up to 480").
 FULL_SIZE_FRACTION = fractions.Fraction(3, 4)
 
 

@@ -1,6 +1,7 @@
 """Multi-worker training (--distribution=multi_worker): two worker processes on this machine
 train as one process on two devices does (MirroredStrategy, which then resumes from its
-checkpoint), only the chief writes the work dir, a restarted cluster resumes from the chief's last checkpoint, and a bad TF_CONFIG fails with one line."""
+checkpoint), only the chief writes the work dir, a restarted cluster resumes from the chief's
+last checkpoint, and a bad TF_CONFIG fails with one line."""
 
 import json
 import os
