@@ -127,6 +127,51 @@ def test_agreement_with_saved_model(exported, saved_model, quantization):
             assert count == 0 or np.bincount(labels.ravel())[1:].min() >= n
 
 
+def test_float16_rounds_only_g_weights(exported):
+    """float16: G's weights, but its stem's, are stored as float16 and turned into float32 by
+    DEQUANTIZE ops; R's weights and every other constant (thresholds, SRR) stay float32."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    float16, float32 = schema.TensorType.FLOAT16, schema.TensorType.FLOAT32
+    for variant in ("dynamic", f"{FIXED}x{FIXED}"):
+        with open(exported.tflite_models[f"mfif_{variant}_float16.tflite"], "rb") as f:
+            model_t = tflite_lib._read_model(f.read())  # pylint: disable=protected-access
+        ops = list(tflite_lib._ops(model_t))  # pylint: disable=protected-access
+        for op in ops:  # -1: an optional input left out
+            op.inputs = [t for t in op.inputs if t >= 0]
+        readers = {}
+        for op in ops:
+            for t in op.inputs:
+                readers.setdefault((op.subgraph, t), []).append(op)
+
+        def name(op):
+            return model_t.subgraphs[op.subgraph].tensors[op.outputs[0]].name.decode()
+
+        def constant(op, t):
+            tensor = model_t.subgraphs[op.subgraph].tensors[t]
+            data = model_t.buffers[tensor.buffer].data
+            return data is not None and len(data) > 0
+
+        halves, float32_readers = 0, []
+        for op in ops:
+            types = {model_t.subgraphs[op.subgraph].tensors[t].type for t in op.inputs}
+            if op.name != "DEQUANTIZE":
+                assert float16 not in types, name(op)  # only DEQUANTIZE reads float16
+                if any(constant(op, t) and model_t.subgraphs[op.subgraph].tensors[t].type
+                       == float32 for t in op.inputs):
+                    float32_readers.append(name(op))
+                continue
+            assert types == {float16} and constant(op, op.inputs[0])
+            halves += 1
+            for reader in readers[(op.subgraph, op.outputs[0])]:
+                assert name(reader).startswith(tflite_lib.GENERATOR_SCOPE + "/"), name(reader)
+                assert "/stem_conv7" not in name(reader)
+        assert halves >= 20  # every block's convolutions
+        assert any(f"{tflite_lib.REFINER_SCOPE}/" in n for n in float32_readers)
+        assert any("/stem_conv7" in n for n in float32_readers)
+        assert any(not n.startswith(tflite_lib.GENERATOR_SCOPE) for n in float32_readers)
+
+
 def test_host_checks(exported):
     fixed = TFLiteFuser(exported.tflite_models[f"mfif_{FIXED}x{FIXED}_float32.tflite"])
     a, b = real_looking_pair(FIXED, FIXED)
