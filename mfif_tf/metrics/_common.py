@@ -20,11 +20,13 @@ import dataclasses
 
 import numpy as np
 
+from mfif_tf.common import BT601
+
 CONVENTIONS = ("paper", "luminance")
 MIN_SIZE = 8  # Q_Y's 7 x 7 window and Q_M's two Haar levels need this much
 
-# First row of inv([1 0.956 0.621; 1 -0.272 -0.647; 1 -1.106 1.703]), as in MATLAB's rgb2gray.
-RGB2GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+# MATLAB's rgb2gray: the first row of inv([1 0.956 0.621; 1 -0.272 -0.647; 1 -1.106 1.703]).
+RGB2GRAY_WEIGHTS = np.array(BT601)
 
 
 class MetricInputError(ValueError):
