@@ -250,11 +250,12 @@ def convert(module: TFLiteModule, variant: str, quantization: str,
 def float16_generator(model: bytes, scope: str = GENERATOR_SCOPE,
                       keep: Sequence[str] = FLOAT32_LAYERS) -> bytes:
     """The float32 model `model` with the constant float32 tensors that only ops of `scope`
-    (G by default) read stored as float16, except those of the layers named in `keep`, each
-    turned back into float32 by a DEQUANTIZE op at the start of its subgraph (once, when the
-    interpreter or its delegate prepares the model). Everything else keeps float32
-    constants: R, the thresholds of the focus-measure check and the constants of SRR and
-    eq. 14.
+    (G by default, in the main graph or in an IF op's branches, where a model with a second G
+    for box means has them) read stored as float16, except those of the layers named in
+    `keep`, each turned back into float32 by a DEQUANTIZE op at the start of its subgraph
+    (once, when the interpreter or its delegate prepares the model). Everything else keeps
+    float32 constants: R, the thresholds of the focus-measure check and the constants of SRR
+    and eq. 14.
 
     The converter's own float16 option (`supported_types = [tf.float16]`) rounds every
     constant, the outline step's thresholds 0.15 and 0.85 and R's weights among them: F_final
@@ -293,7 +294,8 @@ def float16_generator(model: bytes, scope: str = GENERATOR_SCOPE,
             ops = readers.get((s, t), [])
             if (tensor.type != schema.TensorType.FLOAT32 or data is None or not len(data)
                     or t in ends or not ops
-                    or not all(_in_scope(model_t, op, scope) and not _in_layers(model_t, op, keep)
+                    or not all(_in_scope(model_t, op, scope, nested=True)
+                               and not _in_layers(model_t, op, keep)
                                for op in ops)):
                 continue
             values = np.frombuffer(bytes(bytearray(data)), np.float32).astype(np.float16)
@@ -386,10 +388,11 @@ def _indices(tensors) -> list[int]:
     return [] if tensors is None else [int(t) for t in tensors]
 
 
-def _in_scope(model_t, op: _Op, scope: str) -> bool:
+def _in_scope(model_t, op: _Op, scope: str, nested: bool = False) -> bool:
     """Whether every location fused into each output name of `op` lies in `scope` (or in its
-    uniquified copies: scope_1, ... for a second pass of G)."""
-    pattern = re.compile(rf"{re.escape(scope)}(_\d+)?/")
+    uniquified copies: scope_1, ... for a second pass of G); with `nested`, also where the
+    scope is inside another (cond/mfif_G/...: G in a branch of an IF op)."""
+    pattern = re.compile(rf"{'(.*/)?' if nested else ''}{re.escape(scope)}(_\d+)?/")
     tensors = model_t.subgraphs[op.subgraph].tensors
     return all(pattern.match(part) for t in op.outputs
                for part in tensors[t].name.decode().split(";") if part)

@@ -164,12 +164,59 @@ def test_float16_rounds_only_g_weights(exported):
             assert types == {float16} and constant(op, op.inputs[0])
             halves += 1
             for reader in readers[(op.subgraph, op.outputs[0])]:
-                assert name(reader).startswith(tflite_lib.GENERATOR_SCOPE + "/"), name(reader)
+                assert tflite_lib._in_scope(  # pylint: disable=protected-access
+                    model_t, reader, tflite_lib.GENERATOR_SCOPE, nested=True), name(reader)
                 assert "/stem_conv7" not in name(reader)
         assert halves >= 20  # every block's convolutions
         assert any(f"{tflite_lib.REFINER_SCOPE}/" in n for n in float32_readers)
         assert any("/stem_conv7" in n for n in float32_readers)
         assert any(not n.startswith(tflite_lib.GENERATOR_SCOPE) for n in float32_readers)
+
+
+def test_float16_generator_in_if_branches():
+    """With two Gs (one for box means) the dynamic model picks G in an IF op, whose branches'
+    names start with cond/: G's weights there are stored as float16 too; others are not."""
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=(3, 3, 3, 8)).astype(np.float32) for _ in range(2)]
+    head = rng.normal(size=(3, 3, 8, 1)).astype(np.float32)
+
+    def branch(w):
+        def run(x):
+            with tf.name_scope(tflite_lib.GENERATOR_SCOPE):
+                return tf.nn.relu(tf.nn.conv2d(x, tf.constant(w), 1, "SAME"))
+        return run
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+    def model(x):
+        y = tf.cond(tf.shape(x)[1] > 8, lambda: branch(weights[0])(x),
+                    lambda: branch(weights[1])(x))
+        return tf.nn.conv2d(y, tf.constant(head), 1, "SAME")
+
+    float32 = tf.lite.TFLiteConverter.from_concrete_functions(
+        [model.get_concrete_function()]).convert()
+    half = tflite_lib.float16_generator(float32)
+    model_t = tflite_lib._read_model(half)  # pylint: disable=protected-access
+    float16_shapes = sorted(tuple(int(d) for d in t.shape)
+                            for s, subgraph in enumerate(model_t.subgraphs)
+                            for t in subgraph.tensors if s > 0 and t.type == 1)  # FLOAT16
+    assert float16_shapes == [(8,), (8,), (8, 3, 3, 3), (8, 3, 3, 3)]  # each branch's conv
+    assert not any(t.type == 1 for t in model_t.subgraphs[0].tensors)  # the head stays float32
+    from ai_edge_litert.interpreter import Interpreter
+
+    for size in (16, 4):  # both branches
+        x = rng.random((1, size, size, 3), dtype=np.float32)
+        outs = []
+        for flatbuffer in (float32, half):
+            interpreter = Interpreter(model_content=flatbuffer)
+            (source,), (result,) = (interpreter.get_input_details(),
+                                    interpreter.get_output_details())
+            interpreter.resize_tensor_input(source["index"], x.shape)
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(source["index"], x)
+            interpreter.invoke()
+            outs.append(interpreter.get_tensor(result["index"]))
+        np.testing.assert_allclose(outs[1], outs[0], rtol=1e-2, atol=1e-2)
+        assert not np.array_equal(outs[1], outs[0])  # rounded weights
 
 
 def test_host_checks(exported):
