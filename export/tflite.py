@@ -13,10 +13,10 @@ Variants: "dynamic" (any H and W: resize the inputs before `allocate_tensors`) a
 weights stored as float16, the rest float32; `float16_generator`), "int8" (dynamic-range
 quantisation: int8 weights, float activations) and, on request, "int8_full" (full-integer
 quantisation of G and of R's convolutions: int8 weights and int8 activations, calibrated on
-synthetic pairs; `convert_full_integer`). The graphs
-contain no assertions (LiteRT has no Assert op); `TFLiteFuser` checks the inputs on the host
-instead. The graph is the SavedModel's core, `export.serving.FusionModule.serve`, with N
-computed from the model's fixed or dynamic input size.
+synthetic pairs; `convert_full_integer`). The graphs contain no assertions (LiteRT has no
+Assert op); `TFLiteFuser` checks the inputs on the host instead. The graph is the
+SavedModel's core, `export.serving.FusionModule.serve`, with N computed from the model's
+fixed or dynamic input size.
 """
 
 from __future__ import annotations
