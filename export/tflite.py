@@ -227,11 +227,14 @@ def _converter(module: TFLiteModule, variant: str) -> tf.lite.TFLiteConverter:
 
 
 def convert(module: TFLiteModule, variant: str, quantization: str,
-            representative: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> bytes:
+            representative: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+            float32: bytes | None = None) -> bytes:
     """One .tflite flatbuffer, built-in ops only (conversion fails rather than use Flex).
 
     `representative`: for "int8_full" only, the (I_A, I_B) pairs to calibrate on
     (`representative_pairs`), each float32 (1, H, W, 3) in [0, 1] with the variant's size.
+    `float32`: for "float16" only, the float32 model of the same module and variant, when
+    already converted (the float16 model is made from it).
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
@@ -239,6 +242,8 @@ def convert(module: TFLiteModule, variant: str, quantization: str,
         if not representative:
             raise ValueError(f"{FULL_INTEGER} needs representative pairs to calibrate on")
         return convert_full_integer(module, variant, representative)
+    if quantization == "float16" and float32 is not None:
+        return float16_generator(float32)
     converter = _converter(module, variant)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "int8":
@@ -593,11 +598,15 @@ def export_tflite(generator: Generator, directory: str,
                                      min(config.fixed_size, REPRESENTATIVE_SIZE))
     paths = {}
     for variant in config.variants:
-        for quantization in config.quantizations:
+        float32 = None  # converted once: the float16 model is made from it
+        for quantization in sorted(config.quantizations, key=lambda q: q != "float32"):
             name = model_filename(variant, quantization, config.fixed_size)
             path = os.path.join(directory, name)
+            model = convert(module, variant, quantization, pairs, float32)
+            if quantization == "float32":
+                float32 = model
             with open(path, "wb") as f:
-                f.write(convert(module, variant, quantization, pairs))
+                f.write(model)
             paths[name] = path
     return paths
 

@@ -195,13 +195,16 @@ def test_float16_generator_in_if_branches():
     float32 = tf.lite.TFLiteConverter.from_concrete_functions(
         [model.get_concrete_function()]).convert()
     half = tflite_lib.float16_generator(float32)
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    float16 = schema.TensorType.FLOAT16
     model_t = tflite_lib._read_model(half)  # pylint: disable=protected-access
     float16_shapes = sorted(tuple(int(d) for d in t.shape)
                             for s, subgraph in enumerate(model_t.subgraphs)
-                            for t in subgraph.tensors if s > 0 and t.type == 1)  # FLOAT16
+                            for t in subgraph.tensors if s > 0 and t.type == float16)
     assert float16_shapes == [(8,), (8,), (8, 3, 3, 3), (8, 3, 3, 3)]  # each branch's conv
-    assert not any(t.type == 1 for t in model_t.subgraphs[0].tensors)  # the head stays float32
-    from ai_edge_litert.interpreter import Interpreter
+    assert not any(t.type == float16 for t in model_t.subgraphs[0].tensors)  # the head
 
     for size in (16, 4):  # both branches
         x = rng.random((1, size, size, 3), dtype=np.float32)
