@@ -321,6 +321,13 @@ def _tfds_source(cfg: _Stream, training: bool):
     return ds, n, load
 
 
+def _plain(fn):
+    """`fn` for `Dataset.map`, traced as written. The pipeline branches on tensors with
+    `tf.cond` and on settings in Python, so AutoGraph's rewrite of it and of every function it
+    calls would change nothing, and costs seconds of start-up in every process."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def _swap_sources(ds: tf.data.Dataset, cfg: _Stream) -> tf.data.Dataset:
     """Swaps I_A and I_B, and F with 1 - F, in a random half of the samples of the batches.
 
@@ -340,8 +347,9 @@ def _swap_sources(ds: tf.data.Dataset, cfg: _Stream) -> tf.data.Dataset:
         return out
 
     coins = tf.data.Dataset.random(seed=cfg.seed + _SWAP_SEED).map(
-        lambda x: tf.cast(x % 1000, tf.float32) / 1000.0).batch(cfg.batch_size)
-    return tf.data.Dataset.zip(coins, ds).map(swap, num_parallel_calls=tf.data.AUTOTUNE)
+        _plain(lambda x: tf.cast(x % 1000, tf.float32) / 1000.0)).batch(cfg.batch_size)
+    return tf.data.Dataset.zip(coins, ds).map(_plain(swap),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _build(cfg: _Stream, training: bool) -> tf.data.Dataset:
@@ -364,7 +372,7 @@ def _build(cfg: _Stream, training: bool) -> tf.data.Dataset:
         seeds = _element_seeds(index, cfg)
         return _finish(load(seeds, ex), seeds, cfg)
 
-    ds = ds.map(per_sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_plain(per_sample), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
     if cfg.swap_sources:
         ds = _swap_sources(ds, cfg)

@@ -102,8 +102,10 @@ class Trainer(tf.Module):
             self.rng = tf.random.Generator.from_seed(config.seed)
         # The per-replica steps are traced inside the outer tf.functions below. XLA compiles
         # them as nested functions, which only works without cross-replica synchronisation
-        # inside (one device); several replicas run uncompiled.
-        wrap = (lambda fn: tf.function(fn, jit_compile=True)) if (
+        # inside (one device); several replicas run uncompiled. The steps branch on settings
+        # in Python and on tensors only through TensorFlow ops, so they are traced without
+        # AutoGraph's rewrite, which would change nothing and cost seconds of start-up.
+        wrap = (lambda fn: tf.function(fn, jit_compile=True, autograph=False)) if (
             config.jit_compile and self.strategy.num_replicas_in_sync == 1) else (lambda fn: fn)
         self._critic_replica = wrap(self._critic_replica_step)
         self._generator_replica = wrap(self._generator_replica_step)
@@ -182,7 +184,7 @@ class Trainer(tf.Module):
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
-    @tf.function
+    @tf.function(autograph=False)
     def critic_step(self, batch) -> dict:
         # alpha ~ U[0, 1] per sample (eq. 3); drawn per replica from the trainer's RNG.
         # Under a strategy a replica's draws depend on the RNG state and on its index among
@@ -194,13 +196,13 @@ class Trainer(tf.Module):
 
         return self._reduce(self.strategy.run(replica_fn, args=(batch,)))
 
-    @tf.function
+    @tf.function(autograph=False)
     def generator_step(self, batch) -> dict:
         out = self._reduce(self.strategy.run(self._generator_replica, args=(batch,)))
         self.step.assign_add(1)
         return out
 
-    @tf.function
+    @tf.function(autograph=False)
     def warmup_step(self, batch) -> dict:
         out = self._reduce(self.strategy.run(self._warmup_replica, args=(batch,)))
         self.step.assign_add(1)
