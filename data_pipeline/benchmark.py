@@ -10,18 +10,22 @@ Pulls `--warmup_batches` batches first (tracing, file cache, autotuning), then t
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
 from absl import app, flags
 
-from data_pipeline import pipeline, synthesis
+from data_pipeline import SOURCES, SYNTHESIS_METHODS
+from data_pipeline.cli import fail, parse_flags, quiet_native_stderr
 
-_SOURCE = flags.DEFINE_enum("source", "embedded", list(pipeline.SOURCES), "Data source.")
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+_SOURCE = flags.DEFINE_enum("source", "embedded", list(SOURCES), "Data source.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of a folder/voc/plain source.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Batch size.")
 _SIZE = flags.DEFINE_integer("image_size", 128, "Training image size S.")
 _CROP = flags.DEFINE_enum("crop", "random", ["center", "random"], "Crop mode.")
-_SYNTHESIS = flags.DEFINE_enum("synthesis", "alpha_matte", list(synthesis.METHODS),
+_SYNTHESIS = flags.DEFINE_enum("synthesis", "alpha_matte", list(SYNTHESIS_METHODS),
                                "Eqs. 10-11, 10-11 with the hidden background filled, or 12-13.")
 _SIGMA = flags.DEFINE_float("sigma", 1.0, "Sigma of G.")
 _SIGMA_RANGE = flags.DEFINE_list("sigma_range", None, "lo,hi: random sigma per example.")
@@ -45,13 +49,21 @@ def measure(dataset: tf.data.Dataset, batches: int, warmup_batches: int) -> floa
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     sigma_range = tuple(float(v) for v in _SIGMA_RANGE.value) if _SIGMA_RANGE.value else None
-    ds = pipeline.make_training_dataset(
-        source=_SOURCE.value, data_dir=_DATA_DIR.value, batch_size=_BATCH.value,
-        image_size=_SIZE.value, crop=_CROP.value, synthesis=_SYNTHESIS.value,
-        sigma=_SIGMA.value, sigma_range=sigma_range, tfds_data_dir=_TFDS_DATA_DIR.value,
-        extra_dirs=tuple(_EXTRA_DIRS.value))
+    with quiet_native_stderr():  # after the flags: a bad one fails at once
+        import tensorflow as tf
+
+        from data_pipeline import pipeline
+    try:
+        ds = pipeline.make_training_dataset(
+            source=_SOURCE.value, data_dir=_DATA_DIR.value, batch_size=_BATCH.value,
+            image_size=_SIZE.value, crop=_CROP.value, synthesis=_SYNTHESIS.value,
+            sigma=_SIGMA.value, sigma_range=sigma_range, tfds_data_dir=_TFDS_DATA_DIR.value,
+            extra_dirs=tuple(_EXTRA_DIRS.value))
+    except ValueError as err:  # readers.DataError too: a missing or empty data folder
+        fail(str(err))
     if _THREADS.value:
         options = tf.data.Options()
         options.threading.private_threadpool_size = _THREADS.value
@@ -62,4 +74,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

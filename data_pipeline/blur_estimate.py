@@ -18,6 +18,7 @@ from absl import app, flags
 from scipy import ndimage
 
 from data_pipeline import readers
+from data_pipeline.cli import fail, parse_flags
 
 SIGMA_GRID = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 
@@ -65,10 +66,14 @@ def estimate_folder(test_dir: str) -> dict[str, list[float]]:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not _TEST_DIR.value:
-        raise app.UsageError("--test_dir is required")
-    result = estimate_folder(_TEST_DIR.value)
+        fail("--test_dir is required")
+    try:
+        result = estimate_folder(_TEST_DIR.value)
+    except readers.DataError as err:
+        fail(str(err))
     for k, v in result.items():
         print(k, " ".join("-" if math.isnan(s) else f"{s:g}" for s in v))
     values = np.array([s for v in result.values() for s in v if not math.isnan(s)])
@@ -78,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -72,13 +72,14 @@ import pathlib
 import shutil
 import sys
 import time
-from typing import Any, NoReturn, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 from data_pipeline import SYNTHESIS_METHODS, readers
+from data_pipeline.cli import fail, parse_flags
 
 __all__ = [
     "DEFAULT_SIGMA_RANGES",
@@ -832,11 +833,6 @@ def _progress_bar(total: int, enabled: bool):
 # ----------------------------------------------------------------------------- entry point
 
 
-def _fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def _define_flags() -> None:
     """Flags are defined only when run as a program, so importing the module adds none."""
     from absl import flags  # pylint: disable=import-outside-toplevel
@@ -876,20 +872,11 @@ def _define_flags() -> None:
     flags.DEFINE_bool("progress", True, "Progress bar on stderr.")
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    from absl import flags  # pylint: disable=import-outside-toplevel
-
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
-
-
 def _numbers(values: Sequence[str], kind: type, what: str) -> tuple:
     try:
         return tuple(kind(v) for v in values)
     except ValueError:
-        _fail(f"{what}: expected a comma-separated list of numbers, got {','.join(values)}")
+        fail(f"{what}: expected a comma-separated list of numbers, got {','.join(values)}")
 
 
 def config_from_flags() -> GroundTruthConfig:
@@ -897,9 +884,9 @@ def config_from_flags() -> GroundTruthConfig:
 
     f = flags.FLAGS
     if not f.data_dir:
-        _fail("--data_dir is required")
+        fail("--data_dir is required")
     if not f.output_dir:
-        _fail("--output_dir is required")
+        fail("--output_dir is required")
     ranges = None
     if f.sigma_ranges:
         ranges = []
@@ -907,7 +894,7 @@ def config_from_flags() -> GroundTruthConfig:
             parts = text.split(":")
             lo_hi = _numbers(parts, float, "--sigma_ranges") if len(parts) == 2 else ()
             if len(lo_hi) != 2:
-                _fail(f"--sigma_ranges: expected lo:hi, got {text!r}")
+                fail(f"--sigma_ranges: expected lo:hi, got {text!r}")
             ranges.append(lo_hi)
         ranges = tuple(ranges)
     return GroundTruthConfig(
@@ -922,13 +909,13 @@ def config_from_flags() -> GroundTruthConfig:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = config_from_flags()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before synthesis imports TF
     try:
         summary = build(config)
     except GroundTruthError as e:
-        _fail(str(e))
+        fail(str(e))
     minutes = summary["seconds"] / 60
     print(f"{summary['output_dir']}: wrote {summary['written']} pair(s), "
           f"{summary['skipped']} already complete, in {minutes:.1f} min")
@@ -938,7 +925,7 @@ def run() -> None:
     from absl import app  # pylint: disable=import-outside-toplevel
 
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

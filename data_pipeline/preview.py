@@ -11,16 +11,17 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags
 
-from data_pipeline import pipeline, synthesis
+from data_pipeline import SOURCES, SYNTHESIS_METHODS
+from data_pipeline.cli import fail, parse_flags, quiet_native_stderr
 
 _OUT = flags.DEFINE_string("out", None, "Output PNG path (must not exist unless --overwrite).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out file.")
-_SOURCE = flags.DEFINE_enum("source", "embedded", list(pipeline.SOURCES), "Data source.")
+_SOURCE = flags.DEFINE_enum("source", "embedded", list(SOURCES), "Data source.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of a folder/voc/plain source.")
 _SPLIT = flags.DEFINE_string("split", "val", "Split.")
 _NUM = flags.DEFINE_integer("num", 4, "Number of samples (rows).")
 _SIZE = flags.DEFINE_integer("image_size", 256, "Image size S.")
-_SYNTHESIS = flags.DEFINE_enum("synthesis", "alpha_matte", list(synthesis.METHODS),
+_SYNTHESIS = flags.DEFINE_enum("synthesis", "alpha_matte", list(SYNTHESIS_METHODS),
                                "Eqs. 10-11, 10-11 with the hidden background filled, or 12-13.")
 _SIGMAS = flags.DEFINE_list("sigmas", ["1"], "Sigma per row, cycled (e.g. 1,3).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed (masks of random-mask sources).")
@@ -28,6 +29,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed (masks of random-mask sources).")
 
 def sample_rows(num: int, sigmas: list[float], **dataset_kwargs) -> list[dict]:
     """Returns `num` samples as dicts of numpy arrays in [0, 1] plus their sigma."""
+    with quiet_native_stderr():  # TensorFlow's start-up notes
+        from data_pipeline import pipeline
+
     rows = []
     for i in range(num):
         s = sigmas[i % len(sigmas)]
@@ -72,20 +76,24 @@ def render_grid(rows: list[dict], path: str, synthesis: str = "alpha_matte") -> 
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     import os
 
     if not _OUT.value:
-        raise app.UsageError("--out is required")
+        fail("--out is required")
     if os.path.exists(_OUT.value) and not _OVERWRITE.value:
-        raise app.UsageError(f"{_OUT.value} exists; pass --overwrite to replace it")
-    rows = sample_rows(
-        _NUM.value, [float(s) for s in _SIGMAS.value], source=_SOURCE.value,
-        data_dir=_DATA_DIR.value, split=_SPLIT.value, image_size=_SIZE.value,
-        synthesis=_SYNTHESIS.value, seed=_SEED.value)
+        fail(f"{_OUT.value} exists; pass --overwrite to replace it")
+    try:
+        rows = sample_rows(
+            _NUM.value, [float(s) for s in _SIGMAS.value], source=_SOURCE.value,
+            data_dir=_DATA_DIR.value, split=_SPLIT.value, image_size=_SIZE.value,
+            synthesis=_SYNTHESIS.value, seed=_SEED.value)
+    except ValueError as err:  # readers.DataError too: a missing or empty data folder
+        fail(str(err))
     render_grid(rows, _OUT.value, _SYNTHESIS.value)
     print(f"wrote {_OUT.value}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

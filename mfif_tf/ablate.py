@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
+
+from mfif_tf.cli import fail, parse_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", None, "Test pairs: a folder with A/ and B/.")
@@ -23,8 +23,7 @@ def main(argv) -> None:
     from mfif_tf import ablation_lib
 
     if len(argv) > 1 or not FLAGS.dataset_dir or not FLAGS.output_dir:
-        print("error: --dataset_dir and --output_dir are required", file=sys.stderr)
-        sys.exit(2)
+        fail("--dataset_dir and --output_dir are required")
     config = ablation_lib.AblationConfig(
         dataset_dir=FLAGS.dataset_dir, output_dir=FLAGS.output_dir, flags_dir=FLAGS.flags_dir,
         variants=ablation_lib.parse_variants(FLAGS.variants), num_steps=FLAGS.num_steps,
@@ -32,12 +31,11 @@ def main(argv) -> None:
     try:
         print(ablation_lib.run_ablations(config))
     except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
 
 
 def run() -> None:
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

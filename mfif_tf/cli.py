@@ -3,54 +3,12 @@ made from config fields (`define_flags`)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import sys
-from typing import Any, Iterable, Iterator, NoReturn
+from typing import Any, Iterable
 
 from absl import flags
 
-
-def fail(message: str, prog: str | None = None) -> NoReturn:
-    """Prints `error: message` (`prog: error: message` with `prog`) on one line and exits with
-    code 2.
-
-    TensorFlow's Python warnings are silenced first: objects it deletes at exit (such as a
-    checkpoint whose restore failed) would otherwise log a line per variable after the
-    message.
-    """
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    sys.stdout.flush()
-    print(f"{prog}: error: {message}" if prog else f"error: {message}", file=sys.stderr,
-          flush=True)
-    sys.exit(2)
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Silences what native libraries print to the stderr file descriptor in the block
-    (TensorFlow's C++ runtime while it loads: CPU feature notes, GPU probing), so that the
-    tool's own messages stand alone. Python exceptions still reach the user."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def parse_flags(argv: list[str], prog: str | None = None) -> list[str]:
-    """`app.run(main, flags_parser=parse_flags)`: unknown or malformed flags (also inside a
-    flagfile) become a one-line error instead of absl's usage dump (`prog`: see `fail`)."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        fail(str(e), prog)
+# The tools import these from here.
+from data_pipeline.cli import fail, parse_flags, quiet_native_stderr  # noqa: F401
 
 
 class TupleParser(flags.ArgumentParser):

@@ -42,6 +42,8 @@ import time
 
 from absl import app, flags
 
+from mfif_tf.cli import parse_flags
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the weights go.")
@@ -433,7 +435,7 @@ def keras_linear_decay(initial: float, steps: int):
 
 
 def run() -> None:
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

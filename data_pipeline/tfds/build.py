@@ -15,10 +15,15 @@ as the `tfds` command takes them) the examples are made on Apache Beam (the `bea
 
 from __future__ import annotations
 
-import tensorflow_datasets as tfds
+import os
+from typing import TYPE_CHECKING
+
 from absl import app, flags
 
-from data_pipeline.tfds import register
+from data_pipeline.cli import fail, parse_flags, quiet_native_stderr
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 _DATASET = flags.DEFINE_enum("dataset", "mfif_alpha_matte", ["mfif_alpha_matte", "mfif_benchmark"],
                              "Builder to run.")
@@ -44,6 +49,10 @@ def build(dataset: str, manual_dir: str, config: str | None = None,
           data_dir: str | None = None, pipeline_options=None) -> tfds.core.DatasetBuilder:
     """Prepares one dataset (config) and returns its builder; with Beam `pipeline_options`
     (or their "a=1,b=2" text) on Apache Beam."""
+    import tensorflow_datasets as tfds
+
+    from data_pipeline.tfds import register
+
     cls = {"mfif_alpha_matte": register.MfifAlphaMatte,
            "mfif_benchmark": register.MfifBenchmark}[dataset]
     builder = cls(config=config, data_dir=data_dir) if config else cls(data_dir=data_dir)
@@ -55,18 +64,51 @@ def build(dataset: str, manual_dir: str, config: str | None = None,
     return builder
 
 
+def check_job(dataset: str, manual_dir: str | None, configs: list[str | None]) -> None:
+    """Raises ValueError (one line naming the problem) unless `manual_dir` holds the sources
+    of `dataset` and `configs` are its configs; tfds itself would stop deep inside the build,
+    with a traceback. A missing folder is found before TensorFlow loads."""
+    if not manual_dir:
+        raise ValueError("--manual_dir is required")
+    if not os.path.isdir(manual_dir):
+        raise ValueError(f"--manual_dir: no such folder: {manual_dir}")
+    from data_pipeline.readers import DataError
+
+    with quiet_native_stderr():  # the builders import TensorFlow
+        from data_pipeline.tfds import register
+
+    if dataset == "mfif_benchmark":
+        if configs != [None]:
+            raise ValueError("--config: mfif_benchmark has no configs")
+        find = register.mfif_benchmark_dataset_builder.find_test_sets
+    else:
+        known = [c.name for c in register.MfifAlphaMatte.BUILDER_CONFIGS]
+        for config in configs:
+            if config not in known:
+                raise ValueError(f"--config: mfif_alpha_matte has no config {config!r}; "
+                                 f"choose from {', '.join(known)}")
+        find = register.mfif_alpha_matte_dataset_builder.find_sources
+    try:
+        find(manual_dir)
+    except DataError as err:
+        raise ValueError(str(err)) from None
+
+
 def main(argv):
-    del argv
-    if not _MANUAL_DIR.value:
-        raise app.UsageError("--manual_dir is required")
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     configs = _CONFIG.value or ([None] if _DATASET.value == "mfif_benchmark" else ["alpha_matte"])
     options = None
-    if _BEAM_OPTIONS.value:
-        try:
-            options = beam_options(_BEAM_OPTIONS.value)
-        except ImportError:
-            raise app.UsageError("--beam_pipeline_options needs apache-beam: "
+    try:
+        if _BEAM_OPTIONS.value:
+            try:
+                options = beam_options(_BEAM_OPTIONS.value)
+            except ImportError:
+                raise ValueError("--beam_pipeline_options needs apache-beam: "
                                  "pip install -e \".[beam]\"") from None
+        check_job(_DATASET.value, _MANUAL_DIR.value, configs)
+    except ValueError as err:
+        fail(str(err))
     for config in configs:
         builder = build(_DATASET.value, _MANUAL_DIR.value, config, _DATA_DIR.value, options)
         splits = ", ".join(f"{k}: {v.num_examples}" for k, v in builder.info.splits.items())
@@ -74,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
