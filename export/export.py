@@ -15,7 +15,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from mfif_tf import common
-from mfif_tf.cli import fail, parse_flags
+from mfif_tf.cli import fail, parse_flags, quiet_native_stderr
 
 FLAGS = flags.FLAGS
 
@@ -63,10 +63,9 @@ flags.DEFINE_integer("tflite_representative_pairs", 32,
 
 
 def config_from_flags():
-    from export import export_lib
-    from export.tflite import TFLiteConfig
+    from export.config import ExportConfig, TFLiteConfig
 
-    return export_lib.ExportConfig(
+    return ExportConfig(
         export_dir=FLAGS.export_dir or "",
         model_name=FLAGS.model_name,
         version=FLAGS.version,
@@ -97,15 +96,17 @@ def main(argv) -> None:
         fail("--export_dir is required")
     if FLAGS.version is None:
         fail("--version is required (an integer: TF Serving serves integer version folders)")
-    from export import export_lib
-    from mfif_tf.model_io import ModelNotFoundError, load_generator
+    from export.config import check_targets
 
-    try:
+    try:  # before TensorFlow loads: a bad flag or folder fails at once
         config = config_from_flags()
         config.validate()
-        export_lib.check_targets(config)
+        check_targets(config)
     except (ValueError, FileExistsError) as e:
         fail(str(e))
+    with quiet_native_stderr():  # TensorFlow's start-up notes
+        from export import export_lib
+        from mfif_tf.model_io import ModelNotFoundError, load_generator
     try:
         generator = load_generator(FLAGS.weights, config.precision)
     except ModelNotFoundError as e:

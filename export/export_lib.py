@@ -16,93 +16,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
 
 from export import serving
+from export.config import MODELS_CONFIG, TFLITE_DIR, ExportConfig, check_targets  # noqa: F401
 from export import tflite as tflite_lib
 from mfif_tf.networks import Generator
-from mfif_tf import inference, model_io
+from mfif_tf import model_io
 from mfif_tf.refiner import Refiner
-from mfif_tf.scales import parse_scales
 
-MODELS_CONFIG = "models.config"
-TFLITE_DIR = "tflite"
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclasses.dataclass
-class ExportConfig:
-    """What `export_model` writes.
-
-    Attributes:
-      export_dir: root of the export (created if needed).
-      model_name: TF Serving model name, the folder under `export_dir`.
-      version: TF Serving version, the integer folder under the model folder.
-      overwrite: replace existing version folders instead of refusing.
-      min_size_fraction: N / (W * H) of SRR in the signatures without that input (0.001,
-        section 3.3).
-      scales: modes "refined" and "paper": G's map is the mean of its maps at these scales,
-        in every graph (`mfif_tf.scales`; (1,) for the paper's single pass).
-      mode: "refined" (G at full resolution, its outline redrawn by the refinement head R),
-        "paper" (G alone) or "coarse_to_fine" (G at `working_side`, R to full resolution);
-        `mfif_tf.inference`, in every graph.
-      working_side: coarse-to-fine: shorter side of G's working resolution.
-      precision: what G computes in, in the SavedModel: "float32" or "bfloat16" (Keras'
-        mixed_bfloat16 policy: float32 weights, bfloat16 arithmetic; F_hat, R and SRR stay
-        float32; `model_io.with_precision`). TFLite models are float32-based, so bfloat16
-        does not go with `tflite`.
-      tflite: also write the TFLite models.
-      tflite_config: which TFLite models.
-    """
-
-    export_dir: str = ""
-    model_name: str = "mfif"
-    version: int = 1
-    overwrite: bool = False
-    min_size_fraction: float = serving.PAPER_MIN_SIZE_FRACTION
-    scales: tuple[float, ...] | str = (1.0,)
-    mode: str = inference.DEFAULT_MODE
-    working_side: int = inference.DEFAULT_WORKING_SIDE
-    precision: str = "float32"
-    tflite: bool = False
-    tflite_config: tflite_lib.TFLiteConfig = dataclasses.field(
-        default_factory=tflite_lib.TFLiteConfig)
-
-    def validate(self) -> None:
-        if not self.export_dir:
-            raise ValueError("export_dir is required")
-        if not _NAME_PATTERN.match(self.model_name):
-            raise ValueError(f"model_name must be letters, digits, '_', '-' or '.', got "
-                             f"{self.model_name!r}")
-        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
-            raise ValueError(f"version must be a positive integer, got {self.version!r}")
-        if not 0.0 <= self.min_size_fraction <= 1.0:
-            raise ValueError(f"min_size_fraction must lie in [0, 1], got {self.min_size_fraction}")
-        try:
-            self.scales = parse_scales(self.scales)
-        except ValueError as err:
-            raise ValueError(f"scales: {err}") from None
-        inference.check_mode(self.mode)
-        inference.check_working_side(self.working_side)
-        if self.mode == "coarse_to_fine" and self.scales != (1.0,):
-            raise ValueError("scales apply to modes 'refined' and 'paper'")
-        model_io.check_precision(self.precision)
-        if self.tflite and self.precision != "float32":
-            raise ValueError("--tflite needs --precision=float32 (TFLite has its own reduced "
-                             "precisions: --tflite_quantizations float16, int8)")
-        if self.tflite:
-            self.tflite_config.validate()
-
-    @property
-    def saved_model_dir(self) -> str:
-        return os.path.join(self.export_dir, self.model_name, str(self.version))
-
-    @property
-    def tflite_dir(self) -> str:
-        return os.path.join(self.export_dir, TFLITE_DIR, self.model_name, str(self.version))
 
 
 @dataclasses.dataclass
@@ -113,18 +37,6 @@ class ExportResult:
     models_config: str | None
     tflite_models: dict[str, str]
     sizes: dict[str, int]
-
-
-def check_targets(config: ExportConfig) -> None:
-    """Raises FileExistsError when a version folder exists and `overwrite` is off."""
-    targets = [config.saved_model_dir] + ([config.tflite_dir] if config.tflite else [])
-    for target in targets:
-        if os.path.isfile(target):
-            raise FileExistsError(f"{target} is a file, not a version folder; remove it")
-        if os.path.exists(target) and not config.overwrite:
-            raise FileExistsError(
-                f"{target} already exists; pass --overwrite to replace it or choose another "
-                "--version")
 
 
 def write_version_dir(target: str, write: Callable[[str], object], overwrite: bool) -> str:

@@ -29,29 +29,23 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline import readers
+from export.config import (DEFAULT_QUANTIZATIONS, FULL_INTEGER, QUANTIZATIONS,  # noqa: F401
+                           REPRESENTATIVE_PAIRS, VARIANTS, TFLiteConfig,
+                           check_representative_dir)
 from export.serving import FusionModule, ModelHolder
 from mfif_tf import inference
 from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
 from mfif_tf.layers import subpixel_upsampling
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
-from mfif_tf.scales import parse_scales
 from mfif_tf.srr import default_min_size
 from mfif_tf.windows import litert_window_ops
 
-FULL_INTEGER = "int8_full"
-QUANTIZATIONS = ("float32", "float16", "int8", FULL_INTEGER)
-# What an export writes unless asked for more: full-integer quantisation needs representative
-# data (`TFLiteConfig.representative_dir`), so it is never a default.
-DEFAULT_QUANTIZATIONS = ("float32", "float16", "int8")
-VARIANTS = ("dynamic", "fixed")
 OUTPUTS = ("fused", "focus_map", "focus_map_raw")
 
 # int8_full: synthetic pairs to calibrate on, made as the packaged model's training data
 # (configs/pretrained.flags: alpha-matte synthesis, eqs. 10-11, sigma ~ U[1, 4.5], random
 # crops, sources swapped in half of the pairs).
-REPRESENTATIVE_PAIRS = 32
 REPRESENTATIVE_SIZE = 256
 REPRESENTATIVE_SIGMA_RANGE = (1.0, 4.5)
 REPRESENTATIVE_RESIZE_SHORTER = 320
@@ -66,81 +60,6 @@ REFINER_SCOPE = "mfif_R"
 # keeping it float32 raised the worst Lytro pair's F_final agreement with `fuse` from 99.896 %
 # to 99.925 % for 3 kB (`float16_generator`).
 FLOAT32_LAYERS = ("stem_conv7",)
-
-
-@dataclasses.dataclass
-class TFLiteConfig:
-    """What `export_tflite` writes.
-
-    Attributes:
-      fixed_size: side S of the fixed-size model (1 x S x S x 3).
-      variants: subset of ("dynamic", "fixed").
-      quantizations: subset of ("float32", "float16", "int8", "int8_full"); by default the
-        first three. "int8_full" needs `representative_dir`.
-      representative_dir: int8_full: a folder of images/ + masks/ (+ train.txt), as for
-        training (`data_pipeline.readers.list_mask_folder`); the pairs to calibrate on are
-        synthesised from its train split.
-      representative_pairs: int8_full: how many pairs.
-      min_size_fraction: N / (W * H) of SRR (0.001, section 3.3).
-      scales: modes "refined" and "paper": G's map is the mean of its maps at these scales
-        (`mfif_tf.scales`).
-      mode: "refined", "paper" or "coarse_to_fine" (`mfif_tf.inference`).
-      working_side: coarse-to-fine: shorter side of G's working resolution.
-    """
-
-    fixed_size: int = 512
-    variants: tuple[str, ...] = VARIANTS
-    quantizations: tuple[str, ...] = DEFAULT_QUANTIZATIONS
-    representative_dir: str = ""
-    representative_pairs: int = REPRESENTATIVE_PAIRS
-    min_size_fraction: float = PAPER_MIN_SIZE_FRACTION
-    scales: tuple[float, ...] | str = (1.0,)
-    mode: str = inference.DEFAULT_MODE
-    working_side: int = inference.DEFAULT_WORKING_SIDE
-
-    def validate(self) -> None:
-        try:
-            self.scales = parse_scales(self.scales)
-            inference.check_mode(self.mode)
-            inference.check_working_side(self.working_side)
-        except ValueError as err:
-            raise ValueError(f"scales: {err}" if "scale" in str(err) else str(err)) from None
-        if self.fixed_size < 2:
-            raise ValueError(f"fixed_size must be at least 2, got {self.fixed_size}")
-        for v in self.variants:
-            if v not in VARIANTS:
-                raise ValueError(f"unknown TFLite variant {v!r}; choose from {VARIANTS}")
-        for q in self.quantizations:
-            if q not in QUANTIZATIONS:
-                raise ValueError(f"unknown quantization {q!r}; choose from {QUANTIZATIONS}")
-        if not 0.0 <= self.min_size_fraction <= 1.0:
-            raise ValueError(f"min_size_fraction must lie in [0, 1], got {self.min_size_fraction}")
-        if FULL_INTEGER in self.quantizations:
-            if self.representative_pairs < 1:
-                raise ValueError(f"--tflite_representative_pairs must be at least 1, got "
-                                 f"{self.representative_pairs}")
-            check_representative_dir(self.representative_dir)
-
-
-def check_representative_dir(path: str) -> int:
-    """Raises ValueError (one line naming the problem) unless `path` is a mask folder with
-    usable training examples; returns their number."""
-    if not path:
-        raise ValueError(
-            f"--tflite_quantizations={FULL_INTEGER} needs --tflite_representative_dir: a folder "
-            "of images/ + masks/ (+ train.txt), as for training, to synthesise the pairs that "
-            "calibrate the int8 ranges")
-    if not os.path.isdir(path):
-        raise ValueError(f"--tflite_representative_dir: no such folder: {path}")
-    try:
-        good, skipped = readers.validate_examples(readers.list_mask_folder(path, "train"))
-    except readers.DataError as err:
-        raise ValueError(f"--tflite_representative_dir: {err}") from None
-    if not good:
-        raise ValueError(f"--tflite_representative_dir: no usable examples in {path} "
-                         f"({len(skipped)} skipped, first: {skipped[0].path}: "
-                         f"{skipped[0].reason})")
-    return len(good)
 
 
 def model_filename(variant: str, quantization: str, fixed_size: int) -> str:

@@ -163,6 +163,13 @@ class ModelNotFoundError(FileNotFoundError):
     """No model (or refinement head) where one was asked for."""
 
 
+def check_precision(precision: Any) -> str:
+    """`precision` when it is "float32" or "bfloat16", else ValueError (one line)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    return precision
+
+
 def check_mode(mode: str) -> str:
     """`mode` if it is one of `MODES`; ValueError naming the choices otherwise."""
     if mode not in MODES:

@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from mfif_tf.common import (BF16_CPU_FLAGS, GENERATOR_WEIGHTS_FILE,  # noqa: F401
                             PACKAGED_MODEL_DIR, PRECISIONS, ModelNotFoundError,
-                            cpu_default_precision, cpu_flags, cpu_has_bf16, model_directory)
+                            check_precision, cpu_default_precision, cpu_flags, cpu_has_bf16,
+                            model_directory)
 from mfif_tf.config import ModelConfig, model_config_from_dict
 from mfif_tf.networks import Generator
 from mfif_tf.refiner import Refiner
@@ -35,13 +36,6 @@ CONFIG_FILE = "model.json"
 
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # Keras dtype policy names
-
-
-def check_precision(precision: Any) -> str:
-    """`precision` when it is "float32" or "bfloat16", else ValueError (one line)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
-    return precision
 
 
 def default_precision(cpuinfo: str | None = None) -> str:

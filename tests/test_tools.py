@@ -90,3 +90,14 @@ def test_data_tools_name_a_missing_folder_in_one_line(tmp_path, module, args, me
     assert result["code"] == 2, stderr[-3000:]
     assert stderr.strip() == message.format(**names), stderr[-3000:]
     assert os.listdir(tmp_path) == []
+
+
+def test_export_checks_its_settings_before_tensorflow(tmp_path):
+    result, stderr = run_tool("export.export", [
+        "--weights=default", f"--export_dir={tmp_path / 'exp'}", "--version=1", "--tflite",
+        "--tflite_quantizations=float32,int8_full",
+        f"--tflite_representative_dir={tmp_path / 'nowhere'}"])
+    assert result == {"code": 2, "tensorflow": False}, stderr[-3000:]
+    assert stderr.strip() == (f"error: --tflite_representative_dir: no such folder: "
+                              f"{tmp_path / 'nowhere'}")
+    assert os.listdir(tmp_path) == []
