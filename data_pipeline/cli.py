@@ -35,7 +35,8 @@ def parse_flags(argv: list[str], prog: str | None = None) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        fail(str(e), prog)
+        # absl puts its own "ERROR:: " before some messages (an unreadable flagfile).
+        fail(str(e).removeprefix("ERROR:: "), prog)
 
 
 @contextlib.contextmanager

@@ -101,3 +101,12 @@ def test_export_checks_its_settings_before_tensorflow(tmp_path):
     assert stderr.strip() == (f"error: --tflite_representative_dir: no such folder: "
                               f"{tmp_path / 'nowhere'}")
     assert os.listdir(tmp_path) == []
+
+
+def test_missing_flagfile_is_one_line(tmp_path):
+    result, stderr = run_tool("mfif_tf.train", [f"--flagfile={tmp_path / 'none.flags'}",
+                                                f"--workdir={tmp_path / 'w'}"])
+    assert result == {"code": 2, "tensorflow": False}, stderr[-3000:]
+    assert stderr.strip() == (f"error: Unable to open flagfile: [Errno 2] No such file or "
+                              f"directory: '{tmp_path / 'none.flags'}'")
+    assert os.listdir(tmp_path) == []
