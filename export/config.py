@@ -137,8 +137,7 @@ class ExportConfig:
     working_side: int = common.DEFAULT_WORKING_SIDE
     precision: str = "float32"
     tflite: bool = False
-    tflite_config: TFLiteConfig = dataclasses.field(
-        default_factory=TFLiteConfig)
+    tflite_config: TFLiteConfig = dataclasses.field(default_factory=TFLiteConfig)
 
     def validate(self) -> None:
         if not self.export_dir:

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable
 
 from export import serving
-from export.config import MODELS_CONFIG, TFLITE_DIR, ExportConfig, check_targets  # noqa: F401
+from export.config import MODELS_CONFIG, ExportConfig, check_targets
 from export import tflite as tflite_lib
 from mfif_tf.networks import Generator
 from mfif_tf import model_io

@@ -67,7 +67,7 @@ def main(argv) -> None:
     if FLAGS.representative_dir:
         if FLAGS.representative_pairs < 1:
             fail(f"--representative_pairs must be at least 1, got {FLAGS.representative_pairs}")
-        from export.tflite import check_representative_dir
+        from export.config import check_representative_dir
 
         try:
             check_representative_dir(FLAGS.representative_dir)

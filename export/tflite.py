@@ -29,9 +29,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from export.config import (DEFAULT_QUANTIZATIONS, FULL_INTEGER, QUANTIZATIONS,  # noqa: F401
-                           REPRESENTATIVE_PAIRS, VARIANTS, TFLiteConfig,
-                           check_representative_dir)
+from export.config import (FULL_INTEGER, QUANTIZATIONS, REPRESENTATIVE_PAIRS,
+                           VARIANTS, TFLiteConfig)
 from export.serving import FusionModule, ModelHolder
 from mfif_tf import inference
 from mfif_tf.inference import PAPER_MIN_SIZE_FRACTION
